@@ -1,0 +1,1 @@
+"""One module per ``attrtag`` subcommand; each exposes ``register(subparsers)``."""

@@ -1,0 +1,106 @@
+"""``attrtag train``: train a grouped attribute model on a manifest."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from ..errors import AttrtagError
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("train", help="train a grouped-softmax attribute model", description=__doc__)
+    p.add_argument("--schema", required=True, help="schema YAML (groups and their values)")
+    p.add_argument("--manifest", required=True, help="CSV or JSONL manifest of images and labels")
+    p.add_argument("--out", required=True, help="run folder for checkpoints, history and curves")
+    p.add_argument("--config", help="YAML file of training options; flags override it")
+    p.add_argument("--backbone", help="timm model name (default resnetv2_50)")
+    p.add_argument("--pretrained", nargs="?", const="timm", default=None, metavar="PATH",
+                   help="start from pretrained weights: timm's own (no value) or a local weights file")
+    p.add_argument("--image-size", type=int, help="square input size (default: the backbone's)")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--weight-decay", type=float)
+    p.add_argument("--warmup-epochs", type=float)
+    p.add_argument("--label-smoothing", type=float)
+    p.add_argument("--class-weights", action="store_true", default=None, help="inverse-sqrt-frequency class weights")
+    p.add_argument("--group-weight", action="append", default=[], metavar="GROUP=W", help="loss weight of a group")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--workers", type=int, help="data loading processes")
+    p.add_argument("--device", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--max-steps-per-epoch", type=int, help="cap steps per epoch (quick runs)")
+    p.add_argument("--skip-bad-rows", action="store_true", default=None,
+                   help="skip manifest rows with unknown labels or missing files (counted) instead of failing")
+    p.add_argument("--resume", nargs="?", const="", default=None, metavar="CKPT",
+                   help="continue a run from its last checkpoint (default OUT/last.pt)")
+    p.set_defaults(func=run)
+
+
+FLAG_TO_FIELD = {
+    "backbone": "backbone", "pretrained": "pretrained", "image_size": "image_size", "epochs": "epochs",
+    "batch_size": "batch_size", "lr": "lr", "weight_decay": "weight_decay", "warmup_epochs": "warmup_epochs",
+    "label_smoothing": "label_smoothing", "class_weights": "class_weights", "seed": "seed", "workers": "workers",
+    "device": "device", "max_steps_per_epoch": "max_steps_per_epoch", "skip_bad_rows": "skip_bad_rows",
+}
+
+
+def parse_group_weights(items: list[str]) -> dict[str, float]:
+    out = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        try:
+            out[name] = float(value)
+        except ValueError:
+            sep = ""
+        if not sep:
+            raise AttrtagError(f"--group-weight {item!r}: expected GROUP=NUMBER")
+    return out
+
+
+def build_config(args: argparse.Namespace) -> Any:
+    from ..config import TrainConfig
+
+    base = TrainConfig.load(args.config).to_dict() if args.config else {}
+    for flag, field_name in FLAG_TO_FIELD.items():
+        value = getattr(args, flag)
+        if value is not None:
+            base[field_name] = value
+    if args.group_weight:
+        base["group_weights"] = parse_group_weights(args.group_weight)
+    return TrainConfig.from_dict(base, source="command line")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..manifest import coverage, format_coverage, read_manifest
+    from ..metrics import format_metrics
+    from ..schema import Schema
+    from ..train import train
+    from ._progress import tqdm_progress
+
+    cfg = build_config(args)
+    schema = Schema.load(args.schema)
+    manifest = read_manifest(args.manifest, schema, skip_bad=cfg.skip_bad_rows)
+    if manifest.skipped:
+        print(f"skipped {len(manifest.skipped)} bad manifest row(s); first: {manifest.skipped[0]}")
+    resume = None
+    if args.resume is not None:
+        resume = Path(args.resume) if args.resume else Path(args.out) / "last.pt"
+        if not resume.is_file():
+            raise AttrtagError(f"--resume: checkpoint {resume} not found")
+    print(f"{len(manifest)} images in {args.manifest}; label coverage per group:")
+    print(format_coverage(coverage(schema, manifest.records)))
+
+    def on_epoch(row: dict[str, Any], metrics: list[Any]) -> None:
+        val = f", val loss {row['val_loss']:.3f}" if row.get("val_loss") is not None else ""
+        print(f"epoch {row['epoch']}/{cfg.epochs}: train loss {row['train_loss']:.3f}{val}, "
+              f"{row['train_images_per_s']:.1f} images/s")
+        if metrics:
+            print(format_metrics(metrics), flush=True)
+
+    result = train(cfg, schema, manifest, args.out, resume=resume, progress=tqdm_progress, on_epoch=on_epoch)
+    if result.failed_images:
+        print(f"warning: {len(result.failed_images)} training image(s) could not be decoded and were skipped")
+    print(f"checkpoints: {result.last} and {result.best} (best val score {result.best_score:.3f})")
+    print(f"history: {result.run_dir / 'history.json'}, curves: {result.run_dir / 'curves.png'}")
+    return 0

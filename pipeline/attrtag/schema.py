@@ -1,0 +1,170 @@
+"""The attribute schema: ordered groups, each with ordered, mutually exclusive values.
+
+A schema file is YAML with a top-level ``groups:`` mapping, e.g.::
+
+    groups:
+      covering: [fur, feathers, scales, exoskeleton]
+      pattern: [plain, spots, stripes]
+
+Group order and value order are part of the model's contract: logits are laid out group by
+group in this order, and checkpoints/ONNX files carry the schema so a loader can check it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+from ._yaml import YamlDoc, load_yaml
+from .errors import SchemaError
+
+#: Top-level keys a schema file may have. Anything else is an error naming the key.
+SCHEMA_KEYS = frozenset({"groups"})
+
+#: Written in a label cell, means "no label for this group" (as does an empty cell).
+MISSING_TOKENS = frozenset({"", "NA"})
+
+
+@dataclass(frozen=True)
+class Group:
+    """One attribute group: a name and its ordered values (at least two)."""
+
+    name: str
+    values: tuple[str, ...]
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    def index(self, value: str) -> int:
+        """Position of ``value`` in this group; ``KeyError`` when it is not one of them."""
+        try:
+            return self.values.index(value)
+        except ValueError:
+            raise KeyError(value) from None
+
+
+@dataclass(frozen=True)
+class Schema:
+    """Ordered attribute groups. Immutable, hashable and comparable (``==`` checks order)."""
+
+    groups: tuple[Group, ...]
+
+    def __post_init__(self) -> None:
+        if not self.groups:
+            raise SchemaError("schema has no groups")
+        names = [g.name for g in self.groups]
+        for g in self.groups:
+            if names.count(g.name) > 1:
+                raise SchemaError(f"duplicate group '{g.name}'")
+            if len(g.values) < 1:
+                raise SchemaError(f"group '{g.name}' has no values")
+            for v in g.values:
+                if g.values.count(v) > 1:
+                    raise SchemaError(f"group '{g.name}': duplicate value '{v}'")
+
+    # -- views ------------------------------------------------------------------------------
+    def __iter__(self) -> Iterator[Group]:
+        return iter(self.groups)
+
+    def __len__(self) -> int:
+        return len(self.groups)
+
+    def __contains__(self, name: object) -> bool:
+        return any(g.name == name for g in self.groups)
+
+    def __getitem__(self, name: str) -> Group:
+        for g in self.groups:
+            if g.name == name:
+                return g
+        raise KeyError(name)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """Group names in order."""
+        return tuple(g.name for g in self.groups)
+
+    @property
+    def sizes(self) -> tuple[int, ...]:
+        """Number of values of each group, in order (the split sizes of the logit layer)."""
+        return tuple(len(g) for g in self.groups)
+
+    @property
+    def num_outputs(self) -> int:
+        """Total width of the grouped logit layer."""
+        return sum(self.sizes)
+
+    def group_index(self, name: str) -> int:
+        """Position of group ``name``."""
+        for i, g in enumerate(self.groups):
+            if g.name == name:
+                return i
+        raise KeyError(name)
+
+    # -- serialisation ----------------------------------------------------------------------
+    def to_dict(self) -> dict[str, list[str]]:
+        """``{group: [values...]}`` in order (Python dicts keep insertion order)."""
+        return {g.name: list(g.values) for g in self.groups}
+
+    @classmethod
+    def from_dict(cls, groups: Mapping[str, Any], *, source: str = "schema") -> "Schema":
+        """Build from ``{group: [values...]}`` (as stored in checkpoints and ONNX metadata)."""
+        if not isinstance(groups, Mapping) or not groups:
+            raise SchemaError(f"{source}: 'groups' must be a non-empty mapping of group -> values")
+        out = []
+        for name, values in groups.items():
+            if not isinstance(values, (list, tuple)) or not values:
+                raise SchemaError(f"{source}: group '{name}' must list at least one value")
+            out.append(Group(str(name), tuple(str(v) for v in values)))
+        return cls(tuple(out))
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Schema":
+        """Read and validate a schema YAML file.
+
+        Raises:
+            SchemaError: naming the file, the line and the entry for unknown top-level keys,
+                missing ``groups``, empty groups, duplicate groups or duplicate values.
+        """
+        doc = load_yaml(path)
+        return cls.from_yaml_doc(doc)
+
+    @classmethod
+    def from_yaml_doc(cls, doc: YamlDoc) -> "Schema":
+        """Validate an already parsed YAML document (see :meth:`load`)."""
+        data = doc.data
+        if not isinstance(data, dict):
+            raise SchemaError(f"{doc.where()}: a schema file must be a mapping with a 'groups:' key")
+        for key in data:
+            if key not in SCHEMA_KEYS:
+                raise SchemaError(
+                    f"{doc.where(key)}: unknown top-level key '{key}' (allowed: {', '.join(sorted(SCHEMA_KEYS))})"
+                )
+        groups = data.get("groups")
+        if not isinstance(groups, dict) or not groups:
+            raise SchemaError(f"{doc.where('groups')}: 'groups' must be a non-empty mapping of group -> list of values")
+        out = []
+        for name, values in groups.items():
+            where = doc.where("groups", name)
+            if not isinstance(values, list) or not values:
+                raise SchemaError(f"{where}: group '{name}' is empty; list its values, e.g. {name}: [a, b]")
+            seen: set[str] = set()
+            for i, v in enumerate(values):
+                if not isinstance(v, str) or v in MISSING_TOKENS:
+                    raise SchemaError(f"{doc.where('groups', name, i)}: group '{name}' has an invalid value {v!r}")
+                if v in seen:
+                    raise SchemaError(f"{doc.where('groups', name, i)}: group '{name}' lists value '{v}' twice")
+                seen.add(v)
+            out.append(Group(str(name), tuple(values)))
+        return cls(tuple(out))
+
+    def check_same(self, other: "Schema", *, what: str) -> None:
+        """Raise ``SchemaError`` "expected X, got Y" when ``other`` differs from this schema."""
+        if self == other:
+            return
+        if self.names != other.names:
+            raise SchemaError(f"{what}: schema groups differ: expected {list(self.names)}, got {list(other.names)}")
+        for a, b in zip(self.groups, other.groups):
+            if a.values != b.values:
+                raise SchemaError(
+                    f"{what}: values of group '{a.name}' differ: expected {list(a.values)}, got {list(b.values)}"
+                )
