@@ -23,4 +23,12 @@ class CheckpointError(AttrtagError, ValueError):
 
 
 class ImageDecodeError(AttrtagError):
-    """An image file cannot be decoded; the message says why."""
+    """An image file cannot be decoded; the message says why, ``reason`` is a short code.
+
+    Codes are listed in ``attrtag.images.REASONS`` (e.g. ``empty``, ``truncated``, ``bomb``);
+    tagging writes them into the error records of files it could not tag.
+    """
+
+    def __init__(self, message: str, *, reason: str = "decode") -> None:
+        super().__init__(message)
+        self.reason = reason

@@ -1,0 +1,56 @@
+import pytest
+
+from attrtag.errors import SchemaError
+from attrtag.schema import Schema
+
+
+def write(tmp_path, text):
+    p = tmp_path / "schema.yaml"
+    p.write_text(text)
+    return p
+
+
+def test_load_keeps_order_and_literal_strings(tmp_path):
+    s = Schema.load(write(tmp_path, "groups:\n  tail: [\"no\", \"yes\"]\n  flag: [on, off, 1]\n  covering: [fur, scales]\n"))
+    assert s.names == ("tail", "flag", "covering")
+    assert s["flag"].values == ("on", "off", "1")  # YAML 1.1 would have made these booleans/ints
+    assert s.sizes == (2, 3, 2) and s.num_outputs == 7
+    assert Schema.from_dict(s.to_dict()) == s
+
+
+def test_demo_schema_has_required_groups():
+    from pathlib import Path
+
+    s = Schema.load(Path(__file__).resolve().parents[1] / "datasets" / "demo_schema.yaml")
+    assert {"covering", "pattern", "logo", "medium"} <= set(s.names)
+
+
+@pytest.mark.parametrize(
+    "text, fragment, line",
+    [
+        ("groups:\n  a: [x, y]\nextra: 1\n", "unknown top-level key 'extra'", 3),
+        ("groups:\n  a: [x, y]\n  a: [z]\n", "duplicate key 'a'", 3),
+        ("groups:\n  a: [x, y, x]\n", "lists value 'x' twice", 2),
+        ("groups:\n  a: []\n", "group 'a' is empty", 2),
+        ("groups:\n  a: [x]\n  b:\n", "group 'b' is empty", 3),
+        ("groupz:\n  a: [x]\n", "unknown top-level key 'groupz'", 1),
+        ("groups: [a, b]\n", "non-empty mapping", 1),
+        ("groups:\n  a: [x, y\n", "invalid YAML", None),
+    ],
+)
+def test_errors_name_file_line_and_entry(tmp_path, text, fragment, line):
+    p = write(tmp_path, text)
+    with pytest.raises(SchemaError) as e:
+        Schema.load(p)
+    msg = str(e.value)
+    assert fragment in msg and str(p) in msg
+    if line is not None:
+        assert f"{p}:{line}:" in msg
+
+
+def test_check_same_says_expected_and_got():
+    a = Schema.from_dict({"g": ["x", "y"]})
+    b = Schema.from_dict({"g": ["y", "x"]})
+    with pytest.raises(SchemaError, match=r"expected \['x', 'y'\], got \['y', 'x'\]"):
+        a.check_same(b, what="resume")
+    a.check_same(Schema.from_dict({"g": ["x", "y"]}), what="same")
