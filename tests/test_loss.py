@@ -63,3 +63,16 @@ def test_class_weights_from_labelled_counts_only():
     assert counts[0].tolist() == [3, 0, 1] and counts[1].tolist() == [1, 2] and counts[2].sum() == 0
     w = class_weights_from_counts(counts[0])
     assert w[1] == 0 and w[2] > w[0] and torch.isclose(w[w > 0].mean(), torch.tensor(1.0))
+
+
+def test_sigmoid_baseline_masks_missing_groups():
+    from attrtag.loss import MaskedSigmoidBCE
+
+    lg = logits()
+    t = torch.tensor([[0, -1, 6], [2, -1, -1], [-1, -1, 3], [1, -1, -1], [-1, -1, 0], [2, -1, -1]])
+    out = MaskedSigmoidBCE(SCHEMA)(lg, t)
+    keep = t[:, 0] >= 0
+    ref = F.binary_cross_entropy_with_logits(lg["a"][keep], F.one_hot(t[keep, 0], 3).float())
+    assert torch.allclose(out["a"], ref) and out["b"].item() == 0.0
+    out["loss"].backward()
+    assert lg["b"].grad is not None

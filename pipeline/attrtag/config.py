@@ -24,6 +24,7 @@ class TrainConfig:
     weight_decay: float = 0.05
     warmup_epochs: float = 1.0
     min_lr_ratio: float = 0.01  # cosine decays to lr * min_lr_ratio
+    loss: str = "grouped_softmax"  # or "sigmoid_bce": the independent-sigmoid baseline recipe
     label_smoothing: float = 0.0
     class_weights: bool = False  # sqrt-inverse-frequency, from the labelled training images only
     group_weights: Mapping[str, float] = field(default_factory=dict)

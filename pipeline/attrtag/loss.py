@@ -98,3 +98,32 @@ def class_weights_from_counts(counts: torch.Tensor, *, power: float = 0.5) -> to
     w = torch.where(c > 0, c.clamp(min=1).pow(-power), torch.zeros_like(c))
     present = w > 0
     return w / w[present].mean() if present.any() else w
+
+
+class MaskedSigmoidBCE(nn.Module):
+    """The common multi-label recipe, kept as a baseline: independent sigmoids + BCE on one-hot targets.
+
+    Each group's target is the one-hot of its value; groups without a label are masked out.
+    Terms are the mean BCE over the labelled images' outputs of each group, summed over groups,
+    so the returned dict has the same shape as :class:`MaskedGroupedCrossEntropy`'s.
+    """
+
+    def __init__(self, schema: Schema) -> None:
+        super().__init__()
+        self.names = schema.names
+
+    def forward(self, logits: Mapping[str, torch.Tensor], targets: torch.Tensor) -> dict[str, torch.Tensor]:
+        total = None
+        out: dict[str, torch.Tensor] = {}
+        for j, name in enumerate(self.names):
+            x = logits[name].float()  # (B, n)
+            t = targets[:, j]
+            labelled = (t != IGNORE).to(x.dtype)  # (B,)
+            onehot = F.one_hot(t.clamp(min=0), x.shape[1]).to(x.dtype)
+            per = F.binary_cross_entropy_with_logits(x, onehot, reduction="none").mean(1) * labelled
+            denom = labelled.sum()
+            term = per.sum() / torch.where(denom > 0, denom, torch.ones_like(denom))
+            out[name] = term
+            total = term if total is None else total + term
+        out["loss"] = total  # type: ignore[assignment]
+        return out

@@ -33,7 +33,7 @@ from .config import TrainConfig
 from .data import ImageDataset, make_loader
 from .errors import AttrtagError
 from .evaluate import Predictions, compute_metrics, predict
-from .loss import MaskedGroupedCrossEntropy, class_weights_from_counts, label_counts
+from .loss import MaskedGroupedCrossEntropy, MaskedSigmoidBCE, class_weights_from_counts, label_counts
 from .manifest import Manifest, Record
 from .metrics import GroupMetrics, summary_score
 from .model import AttributeModel, build_model, check_input_size, resolve_preprocessing
@@ -85,6 +85,17 @@ def train_step(
         output = model(images)
     losses = criterion(output, targets)  # float32: the criterion upcasts logits
     return {**losses, "output": output}
+
+
+def make_criterion(cfg: TrainConfig, schema: Schema, class_weights: dict[str, torch.Tensor] | None) -> nn.Module:
+    """The loss named by ``cfg.loss``."""
+    if cfg.loss == "grouped_softmax":
+        return MaskedGroupedCrossEntropy(
+            schema, group_weights=cfg.group_weights, class_weights=class_weights, label_smoothing=cfg.label_smoothing
+        )
+    if cfg.loss == "sigmoid_bce":
+        return MaskedSigmoidBCE(schema)
+    raise AttrtagError(f"loss '{cfg.loss}' is not one of grouped_softmax, sigmoid_bce")
 
 
 def lr_lambda(step: int, *, warmup_steps: int, total_steps: int, min_ratio: float) -> float:
@@ -198,9 +209,7 @@ def train(
         class_weights = {
             n: class_weights_from_counts(c) for n, c in zip(schema.names, label_counts(targets_all, schema.sizes))
         }
-    criterion = MaskedGroupedCrossEntropy(
-        schema, group_weights=cfg.group_weights, class_weights=class_weights, label_smoothing=cfg.label_smoothing
-    ).to(device)
+    criterion = make_criterion(cfg, schema, class_weights).to(device)
 
     train_ds = ImageDataset(train_recs, prep, train=True, seed=cfg.seed)
     drop_last = len(train_ds) > cfg.batch_size  # a batch of 1 breaks BatchNorm
