@@ -1,0 +1,401 @@
+"""Static int8 quantisation of an exported attrtag model, for fast CPU inference.
+
+ONNX Runtime's recipe (``onnxruntime.quantization``): pre-process the float32 model
+(``quant_pre_process``: graph optimisation + shape inference, so more nodes get quantised),
+calibrate activation ranges on real images fed through the model's own preprocessing, and
+write a QDQ graph with per-channel int8 weights and int8 activations (S8S8, the combination
+ORT's quantisation guide suggests trying first on x86 CPUs). The result is only as good as its
+accuracy, so the same manifest is run through both models and each group's accuracy is
+reported for float32 and int8.
+
+Torch-free except :func:`export_int8`, which exports first.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import random
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence
+
+import numpy as np
+
+from attrtag.errors import AttrtagError, ImageDecodeError
+from attrtag.manifest import Record, read_manifest
+from attrtag.metrics import group_metrics
+from attrtag.preprocess import Preprocessing
+
+from .metadata import INPUT_NAME, ModelMetadata, read_metadata, write_metadata
+
+if TYPE_CHECKING:
+    from .onnx_export import ExportReport
+
+_logger = logging.getLogger(__name__)
+
+DEFAULT_CALIB_IMAGES = 128
+_HEAD_OPS = ("Split", "Slice", "Gemm", "MatMul", "Add", "Reshape", "Flatten")
+_PIP_HINT = "pip install onnxruntime-gpu==1.31.1  (or onnxruntime)"
+
+#: ``progress(iterable, desc, total) -> iterable``, e.g. the CLI's tqdm wrapper.
+Progress = Callable[[Iterable[Any], str, "int | None"], Iterable[Any]]
+
+
+@dataclass(frozen=True)
+class GroupAccuracy:
+    """Accuracy of one group on the labelled images of the manifest, float32 vs int8.
+
+    ``fp32``/``int8`` are fractions in [0, 1], ``None`` when the group has no labels there.
+    """
+
+    group: str
+    labelled: int
+    fp32: float | None
+    int8: float | None
+
+    @property
+    def delta_points(self) -> float | None:
+        """int8 minus float32 accuracy, in percentage points (negative = int8 is worse)."""
+        if self.fp32 is None or self.int8 is None:
+            return None
+        return 100.0 * (self.int8 - self.fp32)
+
+
+@dataclass
+class QuantReport:
+    """What :func:`quantize_int8` wrote and what it cost in accuracy.
+
+    Attributes:
+        path: the int8 model.
+        calib_images: images the activation ranges were calibrated on.
+        eval_images: images both models were compared on (includes the calibration images).
+        groups: per-group accuracy, float32 vs int8.
+        max_abs_diff: per group, max abs difference of probabilities, int8 vs float32 ONNX.
+        preprocessed: whether ``quant_pre_process`` ran (it is skipped, with a warning, when
+            it fails on a graph).
+        failed_images: manifest images that could not be decoded (skipped).
+        seconds: wall time.
+    """
+
+    path: Path
+    calib_images: int
+    eval_images: int
+    groups: list[GroupAccuracy]
+    max_abs_diff: dict[str, float]
+    preprocessed: bool
+    failed_images: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def quantize_int8(
+    fp32_model: str | os.PathLike[str],
+    out_path: str | os.PathLike[str],
+    manifest: str | os.PathLike[str],
+    *,
+    calib_images: int = DEFAULT_CALIB_IMAGES,
+    eval_images: int | None = None,
+    batch_size: int = 16,
+    seed: int = 0,
+    progress: Progress | None = None,
+) -> QuantReport:
+    """Quantise an attrtag float32 ONNX model to int8 (QDQ, per-channel) and measure the cost.
+
+    Args:
+        fp32_model: a float32 model written by :func:`~attrtag_onnx.onnx_export.export_onnx`.
+        out_path: the int8 model (written atomically; metadata precision ``int8``).
+        manifest: labelled images (CSV/JSONL, see :func:`attrtag.manifest.read_manifest`).
+        calib_images: how many manifest images (a seeded random sample) calibrate the ranges.
+        eval_images: how many images (manifest order) to compare accuracy on; all by default.
+        batch_size: images per ONNX Runtime call.
+        seed: seed of the calibration sample.
+        progress: optional progress wrapper for the CLI.
+
+    Returns:
+        The :class:`QuantReport`.
+
+    Raises:
+        AttrtagError: not a float32 attrtag model, unreadable manifest, no decodable images.
+    """
+    ort, quant = _import_quantization()
+    t0 = time.perf_counter()
+    src = Path(fp32_model)
+    meta = read_metadata(src)
+    if meta.precision != "fp32":
+        raise AttrtagError(f"{src}: int8 quantisation needs a float32 model, this one is {meta.precision}")
+    if calib_images < 1:
+        raise AttrtagError(f"--calib-images must be at least 1, got {calib_images}")
+    records = read_manifest(manifest, meta.schema).records
+    calib = random.Random(seed).sample(records, min(calib_images, len(records)))
+    evaluated = records if eval_images is None else records[: max(1, eval_images)]
+    failed: list[str] = []
+
+    out = Path(out_path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".attrtag-int8-", dir=out.parent) as tmp:
+        model_in, preprocessed = src, False
+        try:
+            pre = Path(tmp) / "pre.onnx"
+            quant.shape_inference.quant_pre_process(str(src), str(pre))
+            model_in, preprocessed = pre, True
+        except Exception as err:  # noqa: BLE001 - optional step; quantising without it still works
+            _logger.warning("quant_pre_process failed (%s); quantising the model as exported", _first_line(err))
+
+        excluded = _head_nodes(model_in)
+        reader = _CalibrationReader(calib, meta.preprocessing, batch_size, failed, progress)
+        q_path = Path(tmp) / "int8.onnx"
+        none_decoded = AttrtagError(f"{manifest}: none of the {len(calib)} calibration images could be decoded")
+        try:
+            quant.quantize_static(
+                str(model_in),
+                str(q_path),
+                reader,
+                quant_format=quant.QuantFormat.QDQ,
+                per_channel=True,
+                activation_type=quant.QuantType.QInt8,
+                weight_type=quant.QuantType.QInt8,
+                calibrate_method=quant.CalibrationMethod.MinMax,
+                nodes_to_exclude=excluded,
+            )
+        except Exception:
+            if reader.used == 0:  # the calibrator fails on empty data with a less helpful message
+                raise none_decoded from None
+            raise
+        if reader.used == 0:
+            raise none_decoded
+        _restamp(q_path, out, meta)
+
+    groups, diffs, n_eval = _compare(ort, src, out, meta, evaluated, batch_size, failed, progress)
+    report = QuantReport(
+        path=out,
+        calib_images=reader.used,
+        eval_images=n_eval,
+        groups=groups,
+        max_abs_diff=diffs,
+        preprocessed=preprocessed,
+        failed_images=sorted(set(failed)),
+        seconds=time.perf_counter() - t0,
+    )
+    for g in groups:
+        if g.delta_points is not None and g.delta_points < -2.0:
+            _logger.warning("int8 loses %.1f accuracy points on group '%s'", -g.delta_points, g.group)
+    return report
+
+
+def export_int8(
+    source: Any,
+    out_path: str | os.PathLike[str],
+    manifest: str | os.PathLike[str],
+    *,
+    calib_images: int = DEFAULT_CALIB_IMAGES,
+    eval_images: int | None = None,
+    rules: dict[str, Any] | None = None,
+    opset: int | None = None,
+    batch_check: int = 5,
+    progress: Progress | None = None,
+) -> "ExportReport":
+    """Export a float32 model (checked against PyTorch), then quantise it to ``out_path``.
+
+    The float32 file is temporary. The returned report's parity fields are the float32
+    export's (enforced); int8 vs float32 differences and accuracies are in ``.quantization``.
+
+    Args:
+        source: a checkpoint path or ``(model, schema, preprocessing, backbone)``.
+        out_path: the int8 model.
+        manifest: calibration and evaluation images.
+        calib_images: calibration sample size.
+        eval_images: accuracy comparison size (all manifest images by default).
+        rules: class rules to embed.
+        opset: ONNX opset (default: the exporter's :data:`~attrtag_onnx.onnx_export.DEFAULT_OPSET`).
+        batch_check: second batch size of the float32 parity check.
+        progress: optional progress wrapper for the CLI.
+
+    Returns:
+        The :class:`~attrtag_onnx.onnx_export.ExportReport` with ``precision="int8"``.
+    """
+    from .onnx_export import DEFAULT_OPSET, export_onnx
+
+    out = Path(out_path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix=".attrtag-fp32-", dir=out.parent) as tmp:
+        report = export_onnx(
+            source, Path(tmp) / "fp32.onnx", opset=opset or DEFAULT_OPSET, rules=rules, batch_check=batch_check
+        )
+        report.quantization = quantize_int8(
+            report.path, out, manifest, calib_images=calib_images, eval_images=eval_images, progress=progress
+        )
+    report.path, report.precision = out, "int8"
+    report.size_bytes = out.stat().st_size
+    report.seconds = time.perf_counter() - t0
+    return report
+
+
+# -- internals ----------------------------------------------------------------------------------
+def _import_quantization() -> tuple[Any, Any]:
+    try:
+        import onnxruntime
+        import onnxruntime.quantization as quant
+        import onnxruntime.quantization.shape_inference  # noqa: F401 - quant_pre_process
+    except ImportError:
+        raise AttrtagError(f"int8 quantisation needs ONNX Runtime's quantisation tools: {_PIP_HINT}") from None
+    return onnxruntime, quant
+
+
+def _first_line(err: BaseException) -> str:
+    return (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
+
+
+def _load_batches(
+    records: Sequence[Record], prep: Preprocessing, batch_size: int, failed: list[str]
+) -> Iterator[tuple[np.ndarray, list[Record]]]:
+    """Decoded, preprocessed ``[B, 3, H, W]`` batches; undecodable images go to ``failed``."""
+    from attrtag.images import load_rgb
+
+    rows: list[np.ndarray] = []
+    kept: list[Record] = []
+    for r in records:
+        try:
+            rows.append(prep(load_rgb(r.path)))
+            kept.append(r)
+        except ImageDecodeError as err:
+            _logger.warning("skipping %s", err)
+            failed.append(r.path)
+        if len(rows) == batch_size:
+            yield np.stack(rows), kept
+            rows, kept = [], []
+    if rows:
+        yield np.stack(rows), kept
+
+
+class _CalibrationReader:
+    """``onnxruntime.quantization.CalibrationDataReader``: yields ``{"image": batch}`` until done.
+
+    Duck-typed (``get_next``) rather than subclassed so this module imports without ORT.
+    """
+
+    def __init__(
+        self,
+        records: Sequence[Record],
+        prep: Preprocessing,
+        batch_size: int,
+        failed: list[str],
+        progress: Progress | None,
+    ) -> None:
+        self.used = 0
+        n_batches = (len(records) + batch_size - 1) // batch_size
+        batches: Iterable[Any] = _load_batches(records, prep, batch_size, failed)
+        if progress is not None:
+            batches = progress(batches, "calibrating", n_batches)
+        self._it = iter(batches)
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        item = next(self._it, None)
+        if item is None:
+            return None
+        batch, kept = item
+        self.used += len(kept)
+        return {INPUT_NAME: batch}
+
+    def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
+        while (item := self.get_next()) is not None:
+            yield item
+
+
+def _head_nodes(path: Path) -> list[str]:
+    """Names of the grouped head's nodes: the Softmax outputs and everything back to the matmul.
+
+    They stay float32. Quantising them would round every probability to steps of ~1/255 (sums
+    off 1 by up to 0.4%) and the logits to int8; the head is one small matmul, so keeping it
+    float costs nothing measurable while the backbone's convolutions carry the speed-up.
+    """
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    producer = {out: n for n in graph.node for out in n.output}
+    names: list[str] = []
+    stack = [n for n in graph.node if n.op_type == "Softmax"]
+    while stack:
+        node = stack.pop()
+        if node.name in names:
+            continue
+        names.append(node.name)
+        if node.op_type in ("Gemm", "MatMul"):
+            continue  # the head's linear layer: the walk stops here
+        for i in node.input[:1]:  # data input only (Split sizes, Add bias are constants)
+            if i in producer and producer[i].op_type in _HEAD_OPS:
+                stack.append(producer[i])
+    return names
+
+
+def _restamp(q_path: Path, out: Path, meta: ModelMetadata) -> None:
+    """Stamp int8 metadata on the quantiser's output, check it, write ``out`` atomically."""
+    import onnx
+
+    model = onnx.load(str(q_path))
+    write_metadata(
+        model,
+        ModelMetadata(
+            schema=meta.schema,
+            preprocessing=meta.preprocessing,
+            backbone=meta.backbone,
+            precision="int8",
+            rules=meta.rules,
+        ),
+    )
+    try:
+        onnx.checker.check_model(model, full_check=True)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as err:
+        raise AttrtagError(f"onnx.checker rejects the int8 graph: {_first_line(err)}") from None
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(model.SerializeToString())
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp_name, out)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+
+
+def _compare(
+    ort: Any,
+    fp32_path: Path,
+    int8_path: Path,
+    meta: ModelMetadata,
+    records: Sequence[Record],
+    batch_size: int,
+    failed: list[str],
+    progress: Progress | None,
+) -> tuple[list[GroupAccuracy], dict[str, float], int]:
+    """Run both models on the CPU over ``records``: accuracies, max prob differences, images run."""
+    providers = ["CPUExecutionProvider"]
+    s32 = ort.InferenceSession(str(fp32_path), providers=providers)
+    s8 = ort.InferenceSession(str(int8_path), providers=providers)
+    names = list(meta.schema.names)
+    truth: list[list[int]] = [[] for _ in names]
+    pred32: list[list[np.ndarray]] = [[] for _ in names]
+    pred8: list[list[np.ndarray]] = [[] for _ in names]
+    diffs = dict.fromkeys(names, 0.0)
+    batches: Iterable[Any] = _load_batches(records, meta.preprocessing, batch_size, failed)
+    if progress is not None:
+        batches = progress(batches, "comparing fp32 vs int8", (len(records) + batch_size - 1) // batch_size)
+    for batch, kept in batches:
+        out32 = s32.run(names, {INPUT_NAME: batch})
+        out8 = s8.run(names, {INPUT_NAME: batch})
+        for j, (a, b) in enumerate(zip(out32, out8)):
+            diffs[names[j]] = max(diffs[names[j]], float(np.max(np.abs(a - b))))
+            pred32[j].append(a.argmax(1))
+            pred8[j].append(b.argmax(1))
+            truth[j].extend(r.labels[j] for r in kept)
+    if not truth[0]:
+        raise AttrtagError("no image of the manifest could be decoded for the accuracy comparison")
+    groups = []
+    for j, g in enumerate(meta.schema.groups):
+        y = np.asarray(truth[j], dtype=np.int64)
+        m32 = group_metrics(g.name, y, np.concatenate(pred32[j]), len(g))
+        m8 = group_metrics(g.name, y, np.concatenate(pred8[j]), len(g))
+        groups.append(GroupAccuracy(group=g.name, labelled=m32.labelled, fp32=m32.accuracy, int8=m8.accuracy))
+    return groups, diffs, len(truth[0])

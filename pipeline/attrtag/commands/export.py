@@ -1,0 +1,124 @@
+"""``attrtag export``: a checkpoint to an ONNX file that carries its schema, checked against PyTorch."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from ..errors import AttrtagError
+from ..schema import Schema
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("export", help="export a checkpoint to ONNX (fp32, fp16 or int8)", description=__doc__)
+    p.add_argument("--checkpoint", required=True, help="training checkpoint (best.pt / last.pt)")
+    p.add_argument("--out", required=True, help="ONNX file to write (e.g. model.onnx)")
+    precision = p.add_mutually_exclusive_group()
+    precision.add_argument("--fp16", action="store_true", help="float16 graph for GPUs (float32 input/outputs kept)")
+    precision.add_argument("--int8", action="store_true",
+                           help="static int8 quantisation for CPUs (needs --calib-manifest)")
+    p.add_argument("--calib-manifest", metavar="M",
+                   help="labelled manifest for int8 calibration and the accuracy check")
+    p.add_argument("--calib-images", type=int, default=None, metavar="N",
+                   help="images to calibrate int8 ranges on (default 128)")
+    p.add_argument("--eval-images", type=int, default=None, metavar="N",
+                   help="images of the manifest to compare fp32 vs int8 accuracy on (default all)")
+    p.add_argument("--rules", metavar="R", help="class rules YAML to embed in the model (for zero-shot tagging)")
+    p.add_argument("--opset", type=int, default=None, help="ONNX opset (default 18)")
+    p.add_argument("--batch-check", type=int, default=5, metavar="N",
+                   help="batch size of the ONNX Runtime vs PyTorch check, besides batch 1 (default 5)")
+    p.set_defaults(func=run)
+
+
+def rules_for_export(path: str | Path, schema: Schema) -> dict[str, Any]:
+    """Read a rules file, check it against the model's schema, return the dict to embed.
+
+    Args:
+        path: rules YAML (``classes: {name: {group: value(s)}}``).
+        schema: the exported model's schema.
+
+    Returns:
+        ``{"classes": {...}}`` as :meth:`attrtag.rules.Rules.to_dict` writes it, which
+        :meth:`attrtag.rules.Rules.from_dict` reads back.
+
+    Raises:
+        SchemaError: "file:line: ..." for malformed rules or unknown groups/values.
+    """
+    from ..rules import Rules
+
+    return Rules.load(path, schema).to_dict()
+
+
+def run(args: argparse.Namespace) -> int:
+    from attrtag_onnx.onnx_export import DEFAULT_OPSET, export_onnx
+    from attrtag_onnx.quantize import DEFAULT_CALIB_IMAGES, export_int8
+
+    from ..checkpoint import load_checkpoint
+    from ..model import model_from_checkpoint
+    from ._progress import tqdm_progress
+
+    if args.int8 and not args.calib_manifest:
+        raise AttrtagError(
+            "--int8 needs --calib-manifest M: a labelled manifest to calibrate on and check accuracy with"
+        )
+    if not args.int8 and (args.calib_manifest or args.calib_images is not None or args.eval_images is not None):
+        raise AttrtagError("--calib-manifest/--calib-images/--eval-images only apply with --int8")
+    out = Path(args.out)
+    if out.suffix.lower() != ".onnx":
+        raise AttrtagError(f"--out {out}: name the file with a .onnx suffix (tagging picks the backend by it)")
+
+    ckpt = load_checkpoint(args.checkpoint)
+    model, prep = model_from_checkpoint(ckpt, source=str(args.checkpoint))
+    source = (model, model.schema, prep, str(ckpt["backbone"]))
+    rules = rules_for_export(args.rules, model.schema) if args.rules else None
+    opset = args.opset or DEFAULT_OPSET
+
+    if args.int8:
+        report = export_int8(
+            source, out, args.calib_manifest,
+            calib_images=DEFAULT_CALIB_IMAGES if args.calib_images is None else args.calib_images,
+            eval_images=args.eval_images, rules=rules, opset=opset, batch_check=args.batch_check,
+            progress=tqdm_progress,
+        )
+    else:
+        report = export_onnx(source, out, opset=opset, fp16=args.fp16, rules=rules, batch_check=args.batch_check)
+
+    print(f"wrote {report.path} ({report.size_bytes / 1e6:.1f} MB, {report.precision}, opset {report.opset}, "
+          f"{report.exporter} exporter, {report.seconds:.1f}s)")
+    print(f"input: image float32 [batch, 3, {prep.input_size[0]}, {prep.input_size[1]}]")
+    print("groups: " + ", ".join(f"{g.name} ({len(g)})" for g in model.schema))
+    if rules:
+        print(f"rules: {len(rules['classes'])} class(es) embedded from {args.rules}")
+    checked = "float32 model" if args.int8 else "model"
+    if report.max_abs_diff:
+        print(f"parity check ({checked} vs PyTorch, batches {', '.join(map(str, report.check_batches))}) "
+              f"on {', '.join(report.check_providers)}; tolerance {report.atol:g}:")
+    width = max(len(n) for n in report.groups)
+    for name, diff in report.max_abs_diff.items():
+        print(f"  {name:<{width}}  max |onnx - torch| = {diff:.2e}")
+    if report.note:
+        print(f"note: {report.note}")
+    if report.quantization is not None:
+        print(format_int8_table(report.quantization))
+    return 0
+
+
+def format_int8_table(q: Any) -> str:
+    """The fp32 vs int8 accuracy table of a :class:`attrtag_onnx.quantize.QuantReport`."""
+    width = max([len("group")] + [len(g.group) for g in q.groups])
+    lines = [
+        f"int8: calibrated on {q.calib_images} image(s), compared on {q.eval_images} "
+        f"(quant_pre_process {'applied' if q.preprocessed else 'skipped'})",
+        f"  {'group':<{width}}  {'labelled':>8}  {'fp32':>7}  {'int8':>7}  {'change':>8}  {'max |int8 - fp32|':>17}",
+    ]
+
+    def pct(x: float | None) -> str:
+        return "     --" if x is None else f"{100 * x:6.1f}%"
+
+    for g in q.groups:
+        delta = "      --" if g.delta_points is None else f"{g.delta_points:+7.1f}p"
+        diff = q.max_abs_diff[g.group]
+        lines.append(f"  {g.group:<{width}}  {g.labelled:>8}  {pct(g.fp32)}  {pct(g.int8)}  {delta}  {diff:>17.2e}")
+    if q.failed_images:
+        lines.append(f"  warning: {len(q.failed_images)} image(s) could not be decoded and were skipped")
+    return "\n".join(lines)
