@@ -1,0 +1,168 @@
+"""``attrtag tag MODEL INPUT... --out FILE``: tag folders, files, globs and lists of images.
+
+Re-running the same command after a crash or ``kill -9`` resumes: images already in ``--out``
+are skipped and the rest appended (see :mod:`attrtag.tag_output`). Unreadable images get an
+error record and do not stop the run; the exit status is 0 when the run completed, whatever
+the images held.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+from collections import Counter
+from typing import Any, Sequence
+
+from ..errors import AttrtagError
+
+_logger = logging.getLogger(__name__)
+
+_DESCRIPTION = """\
+Tag images with a trained checkpoint or an exported .onnx model (the .onnx path needs no torch).
+One record per image: the top value of every group, its probability and the distribution;
+unreadable images get a record with 'error' and 'message' and the run goes on.
+
+Resumable: rerun the same command after a crash or kill and the images already in --out are
+skipped, the rest appended. An output made by another model, schema, --top-k or --threshold is
+refused (use --overwrite or another --out). Parquet output is written at the end; until then
+the records live in FILE.partial.jsonl.
+"""
+
+
+def register(sub: Any) -> None:
+    """Add the ``tag`` subcommand to ``sub`` (an argparse subparsers object)."""
+    p = sub.add_parser(
+        "tag",
+        help="tag images with a trained or exported model (resumable)",
+        description=_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("model", metavar="MODEL", help=".onnx file (no torch needed) or training checkpoint (.pt)")
+    p.add_argument(
+        "inputs", metavar="INPUT", nargs="+",
+        help="image file, folder (recursive), glob pattern ('**' allowed; quote it), or a list file "
+        "(@list.txt or any .txt: one path per line, relative to the list's folder)",
+    )
+    p.add_argument(
+        "--out", required=True, metavar="FILE", help="output file: .jsonl, .csv or .parquet (other names: JSONL)"
+    )
+    p.add_argument(
+        "--format", choices=("jsonl", "csv", "parquet"), help="output format (default: from --out's extension)"
+    )
+    p.add_argument("--batch-size", type=int, default=32, help="images per model call (default: 32)")
+    p.add_argument(
+        "--workers", type=int, default=min(4, os.cpu_count() or 1),
+        help="parallel decoding workers; 0 decodes in the main thread (default: min(4, CPUs))",
+    )
+    p.add_argument("--worker-kind", choices=("thread", "process"), default="thread",
+                   help="decode in threads (default; PIL releases the GIL) or processes")
+    p.add_argument("--top-k", type=int, help="keep only the K most probable values of each group in <group>_probs")
+    p.add_argument(
+        "--threshold", action="append", default=[], metavar="[GROUP=]P",
+        help="mark a group 'uncertain' when its top probability is below P; P alone applies to every "
+        "group, GROUP=P to one (repeatable; GROUP=P overrides P)",
+    )
+    p.add_argument(
+        "--device", default="auto", help="auto (default: GPU when usable), cpu, cuda[:N] or tensorrt (ONNX only)"
+    )
+    p.add_argument("--threads", type=int, help="model runtime threads (default: the runtime's choice)")
+    p.add_argument("--trt-cache-dir", help="TensorRT engine cache folder (ONNX models on a GPU)")
+    p.add_argument("--max-pixels", type=int, help="refuse larger images as decompression bombs")
+    p.add_argument("--overwrite", action="store_true", help="start --out again instead of resuming it")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def parse_thresholds(specs: Sequence[str], groups: Sequence[str]) -> dict[str, float]:
+    """``["0.5", "colour=0.7"]`` -> ``{group: threshold}`` for every group that gets one.
+
+    Args:
+        specs: ``--threshold`` values: ``P`` (all groups) or ``GROUP=P`` (one group; wins over ``P``).
+        groups: the model's group names, in order.
+
+    Returns:
+        Thresholds in group order.
+
+    Raises:
+        AttrtagError: a value that is not a probability, or an unknown group.
+    """
+    default: float | None = None
+    per_group: dict[str, float] = {}
+    for spec in specs:
+        name, sep, value = spec.rpartition("=")
+        try:
+            p = float(value)
+        except ValueError:
+            p = float("nan")
+        if not 0.0 <= p <= 1.0:
+            raise AttrtagError(f"--threshold {spec}: expected P or GROUP=P with P a probability between 0 and 1")
+        if not sep:
+            default = p
+        elif name not in groups:
+            raise AttrtagError(f"--threshold {spec}: the model has no group '{name}' (groups: {', '.join(groups)})")
+        else:
+            per_group[name] = p
+    return {g: per_group.get(g, default) for g in groups if g in per_group or default is not None}  # type: ignore[misc]
+
+
+def run(args: argparse.Namespace) -> int:
+    """Tag the inputs into ``args.out``; returns the exit status."""
+    from tqdm import tqdm
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    from ..images import DEFAULT_MAX_PIXELS, display_path
+    from ..predictor import open_predictor
+    from ..tag_inputs import expand_inputs
+    from ..tag_output import OutputMeta, RecordLayout, model_fingerprint, open_output, output_format
+    from ..tagging import tag_paths
+
+    fmt = output_format(args.out, args.format)  # a bad --out fails before the model loads
+    if args.batch_size < 1:
+        raise AttrtagError(f"--batch-size must be at least 1, got {args.batch_size}")
+    if args.workers < 0:
+        raise AttrtagError(f"--workers must be 0 or more, got {args.workers}")
+    paths = expand_inputs(args.inputs)
+    predictor = open_predictor(
+        args.model, device=args.device, batch_size_hint=args.batch_size, trt_cache_dir=args.trt_cache_dir,
+        threads=args.threads,
+    )
+    layout = RecordLayout(
+        predictor.schema, top_k=args.top_k, thresholds=parse_thresholds(args.threshold, predictor.schema.names)
+    )
+    meta = OutputMeta(layout, model=os.path.basename(args.model), model_sha256=model_fingerprint(args.model))
+
+    counts: Counter[str] = Counter()
+    with open_output(args.out, meta, fmt=fmt, overwrite=args.overwrite) as writer:
+        todo = [p for p in paths if display_path(p) not in writer.done]
+        skipped = len(paths) - len(todo)
+        if skipped:
+            _logger.info("resuming %s: %d of %d images already there", args.out, skipped, len(paths))
+        start = time.perf_counter()
+        bar = tqdm(
+            total=len(todo), unit="img", desc="tagging", dynamic_ncols=True, file=sys.stderr,
+            disable=args.no_progress or None,  # None: off when stderr is not a terminal
+        )
+        with bar, logging_redirect_tqdm():
+            for records in tag_paths(
+                predictor, todo, layout=layout, batch_size=args.batch_size, workers=args.workers,
+                worker_kind=args.worker_kind, max_pixels=args.max_pixels or DEFAULT_MAX_PIXELS,
+            ):
+                writer.write(records)
+                counts.update(r.get("error") or "ok" for r in records)
+                failed = sum(counts.values()) - counts["ok"]
+                if failed:
+                    bar.set_postfix_str(f"failed {failed}", refresh=False)
+                bar.update(len(records))
+        elapsed = time.perf_counter() - start
+
+    failed = sum(counts.values()) - counts["ok"]
+    reasons = ", ".join(f"{k} {n}" for k, n in sorted(counts.items()) if k != "ok")
+    rate = sum(counts.values()) / elapsed if elapsed > 0 else 0.0
+    print(
+        f"tagged {counts['ok']}, failed {failed}" + (f" ({reasons})" if reasons else "")
+        + (f", {skipped} already in {args.out}" if skipped else "")
+        + f"; {rate:.1f} images/s -> {args.out}"
+    )
+    return 0
