@@ -17,7 +17,6 @@ import importlib
 import io
 import logging
 import os
-import tempfile
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -28,6 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from attrtag.atomicfile import atomic_path
 from attrtag.errors import AttrtagError
 from attrtag.model import AttributeModel, ProbabilityModel
 from attrtag.preprocess import Preprocessing
@@ -158,20 +158,12 @@ def export_onnx(
     report = ExportReport(
         path=out, size_bytes=0, opset=_default_opset(proto), exporter=used, precision=precision, groups=schema.names
     )
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(proto.SerializeToString())
-            f.flush()
-            os.fsync(f.fileno())
+    # The parity check runs on the temporary file: a model that fails it never replaces `out`.
+    with atomic_path(out) as tmp:
+        tmp.write_bytes(proto.SerializeToString())
         if check:
             tol = atol if atol is not None else (FP16_ATOL if fp16 else FP32_ATOL)
             _check_against_torch(tmp, net, prep, report, batches=(1, batch_check), atol=tol, seed=seed)
-        os.replace(tmp, out)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     report.size_bytes = out.stat().st_size
     report.seconds = time.perf_counter() - t0
     _logger.info(

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
+from attrtag.atomicfile import write_bytes
 from attrtag.errors import AttrtagError, ImageDecodeError
 from attrtag.manifest import Record, read_manifest
 from attrtag.metrics import group_metrics
@@ -348,16 +349,7 @@ def _restamp(q_path: Path, out: Path, meta: ModelMetadata) -> None:
         onnx.checker.check_model(model, full_check=True)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as err:
         raise AttrtagError(f"onnx.checker rejects the int8 graph: {_first_line(err)}") from None
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(model.SerializeToString())
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp_name, out)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    write_bytes(out, model.SerializeToString())
 
 
 def _compare(

@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
@@ -13,6 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .atomicfile import write_text
 from .data import ImageDataset, make_loader
 from .manifest import Record
 from .metrics import GroupMetrics, group_metrics
@@ -86,13 +85,6 @@ def compute_metrics(schema: Schema, preds: Predictions) -> list[GroupMetrics]:
     return out
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
 def write_report(
     out_dir: str | Path, schema: Schema, metrics: list[GroupMetrics], *, extra: dict[str, Any] | None = None
 ) -> dict[str, Path]:
@@ -120,6 +112,6 @@ def write_report(
         groups.append(d)
     payload = {"groups": groups, **(extra or {})}
     path = out_dir / "metrics.json"
-    _atomic_write_text(path, json.dumps(payload, indent=2))
+    write_text(path, json.dumps(payload, indent=2))
     written["json"] = path
     return written

@@ -1,8 +1,6 @@
 """Figures written next to runs and reports (matplotlib, headless Agg backend)."""
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -12,14 +10,16 @@ matplotlib.use("Agg")  # no display on servers and CI
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from .atomicfile import atomic_path  # noqa: E402
+
 
 def _save(fig: Any, path: Path) -> None:
     # Atomic: a viewer never sees a half-written PNG.
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
-    os.close(fd)
-    fig.savefig(tmp, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    os.replace(tmp, path)
+    try:
+        with atomic_path(path, suffix=".png") as tmp:
+            fig.savefig(tmp, dpi=110, bbox_inches="tight")
+    finally:
+        plt.close(fig)
 
 
 def plot_confusion(cm: np.ndarray, values: Sequence[str], path: str | Path, *, title: str = "") -> Path:

@@ -16,8 +16,6 @@ import io
 import json
 import logging
 import math
-import os
-import tempfile
 import time
 import zlib
 from dataclasses import dataclass, field
@@ -28,6 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .atomicfile import write_text
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .data import ImageDataset, make_loader
@@ -132,11 +131,8 @@ class TrainResult:
 
 
 def _write_history(run_dir: Path, history: list[dict[str, Any]]) -> None:
-    for name, text in (("history.json", json.dumps(history, indent=1)), ("history.csv", _history_csv(history))):
-        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", dir=run_dir)
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-        os.replace(tmp, run_dir / name)
+    write_text(run_dir / "history.json", json.dumps(history, indent=1))
+    write_text(run_dir / "history.csv", _history_csv(history))
 
 
 def _history_csv(history: list[dict[str, Any]]) -> str:
