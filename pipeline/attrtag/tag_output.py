@@ -17,6 +17,8 @@ One record per input image. A tagged image (groups in schema order, ``covering``
   ``k`` most probable, most probable first.
 * ``uncertain``: present only when thresholds were set; the groups (schema order) whose top
   probability is below their threshold. The top value is still reported for them.
+* ``class``, ``class_prob``, ``classes``, ``class_explanation``: present only when the run had
+  class rules (``--rules`` or rules embedded in the model); see :mod:`attrtag.zeroshot_tags`.
 * Probabilities are rounded to 6 decimals (float32 softmax outputs carry about 7 digits), which
   keeps files small and makes records of the same model byte-identical across runs.
 
@@ -28,7 +30,8 @@ A failed image has no predictions, only::
 
 Flat columns (CSV, Parquet, and the column arrays of :class:`attrtag.tagging.TagWorker`):
 ``path``, then per group ``<group>``, ``<group>_prob``, ``<group>_probs`` (the mapping as a JSON
-string), then ``uncertain`` (a JSON list string; only with thresholds), ``error``, ``message``.
+string), then ``uncertain`` (a JSON list string; only with thresholds), the class fields (only
+with rules; ``classes`` and ``class_explanation`` as JSON strings), ``error``, ``message``.
 Cells that do not apply are empty (CSV) or null (Parquet). :meth:`RecordLayout.to_flat` and
 :meth:`RecordLayout.from_flat` convert, and :func:`read_output` reads any format back into the
 record form above.
@@ -36,16 +39,22 @@ record form above.
 Header (what made the file)
 ---------------------------
 ``{"_attrtag": {"format_version": 1, "model": "model.onnx", "model_sha256": "...",
-"schema": {group: [values]}, "top_k": null, "thresholds": {group: p}}}`` is stored
+"schema": {group: [values]}, "top_k": null, "thresholds": {group: p}, "classes": null}}`` is
+stored
 
 * JSONL: as the file's first line (skip lines with an ``_attrtag`` key when reading by hand);
 * CSV: in a sidecar ``FILE.meta.json`` (a CSV has nowhere else to put it), written first;
 * Parquet: in the file's key-value metadata under ``attrtag``.
 
+With class rules, ``classes`` holds the rules themselves and the class options
+(:meth:`attrtag.zeroshot_tags.ClassTagging.to_dict`) and ``format_version`` is 2; files
+without rules are still written as version 1.
+
 Resume
 ------
 :func:`open_output` on an existing output checks its header against this run's (same schema,
-same model file by SHA-256, same ``top_k`` and thresholds) and raises
+same model file by SHA-256, same ``top_k`` and thresholds, same class rules and class options)
+and raises
 :class:`OutputMismatchError` on any difference, then returns a writer whose ``done`` set holds
 the paths already recorded; the caller skips them. A changed file at the same model path counts
 as a different model: mixing two models' tags in one file would be silent corruption.
@@ -95,6 +104,7 @@ import numpy as np
 
 from .errors import AttrtagError, SchemaError
 from .schema import Schema
+from .zeroshot_tags import CLASS_FIELDS, ClassTagging
 
 _logger = logging.getLogger(__name__)
 
@@ -103,7 +113,7 @@ Record = dict[str, Any]
 
 FORMATS = ("jsonl", "csv", "parquet")
 HEADER_KEY = "_attrtag"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: class fields (files without them are written as version 1)
 PROB_DECIMALS = 6
 
 _EXTENSIONS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
@@ -130,11 +140,13 @@ class RecordLayout:
         top_k: keep only the ``k`` most probable values in ``<group>_probs`` (None: all).
         thresholds: group -> minimum top probability; groups below it are listed in
             ``uncertain``. Empty: no ``uncertain`` field at all.
+        classes: zero-shot class rules and options; None: no class fields.
     """
 
     schema: Schema
     top_k: int | None = None
     thresholds: Mapping[str, float] = field(default_factory=dict)
+    classes: ClassTagging | None = None
 
     def __post_init__(self) -> None:
         if self.top_k is not None and self.top_k < 1:
@@ -151,15 +163,18 @@ class RecordLayout:
                     raise OutputError(
                         f"schema group '{g.name}': {name!r} contains a line break; rename it in the schema"
                     )
-        taken = set(_FIXED_COLUMNS)
+        taken = set(_FIXED_COLUMNS) | (set(CLASS_FIELDS) if self.classes is not None else set())
         for g in self.schema.names:
             for col in (g, f"{g}_prob", f"{g}_probs"):
                 if col in taken:
                     raise OutputError(
-                        f"schema group '{g}' gives output column '{col}', which is already used; "
-                        "rename the group in the schema and retrain/re-export"
+                        f"schema group '{g}' gives output column '{col}', which is already used"
+                        + (" by the class fields of --rules" if col in CLASS_FIELDS else "")
+                        + "; rename the group in the schema and retrain/re-export"
                     )
                 taken.add(col)
+        if self.classes is not None:
+            self.classes.check(self.schema)
 
     @cached_property  # read for every record written
     def columns(self) -> tuple[str, ...]:
@@ -169,6 +184,8 @@ class RecordLayout:
             cols += [g, f"{g}_prob", f"{g}_probs"]
         if self.thresholds:
             cols.append("uncertain")
+        if self.classes is not None:
+            cols += CLASS_FIELDS
         return (*cols, "error", "message")
 
     def prediction_records(self, paths: Sequence[str], probs: Mapping[str, np.ndarray]) -> list[Record]:
@@ -182,11 +199,13 @@ class RecordLayout:
             One record per path, in order.
         """
         records: list[Record] = [{"path": p} for p in paths]
+        rounded: dict[str, np.ndarray] = {}
         for group in self.schema:
             p = np.round(np.asarray(probs[group.name], dtype=np.float64), PROB_DECIMALS)  # (B, n)
             if p.shape != (len(paths), len(group)):
                 want = (len(paths), len(group))
                 raise ValueError(f"group '{group.name}': probabilities of shape {p.shape}, expected {want}")
+            rounded[group.name] = p
             top = p.argmax(axis=1)
             if self.top_k is None:
                 order = np.broadcast_to(np.arange(len(group)), p.shape)
@@ -201,7 +220,64 @@ class RecordLayout:
         if self.thresholds:
             for rec in records:
                 rec["uncertain"] = [g for g, t in self._threshold_items() if rec[f"{g}_prob"] < t]
+        if self.classes is not None:
+            # From the rounded distributions the records hold (full even under top_k), so that
+            # re-scoring a finished output gives the same fields (attrtag infer).
+            for rec, fields in zip(records, self.classes.fields(rounded, self.schema)):
+                rec.update(fields)
         return records
+
+    def add_class_fields(self, records: Sequence[Record], source: "RecordLayout") -> list[Record]:
+        """Records of ``source`` re-scored with this layout's class rules (``attrtag infer``).
+
+        Args:
+            records: records written with layout ``source`` (which must hold full distributions).
+            source: the layout of the file the records come from.
+
+        Returns:
+            New records: failed images unchanged; tagged ones without any old class fields, plus
+            the class fields of :attr:`classes` (when set), in the order :meth:`prediction_records`
+            writes them.
+        """
+        out = [r if "error" in r else {k: v for k, v in r.items() if k not in CLASS_FIELDS} for r in records]
+        tagged = [r for r in out if "error" not in r]
+        if self.classes is not None and tagged:
+            for rec, fields in zip(tagged, self.classes.fields(source.probabilities(tagged), self.schema)):
+                rec.update(fields)
+        return out
+
+    def probabilities(self, records: Sequence[Record]) -> dict[str, np.ndarray]:
+        """The full distributions held by tagged records, as ``{group: (N, n_values)}``.
+
+        Args:
+            records: records of this layout without ``error``.
+
+        Returns:
+            float64 arrays, columns in schema value order.
+
+        Raises:
+            OutputError: the layout keeps only the top-k values (the distributions are gone), or
+                a record lacks a value.
+        """
+        if self.top_k is not None:
+            raise OutputError(
+                f"the tags were written with --top-k {self.top_k}, so they hold only the {self.top_k} most "
+                "probable values of each group and class scores need all of them; tag again without --top-k"
+            )
+        out = {}
+        for group in self.schema:
+            col = f"{group.name}_probs"
+            try:
+                out[group.name] = np.array(
+                    [[r[col][v] for v in group.values] for r in records], dtype=np.float64
+                ).reshape(len(records), len(group))
+            except (KeyError, TypeError) as err:
+                bad = next(r for r in records if not isinstance(r.get(col), dict) or set(r[col]) != set(group.values))
+                raise OutputError(
+                    f"record '{bad.get('path')}': '{col}' does not hold every value of '{group.name}' ({err}); "
+                    "the file was edited or is corrupt"
+                ) from None
+        return out
 
     def _threshold_items(self) -> list[tuple[str, float]]:
         return [(g, self.thresholds[g]) for g in self.schema.names if g in self.thresholds]
@@ -260,6 +336,11 @@ class RecordLayout:
             rec[f"{g}_probs"] = json.loads(get(f"{g}_probs"))
         if self.thresholds:
             rec["uncertain"] = json.loads(get("uncertain") or "[]")
+        if self.classes is not None:
+            rec["class"] = str(get("class"))
+            rec["class_prob"] = float(get("class_prob"))
+            rec["classes"] = json.loads(get("classes"))
+            rec["class_explanation"] = json.loads(get("class_explanation"))
         return rec
 
 
@@ -282,13 +363,16 @@ class OutputMeta:
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON header (``{"format_version", "model", ...}``)."""
+        classes = self.layout.classes
         return {
-            "format_version": FORMAT_VERSION,
+            # Files without class fields keep version 1: older attrtag versions read them.
+            "format_version": FORMAT_VERSION if classes is not None else 1,
             "model": self.model,
             "model_sha256": self.model_sha256,
             "schema": self.layout.schema.to_dict(),
             "top_k": self.layout.top_k,
             "thresholds": {g: t for g, t in self.layout._threshold_items()},
+            "classes": classes.to_dict() if classes is not None else None,
         }
 
     @classmethod
@@ -299,10 +383,13 @@ class OutputMeta:
                 raise OutputError(
                     f"{source}: written by a newer attrtag (format {d['format_version']}); upgrade attrtag"
                 )
+            schema = Schema.from_dict(d["schema"], source=source)
+            classes = d.get("classes")
             layout = RecordLayout(
-                Schema.from_dict(d["schema"], source=source),
+                schema,
                 top_k=d.get("top_k"),
                 thresholds={str(g): float(t) for g, t in (d.get("thresholds") or {}).items()},
+                classes=ClassTagging.from_dict(classes, schema, source=source) if classes is not None else None,
             )
             return cls(layout, str(d["model"]), str(d["model_sha256"]))
         except (KeyError, TypeError, ValueError, SchemaError) as err:
@@ -335,6 +422,15 @@ class OutputMeta:
         ):
             if old != new:
                 raise OutputMismatchError(f"{source} was written with {what} {old}, this run uses {new}; {fix}")
+        old_c, new_c = found.layout.classes, self.layout.classes
+        if old_c != new_c:
+            raise OutputMismatchError(
+                f"{source} was written with {_describe_classes(old_c)}, this run uses {_describe_classes(new_c)}; {fix}"
+            )
+
+
+def _describe_classes(classes: ClassTagging | None) -> str:
+    return "no class rules" if classes is None else f"class rules: {classes.describe()}"
 
 
 def model_fingerprint(path: str | os.PathLike[str]) -> str:
@@ -657,7 +753,7 @@ def _import_pyarrow() -> Any:
 
 def _arrow_schema(meta: OutputMeta) -> Any:
     pa = _import_pyarrow()
-    prob_columns = {f"{g}_prob" for g in meta.layout.schema.names}
+    prob_columns = {f"{g}_prob" for g in meta.layout.schema.names} | {"class_prob"}
     fields = [pa.field(c, pa.float64() if c in prob_columns else pa.string()) for c in meta.layout.columns]
     return pa.schema(fields, metadata={"attrtag": json.dumps(meta.to_dict(), ensure_ascii=False)})
 

@@ -13,9 +13,14 @@ import os
 import sys
 import time
 from collections import Counter
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from ..errors import AttrtagError
+from ..zeroshot_tags import ClassTagging
+from ._rules import add_class_options, class_options_given, class_tagging, load_rules, rules_from_dict
+
+if TYPE_CHECKING:
+    from ..schema import Schema
 
 _logger = logging.getLogger(__name__)
 
@@ -24,10 +29,16 @@ Tag images with a trained checkpoint or an exported .onnx model (the .onnx path 
 One record per image: the top value of every group, its probability and the distribution;
 unreadable images get a record with 'error' and 'message' and the run goes on.
 
+Classes: with --rules R, or rules embedded in the model (attrtag export --rules), every record
+also gets 'class' (best class, or 'unknown' below --unknown-threshold), 'class_prob', 'classes'
+(the --class-top-k best, with probabilities) and 'class_explanation' (each group's contribution
+to the best class's score). --no-rules skips embedded rules. 'attrtag infer' re-scores a finished
+output with other rules or --set interventions without running the model.
+
 Resumable: rerun the same command after a crash or kill and the images already in --out are
-skipped, the rest appended. An output made by another model, schema, --top-k or --threshold is
-refused (use --overwrite or another --out). Parquet output is written at the end; until then
-the records live in FILE.partial.jsonl.
+skipped, the rest appended. An output made by another model, schema, --top-k, --threshold or
+class rules and options is refused (use --overwrite or another --out). Parquet output is written
+at the end; until then the records live in FILE.partial.jsonl.
 """
 
 
@@ -67,6 +78,11 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--device", default="auto", help="auto (default: GPU when usable), cpu, cuda[:N] or tensorrt (ONNX only)"
     )
+    rules = p.add_mutually_exclusive_group()
+    rules.add_argument("--rules", metavar="R", help="class rules YAML: add zero-shot class fields to every record "
+                       "(default: the rules embedded in the model, if any)")
+    rules.add_argument("--no-rules", action="store_true", help="ignore rules embedded in the model")
+    add_class_options(p)
     p.add_argument("--threads", type=int, help="model runtime threads (default: the runtime's choice)")
     p.add_argument("--trt-cache-dir", help="TensorRT engine cache folder (ONNX models on a GPU)")
     p.add_argument("--max-pixels", type=int, help="refuse larger images as decompression bombs")
@@ -107,6 +123,37 @@ def parse_thresholds(specs: Sequence[str], groups: Sequence[str]) -> dict[str, f
     return {g: per_group.get(g, default) for g in groups if g in per_group or default is not None}  # type: ignore[misc]
 
 
+def classes_for_run(
+    args: argparse.Namespace, schema: Schema, embedded: dict[str, Any] | None, model_name: str
+) -> ClassTagging | None:
+    """The class rules and options of a ``tag`` run: ``--rules``, else the model's own, else none.
+
+    Args:
+        args: parsed ``tag`` arguments.
+        schema: the model's schema.
+        embedded: rules stored in the model (``predictor.rules``) or None.
+        model_name: the model file's name, for messages.
+
+    Returns:
+        The class tagging, or None when the run has no rules.
+
+    Raises:
+        AttrtagError: bad rules ("file:line: ..."), or class options without rules.
+    """
+    if args.rules:
+        return class_tagging(load_rules(args.rules, schema), args, schema, source=args.rules)
+    if embedded is not None and not args.no_rules:
+        source = f"{model_name} metadata"
+        tagging = class_tagging(rules_from_dict(embedded, schema, source=source), args, schema, source=source)
+        _logger.info("classes: %s (--no-rules to skip them)", tagging.describe())
+        return tagging
+    given = class_options_given(args)
+    if given:
+        why = "--no-rules was given" if args.no_rules else f"{model_name} embeds no rules"
+        raise AttrtagError(f"{', '.join(given)} need class rules, but {why}; pass --rules R")
+    return None
+
+
 def run(args: argparse.Namespace) -> int:
     """Tag the inputs into ``args.out``; returns the exit status."""
     from tqdm import tqdm
@@ -129,7 +176,8 @@ def run(args: argparse.Namespace) -> int:
         threads=args.threads,
     )
     layout = RecordLayout(
-        predictor.schema, top_k=args.top_k, thresholds=parse_thresholds(args.threshold, predictor.schema.names)
+        predictor.schema, top_k=args.top_k, thresholds=parse_thresholds(args.threshold, predictor.schema.names),
+        classes=classes_for_run(args, predictor.schema, predictor.rules, os.path.basename(args.model)),
     )
     meta = OutputMeta(layout, model=os.path.basename(args.model), model_sha256=model_fingerprint(args.model))
 

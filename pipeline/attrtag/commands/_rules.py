@@ -1,0 +1,151 @@
+"""Class rules on the command line, shared by ``tag``, ``infer`` and ``evaluate``.
+
+A rules file that cannot be used (bad YAML, unknown group or value, ...) raises
+:class:`~attrtag.errors.AttrtagError` naming file and line: one line and exit status 2. Rules
+that are legal but cannot work (:func:`attrtag.rules.lint`: identical classes, a class that
+constrains nothing, a constraint accepting every value) are printed as ``attrtag: warning:``
+lines on stderr and the command goes on; a class that constrains nothing cannot be scored and is
+left out.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any, Mapping, Sequence
+
+from ..errors import AttrtagError
+from ..rules import Rules, lint
+from ..schema import Schema
+from ..zeroshot_tags import DEFAULT_TOP_K, ClassTagging
+
+
+def add_class_options(p: argparse.ArgumentParser, *, defaults_from: str = "") -> None:
+    """Add ``--class-top-k``, ``--unknown-threshold`` and ``--set`` to a parser.
+
+    Args:
+        p: the subcommand's parser.
+        defaults_from: appended to the default descriptions (e.g. where else defaults come from).
+    """
+    p.add_argument(
+        "--class-top-k", type=int, metavar="K",
+        help=f"classes listed in 'classes' (default: {DEFAULT_TOP_K}{defaults_from})",
+    )
+    p.add_argument(
+        "--unknown-threshold", type=float, metavar="P",
+        help="write class 'unknown' when the best class's probability is below P; the probabilities "
+        f"are a softmax over the classes of the rules, so choose P for a rule set (default: 0 = never{defaults_from})",
+    )
+    p.add_argument(
+        "--set", action="append", default=[], metavar="GROUP=VALUE", dest="overrides",
+        help="intervention: score classes as if GROUP had VALUE (the record's own GROUP fields keep the "
+        "model's prediction); repeatable",
+    )
+
+
+def class_options_given(args: argparse.Namespace) -> list[str]:
+    """The class options given on the command line (for "needs rules" errors)."""
+    given = []
+    if args.class_top_k is not None:
+        given.append("--class-top-k")
+    if args.unknown_threshold is not None:
+        given.append("--unknown-threshold")
+    if args.overrides:
+        given.append("--set")
+    return given
+
+
+def parse_overrides(specs: Sequence[str]) -> dict[str, str]:
+    """``["bill=duck", "tail=yes"]`` -> ``{"bill": "duck", "tail": "yes"}``.
+
+    Groups and values are checked against the schema later (:meth:`ClassTagging.check`).
+
+    Args:
+        specs: the ``--set`` values.
+
+    Returns:
+        Group -> value, in the order given.
+
+    Raises:
+        AttrtagError: a spec without ``=``, or the same group twice.
+    """
+    out: dict[str, str] = {}
+    for spec in specs:
+        group, sep, value = spec.partition("=")
+        group, value = group.strip(), value.strip()
+        if not sep or not group or not value:
+            raise AttrtagError(f"--set {spec}: expected GROUP=VALUE, e.g. --set bill=duck")
+        if group in out:
+            raise AttrtagError(f"--set {spec}: group '{group}' is already set to '{out[group]}'")
+        out[group] = value
+    return out
+
+
+def checked(rules: Rules, schema: Schema, *, source: str) -> Rules:
+    """Print :func:`attrtag.rules.lint` warnings to stderr and leave out classes that constrain nothing.
+
+    Raises:
+        AttrtagError: no class constrains anything.
+    """
+    for message in lint(rules, schema):
+        print(f"attrtag: warning: {message}", file=sys.stderr)
+    scorable = tuple(r for r in rules if r.constraints)
+    if not scorable:
+        raise AttrtagError(f"{source}: no class constrains any group; nothing can be scored")
+    return rules if len(scorable) == len(rules) else Rules(scorable)
+
+
+def load_rules(path: str, schema: Schema) -> Rules:
+    """Read and check a rules file, printing its lint warnings.
+
+    Args:
+        path: the rules YAML.
+        schema: the model's schema.
+
+    Returns:
+        The rules, without classes that constrain nothing.
+
+    Raises:
+        SchemaError: "file:line: ..." for anything that makes the rules unusable.
+    """
+    return checked(Rules.load(path, schema), schema, source=path)
+
+
+def rules_from_dict(data: Mapping[str, Any], schema: Schema, *, source: str) -> Rules:
+    """Rules stored as a dict (model metadata, an output header), checked as :func:`load_rules` does."""
+    return checked(Rules.from_dict(data, schema, source=source), schema, source=source)
+
+
+def class_tagging(
+    rules: Rules, args: argparse.Namespace, schema: Schema, *, source: str, inherit: ClassTagging | None = None
+) -> ClassTagging:
+    """The :class:`ClassTagging` of a run from its rules and class options.
+
+    Args:
+        rules: the rules to score.
+        args: parsed arguments with the options of :func:`add_class_options`.
+        schema: the model's schema (checks ``--set``).
+        source: where the rules came from.
+        inherit: top-k and unknown threshold used where the options are not given (``infer``
+            re-scoring a file that already had class fields). Overrides are never inherited.
+
+    Returns:
+        The class options of the run.
+
+    Raises:
+        AttrtagError: a bad option, or ``--set`` naming an unknown group or value.
+    """
+    top_k = args.class_top_k if args.class_top_k is not None else inherit.top_k if inherit else DEFAULT_TOP_K
+    if args.unknown_threshold is not None:
+        threshold = args.unknown_threshold
+    else:
+        threshold = inherit.unknown_threshold if inherit else 0.0
+    tagging = ClassTagging(
+        rules, top_k=top_k, unknown_threshold=threshold, overrides=parse_overrides(args.overrides), source=source
+    )
+    tagging.check(schema)
+    constrained = {g for r in rules for g in r.groups}
+    for group, value in tagging.overrides.items():
+        if group not in constrained:
+            print(f"attrtag: warning: --set {group}={value}: no class of {source} constrains '{group}', so it "
+                  "changes nothing", file=sys.stderr)
+    return tagging
