@@ -25,6 +25,7 @@ from attrtag.tag_output import (
     open_output,
     read_output,
 )
+from attrtag.errors import AttrtagError
 from attrtag.tagging import Decoded, TagWorker, decode_resized, predict_records, tag_paths
 from badfiles import make_corpus
 
@@ -337,3 +338,16 @@ def test_parquet_resumes_from_its_sidecar_and_writes_atomically(tmp_path: Path) 
     with open_output(out, meta_for(layout)) as w:  # nothing new: the file is left alone
         assert len(w.done) == 8
     assert out.stat().st_mtime_ns == mtime and not sidecar.exists()
+
+
+def test_tag_worker_adds_classes_from_rules(tmp_path: Path, ckpt: Path) -> None:
+    rules = tmp_path / "rules.yaml"
+    rules.write_text("classes:\n  redtop: {colour: red, band: top}\n  bluebottom: {colour: blue, band: bottom}\n")
+    paths = [str(p) for p in write_images(tmp_path, 2)]
+    worker = TagWorker(str(ckpt), device="cpu", workers=0, rules=str(rules), class_top_k=2)
+    cols = worker({"path": np.array(paths)})
+    assert set(cols["class"]) <= {"redtop", "bluebottom"}
+    assert cols["class_prob"].dtype == np.float64 and np.all(cols["class_prob"] >= 0.5)
+    assert [c["class"] for c in json.loads(cols["classes"][0])][0] == cols["class"][0]
+    with pytest.raises(AttrtagError, match="no embedded rules"):
+        TagWorker(str(ckpt), device="cpu", workers=0, rules="embedded")

@@ -72,7 +72,8 @@ DEFAULT_BATCH_SIZE = 32
 
 #: Hook run on every batch after records are made: ``postprocess(records, probs)`` where
 #: ``probs[group]`` has one row per record without ``error``, in record order, with the full
-#: distribution even under ``top_k``. Reserved for zero-shot rules (``--rules``), not used yet.
+#: distribution even under ``top_k``. Class fields from rules are made by the record layout
+#: (``RecordLayout(classes=...)``), so this hook is free for callers' own additions.
 Postprocess = Callable[[list[Record], Mapping[str, np.ndarray]], list[Record]]
 
 
@@ -276,6 +277,8 @@ class TagWorker:
         workers: int = 4,
         max_pixels: int = DEFAULT_MAX_PIXELS,
         batch_size: int | None = None,
+        rules: str | None = None,
+        class_top_k: int = 5,
     ) -> None:
         """Open the model.
 
@@ -288,15 +291,36 @@ class TagWorker:
             workers: decoding threads inside this worker (0: decode inline).
             max_pixels: decompression-bomb limit.
             batch_size: the batch size Ray will pass (lets TensorRT build its engine for it).
+            rules: a rules YAML file, or ``"embedded"`` for the rules in the model's metadata,
+                to add class fields (as ``attrtag tag --rules``); None: no class fields.
+            class_top_k: classes kept per record when ``rules`` is set.
         """
         # Imported here: spawned decode workers import this module and must not pay for the
         # model runtime.
         from .predictor import open_predictor
 
         self.predictor = open_predictor(model_path, device=device, threads=threads, batch_size_hint=batch_size)
-        self.layout = RecordLayout(self.predictor.schema, top_k=top_k, thresholds=dict(thresholds or {}))
+        self.layout = RecordLayout(
+            self.predictor.schema, top_k=top_k, thresholds=dict(thresholds or {}),
+            classes=self._classes(model_path, rules, class_top_k),
+        )
         self.max_pixels = max_pixels
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="attrtag-decode") if workers else None
+
+    def _classes(self, model_path: str, rules: str | None, top_k: int) -> Any:
+        if rules is None:
+            return None
+        from .rules import Rules
+        from .zeroshot_tags import ClassTagging
+
+        schema = self.predictor.schema
+        if rules == "embedded":
+            if not self.predictor.rules:
+                raise AttrtagError(f"{model_path}: the model has no embedded rules; pass a rules file")
+            loaded = Rules.from_dict(self.predictor.rules, schema, source=f"{model_path} metadata")
+        else:
+            loaded = Rules.load(rules, schema)
+        return ClassTagging(loaded, top_k=top_k, source=str(rules))
 
     def __call__(self, batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Tag ``batch["path"]``; returns ``{column: array}`` with one row per path, in order.
@@ -331,7 +355,7 @@ def records_to_columns(layout: RecordLayout, records: Sequence[Record]) -> dict[
     out: dict[str, np.ndarray] = {}
     for col in layout.columns:
         values: list[Any] = [row[col] for row in flat]
-        if col.endswith("_prob") and col[: -len("_prob")] in layout.schema:
+        if col == "class_prob" or (col.endswith("_prob") and col[: -len("_prob")] in layout.schema):
             out[col] = np.array([np.nan if v is None else v for v in values], dtype=np.float64)
         else:
             out[col] = np.array(values, dtype=object)
