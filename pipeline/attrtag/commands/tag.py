@@ -64,8 +64,8 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--batch-size", type=int, default=32, help="images per model call (default: 32)")
     p.add_argument(
-        "--workers", type=int, default=min(4, os.cpu_count() or 1),
-        help="parallel decoding workers; 0 decodes in the main thread (default: min(4, CPUs))",
+        "--workers", type=int, default=None,
+        help="parallel decoding workers; 0 decodes in the main thread (default: half the CPUs, 1 to 8)",
     )
     p.add_argument("--worker-kind", choices=("thread", "process"), default="thread",
                    help="decode in threads (default; PIL releases the GIL) or processes")
@@ -163,11 +163,13 @@ def run(args: argparse.Namespace) -> int:
     from ..predictor import open_predictor
     from ..tag_inputs import expand_inputs
     from ..tag_output import OutputMeta, RecordLayout, model_fingerprint, open_output, output_format
-    from ..tagging import tag_paths
+    from ..tagging import default_decode_workers, tag_paths
 
     fmt = output_format(args.out, args.format)  # a bad --out fails before the model loads
     if args.batch_size < 1:
         raise AttrtagError(f"--batch-size must be at least 1, got {args.batch_size}")
+    if args.workers is None:
+        args.workers = default_decode_workers()
     if args.workers < 0:
         raise AttrtagError(f"--workers must be 0 or more, got {args.workers}")
     paths = expand_inputs(args.inputs)
