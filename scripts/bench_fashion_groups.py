@@ -16,17 +16,17 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
-from attrtag.config import TrainConfig
-from attrtag.manifest import Manifest, read_manifest
-from attrtag.prepare import drop_labels, schema_from_table
+from attrtag.training.config import TrainConfig
+from attrtag.data.manifest import Manifest, read_manifest
+from attrtag.data.tables import drop_labels, schema_from_table
 from attrtag.schema import Schema
-from attrtag.train import train
+from attrtag.training.loop import train
 
 DEFAULT_GROUPS = ["masterCategory", "gender", "usage", "baseColour"]
 
 
 def run_one(cfg: TrainConfig, schema: Schema, recs: list, out: Path) -> dict:
-    res = train(cfg, schema, Manifest(source="bench", schema=schema, records=recs), out)
+    res = train(cfg, schema, Manifest(source="bench", schema=schema, samples=recs), out)
     best = max(res.history, key=lambda h: h.get("val_score", 0))  # model selection as train does (best.pt)
     return {g: {"acc": best[f"val_acc/{g}"], "f1": best[f"val_f1/{g}"], "n": best[f"val_n/{g}"]} for g in schema.names} | {
         "_epoch": best["epoch"], "_images_per_s": res.history[-1]["train_images_per_s"]}

@@ -42,16 +42,15 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from attrtag.checkpoint import load_checkpoint
-from attrtag.config import TrainConfig
-from attrtag.evaluate import compute_metrics, predict
-from attrtag.manifest import Manifest, Record, read_manifest
-from attrtag.model import model_from_checkpoint
-from attrtag.prepare import schema_from_table
-from attrtag.rules import Rules, lint
+from attrtag.data.manifest import Manifest, Sample, read_manifest
+from attrtag.data.tables import schema_from_table
+from attrtag.evaluation.evaluate import compute_metrics, predict
+from attrtag.runtime.torch_backend import TorchPredictor
 from attrtag.schema import Schema
-from attrtag.train import resolve_device, train
-from attrtag.zeroshot_report import ZeroShotReport, evaluate_zero_shot, format_zero_shot, labelled_scores
+from attrtag.training.config import TrainConfig
+from attrtag.training.loop import train
+from attrtag.zeroshot.evaluation import ZeroShotReport, evaluate_zero_shot, format_zero_shot, labelled_scores
+from attrtag.zeroshot.rules import Rules, lint
 
 DEFAULT_GROUPS = ["masterCategory", "subCategory", "gender", "baseColour", "usage", "season"]
 # Distinct from each other by subCategory/usage/colour, and every value they use is seen in
@@ -61,7 +60,7 @@ DEFAULT_UNSEEN = ["Jeans", "Formal Shoes", "Sports Shoes", "Kurtas", "Handbags"]
 CLASS_COLUMN = "articleType"
 
 
-def write_rules(records: list[Record], schema: Schema, types: list[str], *, cover: float, max_values: int) -> dict:
+def write_rules(records: list[Sample], schema: Schema, types: list[str], *, cover: float, max_values: int) -> dict:
     """``{"classes": {type: {group: {value: share}}}}`` from the labels of ``records`` (see the docstring)."""
     counts: dict[str, list[Counter]] = defaultdict(lambda: [Counter() for _ in schema.names])
     for r in records:
@@ -88,7 +87,7 @@ def write_rules(records: list[Record], schema: Schema, types: list[str], *, cove
     return {"classes": classes}
 
 
-def priors_of(records: list[Record], schema: Schema) -> dict[str, np.ndarray]:
+def priors_of(records: list[Sample], schema: Schema) -> dict[str, np.ndarray]:
     """Training label frequencies per group, add-one smoothed (no value has prior 0)."""
     y = np.array([r.labels for r in records])
     return {g.name: np.bincount(y[y[:, j] >= 0, j], minlength=len(g)) + 1.0 for j, g in enumerate(schema.groups)}
@@ -144,7 +143,7 @@ def main(argv: list[str] | None = None) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     schema = schema_from_table(labels, args.groups)
     manifest = read_manifest(labels, schema)
-    sizes = Counter(r.extra[CLASS_COLUMN] for r in manifest.records)
+    sizes = Counter(r.extra[CLASS_COLUMN] for r in manifest.samples)
     types = [t for t, n in sorted(sizes.items(), key=lambda kv: (-kv[1], kv[0])) if n >= args.min_images]
     missing = [t for t in args.unseen if t not in types]
     if missing:
@@ -153,7 +152,7 @@ def main(argv: list[str] | None = None) -> dict:
     seen = [t for t in types if t not in args.unseen]
 
     # Rules from the labels of train+val rows, for every type considered.
-    rules_dict = write_rules([r for r in manifest.records if r.split != "test"], schema, types,
+    rules_dict = write_rules([r for r in manifest.samples if r.split != "test"], schema, types,
                              cover=args.cover, max_values=args.max_values)
     rules = Rules.from_dict(rules_dict, schema, source="fashion rules")
     (out / "rules.yaml").write_text(yaml.safe_dump(rules.to_dict(), sort_keys=False, allow_unicode=True))
@@ -180,24 +179,22 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"training {args.backbone} {args.image_size}px, {args.epochs} epochs on {len(train_recs)} images "
           f"(held out: {', '.join(unseen)}); model selection on {len(val_seen)} val images of other types", flush=True)
     t0 = time.perf_counter()
-    res = train(cfg, schema, Manifest(source=str(labels), schema=schema, records=train_recs + val_seen), out / "run")
+    res = train(cfg, schema, Manifest(source=str(labels), schema=schema, samples=train_recs + val_seen), out / "run")
     train_s = time.perf_counter() - t0
 
     # Predictions on val and test images of every type considered.
     considered = set(types)
-    device = resolve_device(args.device)
-    model, prep = model_from_checkpoint(load_checkpoint(res.best), source=str(res.best))
-    model.to(device)
+    predictor = TorchPredictor.from_checkpoint(res.best, device=args.device)
     preds, sample_rng = {}, random.Random(args.seed + 1)
     for split in ("val", "test"):
         recs = [r for r in manifest.split(split) if r.extra[CLASS_COLUMN] in considered]
         if args.eval_images and len(recs) > args.eval_images:
             recs = sample_rng.sample(recs, args.eval_images)
-        preds[split] = predict(model, recs, prep, device=device, batch_size=2 * args.batch_size, workers=args.workers)
+        preds[split] = predict(predictor, recs, batch_size=2 * args.batch_size, workers=args.workers)
 
     def scores(split: str, priors: dict | None = None):  # noqa: ANN202
         p = preds[split]
-        return labelled_scores(p.probs, [r.extra[CLASS_COLUMN] for r in p.records], rules, schema, priors=priors)
+        return labelled_scores(p.probs, [r.extra[CLASS_COLUMN] for r in p.samples], rules, schema, priors=priors)
 
     reports = {
         "plain": evaluate_zero_shot(scores("test"), rules, seen=seen, unseen=unseen, val=scores("val")),

@@ -48,7 +48,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from attrtag.tagging import default_decode_workers
+from attrtag.data.batches import default_decode_workers
 
 DEFAULT_IMAGES = "../shared/data/fashion-products/images"
 DEFAULT_GROUPS = ["masterCategory", "gender", "usage", "baseColour"]
@@ -74,7 +74,7 @@ def default_threads() -> int:
 
 def list_images(folder: str | Path, n: int | None) -> list[str]:
     """The first ``n`` (None: all) image files of ``folder``, sorted by name as ``attrtag tag`` orders them."""
-    from attrtag.images import is_image_path
+    from attrtag.data.images import is_image_path
 
     folder = Path(folder)
     if not folder.is_dir():
@@ -89,9 +89,7 @@ def list_images(folder: str | Path, n: int | None) -> list[str]:
 
 def decode(paths: Sequence[str], prep: Any, batch_size: int) -> list[np.ndarray]:
     """Pre-decoded model input: float32 ``[B, 3, H, W]`` batches (the last may be shorter)."""
-    from attrtag.images import load_rgb
-
-    rows = [prep(load_rgb(p)) for p in paths]
+    rows = [prep.normalize(prep.load(p)) for p in paths]
     return [np.ascontiguousarray(np.stack(rows[i : i + batch_size])) for i in range(0, len(rows), batch_size)]
 
 
@@ -116,7 +114,7 @@ def interleaved(runs: dict[str, Callable[[], float]], repeats: int) -> dict[str,
 
 def load_schema(args: argparse.Namespace) -> tuple[Any, str]:
     """The schema of the random-init models: --groups columns of the labels table next to --images."""
-    from attrtag.prepare import schema_from_table
+    from attrtag.data.tables import schema_from_table
     from attrtag.schema import Schema
 
     labels = Path(args.labels) if args.labels else Path(args.images).parent / "labels.csv"
@@ -136,16 +134,13 @@ def build_onnx(args: argparse.Namespace, schema: Any, *, backbone: str, image_si
         return onnx_path
     import torch
 
-    from attrtag.checkpoint import save_checkpoint
-    from attrtag.model import build_model, resolve_preprocessing
-    from attrtag_onnx.onnx_export import export_onnx
+    from attrtag.model import build_model, save_checkpoint
+    from attrtag_onnx.export import export_onnx
 
     folder.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(args.seed)
-    model = build_model(schema, backbone).eval()
-    prep = resolve_preprocessing(model.backbone, image_size=image_size)
-    save_checkpoint(ckpt_path, {"model": model.state_dict(), "schema": schema.to_dict(),
-                                "preprocessing": prep.to_dict(), "backbone": backbone, "config": {}})
+    model = build_model(schema, backbone, image_size=image_size).eval()
+    save_checkpoint(ckpt_path, model, config={})
     t0 = time.perf_counter()
     report = export_onnx(ckpt_path, onnx_path)
     log(f"exported {onnx_path} in {time.perf_counter() - t0:.0f}s "
@@ -154,14 +149,14 @@ def build_onnx(args: argparse.Namespace, schema: Any, *, backbone: str, image_si
 
 
 def open_ort(path: Path, threads: int) -> Any:
-    from attrtag_onnx.runtime import OnnxModel
+    from attrtag.runtime.onnx_backend import OnnxModel
 
     return OnnxModel(path, device="cpu", threads=threads)
 
 
 def settings_of(model: Any, args: argparse.Namespace, **extra: Any) -> dict[str, Any]:
     h, w = model.preprocessing.input_size
-    return {"backbone": model.metadata.backbone, "image_size": f"{h}x{w}", "groups": len(model.schema),
+    return {"backbone": model.card.backbone, "image_size": f"{h}x{w}", "groups": len(model.schema),
             "batch_size": args.batch_size, "threads": args.threads, "n_images": args.n_images,
             "repeats": args.repeats, **extra}
 
@@ -199,7 +194,7 @@ def bench_ort_vs_torch(args: argparse.Namespace) -> dict[str, Any]:
     """ONNX Runtime fp32 vs PyTorch eager (``TorchPredictor``: inference_mode), model only."""
     import torch
 
-    from attrtag.predictor import TorchPredictor
+    from attrtag.runtime.torch_backend import TorchPredictor
 
     schema, schema_src = load_schema(args)
     onnx_path = build_onnx(args, schema, backbone=args.backbone, image_size=args.image_size)
@@ -323,7 +318,7 @@ def filtered_manifest(src: Path, split: str, dest: Path) -> Path:
 
 def bench_int8(args: argparse.Namespace) -> dict[str, Any]:
     """int8 (static QDQ, :func:`attrtag_onnx.quantize.quantize_int8`) vs fp32 ONNX Runtime on the CPU."""
-    from attrtag_onnx.onnx_export import export_onnx
+    from attrtag_onnx.export import export_onnx
     from attrtag_onnx.quantize import quantize_int8
 
     manifest = Path(args.manifest or Path(args.images).parent / "labels.csv")
@@ -462,9 +457,9 @@ def bench_memory(args: argparse.Namespace) -> dict[str, Any]:
     """
     schema, schema_src = load_schema(args)
     onnx_path = build_onnx(args, schema, backbone=args.backbone, image_size=args.image_size)
-    from attrtag_onnx.metadata import read_metadata
+    from attrtag.runtime.onnx_backend import read_onnx_card
 
-    meta = read_metadata(onnx_path)
+    meta = read_onnx_card(onnx_path)
     n, mark = args.n_images, args.mark
     source = list_images(args.images, None)[:n]
     workers = args.workers if args.workers is not None else default_decode_workers()

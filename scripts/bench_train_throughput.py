@@ -18,10 +18,10 @@ import timm
 import torch
 import torch.nn.functional as F
 
-from attrtag.loss import MaskedGroupedCrossEntropy
+from attrtag.training.loss import MaskedGroupedCrossEntropy
 from attrtag.model import build_model
 from attrtag.schema import Schema
-from attrtag.train import train_step
+from attrtag.training.loop import train_step
 
 SCHEMA = Schema.from_dict({
     "covering": ["fur", "feathers", "scales", "exoskeleton"], "pattern": ["plain", "spots", "stripes"],

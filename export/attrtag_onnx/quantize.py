@@ -3,8 +3,8 @@
 ONNX Runtime's recipe (``onnxruntime.quantization``): pre-process the float32 model
 (``quant_pre_process``: graph optimisation + shape inference, so more nodes get quantised),
 calibrate activation ranges on real images fed through the model's own preprocessing, and
-write a QDQ graph with per-channel int8 weights and int8 activations (S8S8, the combination
-ORT's quantisation guide suggests trying first on x86 CPUs). The result is only as good as its
+write a QDQ graph with per-channel int8 weights and unsigned int8 activations (U8S8, ONNX
+Runtime's fast x86 path; see the comment at ``quantize_static``). The result is only as good as its
 accuracy, so the same manifest is run through both models and each group's accuracy is
 reported for float32 and int8.
 
@@ -23,16 +23,18 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from attrtag.atomicfile import write_bytes
-from attrtag.errors import AttrtagError, ImageDecodeError
-from attrtag.manifest import Record, read_manifest
-from attrtag.metrics import group_metrics
-from attrtag.preprocess import Preprocessing
+from attrtag._files import write_bytes
+from attrtag.card import ModelCard
+from attrtag.data.batches import decode_batches, stack_inputs
+from attrtag.data.manifest import Sample, read_manifest
+from attrtag.data.preprocess import Preprocessing
+from attrtag.errors import AttrtagError
+from attrtag.evaluation.metrics import group_metrics
 
-from .metadata import INPUT_NAME, ModelMetadata, read_metadata, write_metadata
+from .metadata import INPUT_NAME, read_metadata, write_metadata
 
 if TYPE_CHECKING:
-    from .onnx_export import ExportReport
+    from .export import ExportReport
 
 _logger = logging.getLogger(__name__)
 
@@ -104,7 +106,7 @@ def quantize_int8(
     """Quantise an attrtag float32 ONNX model to int8 (QDQ, per-channel) and measure the cost.
 
     Args:
-        fp32_model: a float32 model written by :func:`~attrtag_onnx.onnx_export.export_onnx`.
+        fp32_model: a float32 model written by :func:`~attrtag_onnx.export.export_onnx`.
         out_path: the int8 model (written atomically; metadata precision ``int8``).
         manifest: labelled images (CSV/JSONL, see :func:`attrtag.manifest.read_manifest`).
         calib_images: how many manifest images (a seeded random sample) calibrate the ranges.
@@ -127,7 +129,7 @@ def quantize_int8(
         raise AttrtagError(f"{src}: int8 quantisation needs a float32 model, this one is {meta.precision}")
     if calib_images < 1:
         raise AttrtagError(f"--calib-images must be at least 1, got {calib_images}")
-    records = read_manifest(manifest, meta.schema).records
+    records = read_manifest(manifest, meta.schema).samples
     calib = random.Random(seed).sample(records, min(calib_images, len(records)))
     evaluated = records if eval_images is None else records[: max(1, eval_images)]
     failed: list[str] = []
@@ -211,14 +213,14 @@ def export_int8(
         calib_images: calibration sample size.
         eval_images: accuracy comparison size (all manifest images by default).
         rules: class rules to embed.
-        opset: ONNX opset (default: the exporter's :data:`~attrtag_onnx.onnx_export.DEFAULT_OPSET`).
+        opset: ONNX opset (default: the exporter's :data:`~attrtag_onnx.export.DEFAULT_OPSET`).
         batch_check: second batch size of the float32 parity check.
         progress: optional progress wrapper for the CLI.
 
     Returns:
-        The :class:`~attrtag_onnx.onnx_export.ExportReport` with ``precision="int8"``.
+        The :class:`~attrtag_onnx.export.ExportReport` with ``precision="int8"``.
     """
-    from .onnx_export import DEFAULT_OPSET, export_onnx
+    from .export import DEFAULT_OPSET, export_onnx
 
     out = Path(out_path)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -252,25 +254,18 @@ def _first_line(err: BaseException) -> str:
 
 
 def _load_batches(
-    records: Sequence[Record], prep: Preprocessing, batch_size: int, failed: list[str]
-) -> Iterator[tuple[np.ndarray, list[Record]]]:
+    records: Sequence[Sample], prep: Preprocessing, batch_size: int, failed: list[str]
+) -> Iterator[tuple[np.ndarray, list[Sample]]]:
     """Decoded, preprocessed ``[B, 3, H, W]`` batches; undecodable images go to ``failed``."""
-    from attrtag.images import load_rgb
-
-    rows: list[np.ndarray] = []
-    kept: list[Record] = []
-    for r in records:
-        try:
-            rows.append(prep(load_rgb(r.path)))
-            kept.append(r)
-        except ImageDecodeError as err:
-            _logger.warning("skipping %s", err)
-            failed.append(r.path)
-        if len(rows) == batch_size:
-            yield np.stack(rows), kept
-            rows, kept = [], []
-    if rows:
-        yield np.stack(rows), kept
+    by_path = {r.path: r for r in records}
+    for chunk in decode_batches([r.path for r in records], prep, batch_size=batch_size, workers=2):
+        for d in chunk:
+            if d.pixels is None:
+                _logger.warning("skipping %s", d.message)
+                failed.append(d.path)
+        kept = [by_path[d.path] for d in chunk if d.pixels is not None]
+        if kept:
+            yield stack_inputs(chunk, prep), kept
 
 
 class _CalibrationReader:
@@ -281,7 +276,7 @@ class _CalibrationReader:
 
     def __init__(
         self,
-        records: Sequence[Record],
+        records: Sequence[Sample],
         prep: Preprocessing,
         batch_size: int,
         failed: list[str],
@@ -333,21 +328,12 @@ def _head_nodes(path: Path) -> list[str]:
     return names
 
 
-def _restamp(q_path: Path, out: Path, meta: ModelMetadata) -> None:
+def _restamp(q_path: Path, out: Path, meta: ModelCard) -> None:
     """Stamp int8 metadata on the quantiser's output, check it, write ``out`` atomically."""
     import onnx
 
     model = onnx.load(str(q_path))
-    write_metadata(
-        model,
-        ModelMetadata(
-            schema=meta.schema,
-            preprocessing=meta.preprocessing,
-            backbone=meta.backbone,
-            precision="int8",
-            rules=meta.rules,
-        ),
-    )
+    write_metadata(model, meta.replace(precision="int8"))
     try:
         onnx.checker.check_model(model, full_check=True)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as err:
@@ -359,8 +345,8 @@ def _compare(
     ort: Any,
     fp32_path: Path,
     int8_path: Path,
-    meta: ModelMetadata,
-    records: Sequence[Record],
+    meta: ModelCard,
+    records: Sequence[Sample],
     batch_size: int,
     failed: list[str],
     progress: Progress | None,

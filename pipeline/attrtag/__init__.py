@@ -1,9 +1,29 @@
 """attrtag: grouped-softmax attribute models for partially labelled images.
 
-Importing the package is cheap and does not import torch: the ONNX tagging path runs without it.
+The Python API (see the README): ``attrtag.load`` a model, ``Tagger.tag`` images, score classes
+with rules, ``attrtag.train`` and ``attrtag.evaluate``. Importing the package is cheap and does
+not import torch: names load on first use (PEP 562), and the ONNX tagging path never needs torch.
 """
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
 from .errors import AttrtagError
 from .schema import Group, Schema
 
-__version__ = "0.1.0"
-__all__ = ["AttrtagError", "Group", "Schema", "__version__"]
+__version__ = "0.2.0"
+
+_LAZY = {
+    "load": "api", "Tagger": "api", "train": "api", "evaluate": "api",
+    "ModelCard": "card", "Rules": "zeroshot.rules", "ClassScorer": "zeroshot.classifier",
+    "score_classes": "zeroshot.classifier", "open_predictor": "runtime", "TrainConfig": "training.config",
+    "read_output": "tagging.files", "read_manifest": "data.manifest",
+}
+__all__ = ["AttrtagError", "Group", "Schema", "__version__", *_LAZY]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

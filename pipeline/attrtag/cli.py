@@ -16,13 +16,15 @@ from . import __version__
 from .errors import AttrtagError
 
 # Imported lazily by name: ``attrtag tag model.onnx`` must not pay for (or need) torch.
-COMMANDS = ("demo", "train", "evaluate", "export", "tag", "infer")
+COMMANDS = ("demo", "train", "evaluate", "export", "tag", "classify")
+#: Old names that still work: name -> the module that registers them.
+ALIASES = {"infer": "classify"}
 
 
 def build_parser(commands: Sequence[str] = COMMANDS) -> argparse.ArgumentParser:
     """The full parser; tests call ``build_parser().parse_args([...])`` directly."""
     parser = argparse.ArgumentParser(
-        prog="attrtag", description="Grouped-softmax attribute tagging: train, evaluate, export, tag, infer."
+        prog="attrtag", description="Grouped-softmax attribute tagging: train, evaluate, export, tag, classify."
     )
     parser.add_argument("--version", action="version", version=f"attrtag {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -34,7 +36,7 @@ def build_parser(commands: Sequence[str] = COMMANDS) -> argparse.ArgumentParser:
             if err.name and err.name.startswith("attrtag.commands"):
                 continue  # command not built yet
             raise
-        module.register(sub)
+        module.register(sub)  # a module may register aliases too (classify registers infer)
     return parser
 
 
@@ -44,6 +46,8 @@ def _command_from_argv(argv: Sequence[str]) -> list[str]:
     for a in argv:
         if a in COMMANDS:
             return [a]
+        if a in ALIASES:
+            return [ALIASES[a]]
     return list(COMMANDS)
 
 

@@ -1,4 +1,8 @@
-"""The one exception type the CLI turns into a single line and a non-zero exit."""
+"""Every user-facing error type, in one leaf module that every layer may import.
+
+The CLI turns an :class:`AttrtagError` into one line on stderr and exit status 2; anything else
+is a bug and keeps its traceback.
+"""
 from __future__ import annotations
 
 
@@ -25,10 +29,30 @@ class CheckpointError(AttrtagError, ValueError):
 class ImageDecodeError(AttrtagError):
     """An image file cannot be decoded; the message says why, ``reason`` is a short code.
 
-    Codes are listed in ``attrtag.images.REASONS`` (e.g. ``empty``, ``truncated``, ``bomb``);
-    tagging writes them into the error records of files it could not tag.
+    Codes are listed in ``attrtag.data.images.REASONS`` (e.g. ``empty``, ``truncated``,
+    ``bomb``); tagging writes them into the error records of files it could not tag.
     """
 
     def __init__(self, message: str, *, reason: str = "decode") -> None:
         super().__init__(message)
         self.reason = reason
+
+
+class DeviceUnavailableError(AttrtagError, RuntimeError):
+    """An explicitly requested device (``cuda``, ``tensorrt``) cannot be used here."""
+
+
+class InputError(AttrtagError, ValueError):
+    """A tagging INPUT argument is unusable: matches nothing, or is an unreadable list file."""
+
+
+class OutputError(AttrtagError, ValueError):
+    """A tag output file cannot be used: unknown format, unreadable, or not an attrtag output."""
+
+
+class OutputMismatchError(OutputError):
+    """Resuming into an output that a different model, schema or setting produced."""
+
+
+class ExportError(AttrtagError):
+    """The exporter failed, the checker rejected the graph, or ONNX Runtime disagrees with PyTorch."""

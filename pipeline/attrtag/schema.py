@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 from ._yaml import YamlDoc, load_yaml
 from .errors import SchemaError
@@ -27,7 +27,8 @@ MISSING_TOKENS = frozenset({"", "NA"})
 
 @dataclass(frozen=True)
 class Group:
-    """One attribute group: a name and its ordered values (at least two)."""
+    """One attribute group: a name and its ordered values (at least one; a one-value group is legal
+    but teaches the model nothing)."""
 
     name: str
     values: tuple[str, ...]
@@ -107,15 +108,15 @@ class Schema:
 
     @classmethod
     def from_dict(cls, groups: Mapping[str, Any], *, source: str = "schema") -> "Schema":
-        """Build from ``{group: [values...]}`` (as stored in checkpoints and ONNX metadata)."""
-        if not isinstance(groups, Mapping) or not groups:
-            raise SchemaError(f"{source}: 'groups' must be a non-empty mapping of group -> values")
-        out = []
-        for name, values in groups.items():
-            if not isinstance(values, (list, tuple)) or not values:
-                raise SchemaError(f"{source}: group '{name}' must list at least one value")
-            out.append(Group(str(name), tuple(str(v) for v in values)))
-        return cls(tuple(out))
+        """Build from ``{group: [values...]}`` (as stored in checkpoints and ONNX metadata).
+
+        The same checks as a schema file (:meth:`load`); messages name ``source`` and the entry.
+        """
+
+        def locate(*keys: Any) -> str:
+            return f"{source} ({'.'.join(str(k) for k in keys)})" if keys else source
+
+        return cls(_parse_groups(groups, locate))
 
     @classmethod
     def load(cls, path: str | Path) -> "Schema":
@@ -125,8 +126,7 @@ class Schema:
             SchemaError: naming the file, the line and the entry for unknown top-level keys,
                 missing ``groups``, empty groups, duplicate groups or duplicate values.
         """
-        doc = load_yaml(path)
-        return cls.from_yaml_doc(doc)
+        return cls.from_yaml_doc(load_yaml(path))
 
     @classmethod
     def from_yaml_doc(cls, doc: YamlDoc) -> "Schema":
@@ -139,23 +139,7 @@ class Schema:
                 raise SchemaError(
                     f"{doc.where(key)}: unknown top-level key '{key}' (allowed: {', '.join(sorted(SCHEMA_KEYS))})"
                 )
-        groups = data.get("groups")
-        if not isinstance(groups, dict) or not groups:
-            raise SchemaError(f"{doc.where('groups')}: 'groups' must be a non-empty mapping of group -> list of values")
-        out = []
-        for name, values in groups.items():
-            where = doc.where("groups", name)
-            if not isinstance(values, list) or not values:
-                raise SchemaError(f"{where}: group '{name}' is empty; list its values, e.g. {name}: [a, b]")
-            seen: set[str] = set()
-            for i, v in enumerate(values):
-                if not isinstance(v, str) or v in MISSING_TOKENS:
-                    raise SchemaError(f"{doc.where('groups', name, i)}: group '{name}' has an invalid value {v!r}")
-                if v in seen:
-                    raise SchemaError(f"{doc.where('groups', name, i)}: group '{name}' lists value '{v}' twice")
-                seen.add(v)
-            out.append(Group(str(name), tuple(values)))
-        return cls(tuple(out))
+        return cls(_parse_groups(data.get("groups"), lambda *keys: doc.where("groups", *keys) if keys else doc.where("groups")))
 
     def check_same(self, other: "Schema", *, what: str) -> None:
         """Raise ``SchemaError`` "expected X, got Y" when ``other`` differs from this schema."""
@@ -168,3 +152,28 @@ class Schema:
                 raise SchemaError(
                     f"{what}: values of group '{a.name}' differ: expected {list(a.values)}, got {list(b.values)}"
                 )
+
+
+def _parse_groups(groups: Any, locate: Callable[..., str]) -> tuple[Group, ...]:
+    """The one validator of ``{group: [values...]}``, for files and for stored dicts alike.
+
+    ``locate(*keys)`` gives the "where" prefix of a message: ``file:line`` for a YAML file,
+    the source and key path for a dict read back from a checkpoint or ONNX metadata.
+    """
+    if not isinstance(groups, Mapping) or not groups:
+        raise SchemaError(f"{locate()}: 'groups' must be a non-empty mapping of group -> list of values")
+    out = []
+    for name, values in groups.items():
+        if not isinstance(name, str) or name in MISSING_TOKENS:
+            raise SchemaError(f"{locate(name)}: invalid group name {name!r}")
+        if not isinstance(values, (list, tuple)) or not values:
+            raise SchemaError(f"{locate(name)}: group '{name}' is empty; list its values, e.g. {name}: [a, b]")
+        seen: set[str] = set()
+        for i, v in enumerate(values):
+            if not isinstance(v, str) or v in MISSING_TOKENS:
+                raise SchemaError(f"{locate(name, i)}: group '{name}' has an invalid value {v!r}")
+            if v in seen:
+                raise SchemaError(f"{locate(name, i)}: group '{name}' lists value '{v}' twice")
+            seen.add(v)
+        out.append(Group(name, tuple(values)))
+    return tuple(out)

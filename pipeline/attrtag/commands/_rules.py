@@ -1,8 +1,8 @@
-"""Class rules on the command line, shared by ``tag``, ``infer`` and ``evaluate``.
+"""Class rules on the command line, shared by ``tag``, ``classify``, ``evaluate`` and ``export``.
 
 A rules file that cannot be used (bad YAML, unknown group or value, ...) raises
 :class:`~attrtag.errors.AttrtagError` naming file and line: one line and exit status 2. Rules
-that are legal but cannot work (:func:`attrtag.rules.lint`: identical classes, a class that
+that are legal but cannot work (:func:`attrtag.zeroshot.rules.lint`: identical classes, a class that
 constrains nothing, a constraint accepting every value) are printed as ``attrtag: warning:``
 lines on stderr and the command goes on; a class that constrains nothing cannot be scored and is
 left out.
@@ -14,9 +14,9 @@ import sys
 from typing import Any, Mapping, Sequence
 
 from ..errors import AttrtagError
-from ..rules import Rules, lint
 from ..schema import Schema
-from ..zeroshot_tags import DEFAULT_TOP_K, ClassTagging
+from ..zeroshot.fields import DEFAULT_TOP_K, ClassTagging
+from ..zeroshot.rules import Rules, lint
 
 
 def add_class_options(p: argparse.ArgumentParser, *, defaults_from: str = "") -> None:
@@ -80,18 +80,15 @@ def parse_overrides(specs: Sequence[str]) -> dict[str, str]:
     return out
 
 
-def checked(rules: Rules, schema: Schema, *, source: str) -> Rules:
-    """Print :func:`attrtag.rules.lint` warnings to stderr and leave out classes that constrain nothing.
+def checked(rules: Rules, schema: Schema) -> Rules:
+    """Print :func:`attrtag.zeroshot.rules.lint` warnings to stderr; leave out classes that constrain nothing.
 
     Raises:
-        AttrtagError: no class constrains anything.
+        SchemaError: no class constrains anything.
     """
     for message in lint(rules, schema):
         print(f"attrtag: warning: {message}", file=sys.stderr)
-    scorable = tuple(r for r in rules if r.constraints)
-    if not scorable:
-        raise AttrtagError(f"{source}: no class constrains any group; nothing can be scored")
-    return rules if len(scorable) == len(rules) else Rules(scorable)
+    return rules.scorable()
 
 
 def load_rules(path: str, schema: Schema) -> Rules:
@@ -107,12 +104,12 @@ def load_rules(path: str, schema: Schema) -> Rules:
     Raises:
         SchemaError: "file:line: ..." for anything that makes the rules unusable.
     """
-    return checked(Rules.load(path, schema), schema, source=path)
+    return checked(Rules.load(path, schema), schema)
 
 
 def rules_from_dict(data: Mapping[str, Any], schema: Schema, *, source: str) -> Rules:
     """Rules stored as a dict (model metadata, an output header), checked as :func:`load_rules` does."""
-    return checked(Rules.from_dict(data, schema, source=source), schema, source=source)
+    return checked(Rules.from_dict(data, schema, source=source), schema)
 
 
 def class_tagging(
@@ -125,7 +122,7 @@ def class_tagging(
         args: parsed arguments with the options of :func:`add_class_options`.
         schema: the model's schema (checks ``--set``).
         source: where the rules came from.
-        inherit: top-k and unknown threshold used where the options are not given (``infer``
+        inherit: top-k and unknown threshold used where the options are not given (``classify``
             re-scoring a file that already had class fields). Overrides are never inherited.
 
     Returns:

@@ -50,7 +50,7 @@ def _write_test_list(manifest: Path, out: Path) -> Path:
     """A list file of the manifest's test-split images (what a user would point ``tag`` at)."""
     import csv
 
-    from ..atomicfile import write_text
+    from .._files import write_text
 
     with open(manifest, newline="") as f:
         paths = [str((manifest.parent / r["path"]).resolve()) for r in csv.DictReader(f) if r["split"] == "test"]
@@ -62,8 +62,8 @@ def _class_table(manifest: Path, tags: Path) -> str:
     import csv
     from collections import Counter
 
-    from ..synthetic import UNSEEN
-    from ..tag_output import read_output
+    from ..data.synthetic import UNSEEN
+    from ..tagging.files import read_output
 
     with open(manifest, newline="") as f:
         truth = {str((manifest.parent / r["path"]).resolve()): r["class"] for r in csv.DictReader(f)
@@ -87,7 +87,7 @@ def _class_table(manifest: Path, tags: Path) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .. import synthetic
+    from ..data import synthetic
     from ..cli import main
 
     t_start = time.perf_counter()

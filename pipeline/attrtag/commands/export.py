@@ -38,23 +38,22 @@ def rules_for_export(path: str | Path, schema: Schema) -> dict[str, Any]:
         schema: the exported model's schema.
 
     Returns:
-        ``{"classes": {...}}`` as :meth:`attrtag.rules.Rules.to_dict` writes it, which
-        :meth:`attrtag.rules.Rules.from_dict` reads back.
+        ``{"classes": {...}}`` as :meth:`attrtag.zeroshot.rules.Rules.to_dict` writes it, which
+        :meth:`attrtag.zeroshot.rules.Rules.from_dict` reads back.
 
     Raises:
         SchemaError: "file:line: ..." for malformed rules or unknown groups/values.
     """
-    from ..rules import Rules
+    from ._rules import load_rules
 
-    return Rules.load(path, schema).to_dict()
+    return load_rules(str(path), schema).to_dict()
 
 
 def run(args: argparse.Namespace) -> int:
-    from attrtag_onnx.onnx_export import DEFAULT_OPSET, export_onnx
+    from attrtag_onnx.export import DEFAULT_OPSET, export_onnx
     from attrtag_onnx.quantize import DEFAULT_CALIB_IMAGES, export_int8
 
-    from ..checkpoint import load_checkpoint
-    from ..model import model_from_checkpoint
+    from ..model import load_model
     from ._progress import tqdm_progress
 
     if args.int8 and not args.calib_manifest:
@@ -67,9 +66,8 @@ def run(args: argparse.Namespace) -> int:
     if out.suffix.lower() != ".onnx":
         raise AttrtagError(f"--out {out}: name the file with a .onnx suffix (tagging picks the backend by it)")
 
-    ckpt = load_checkpoint(args.checkpoint)
-    model, prep = model_from_checkpoint(ckpt, source=str(args.checkpoint))
-    source = (model, model.schema, prep, str(ckpt["backbone"]))
+    model = load_model(args.checkpoint)
+    source, prep = model, model.card.preprocessing
     rules = rules_for_export(args.rules, model.schema) if args.rules else None
     opset = args.opset or DEFAULT_OPSET
 

@@ -1,7 +1,7 @@
 """``attrtag tag MODEL INPUT... --out FILE``: tag folders, files, globs and lists of images.
 
 Re-running the same command after a crash or ``kill -9`` resumes: images already in ``--out``
-are skipped and the rest appended (see :mod:`attrtag.tag_output`). Unreadable images get an
+are skipped and the rest appended (see ``datasets/OUTPUT.md``). Unreadable images get an
 error record and do not stop the run; the exit status is 0 when the run completed, whatever
 the images held.
 """
@@ -11,12 +11,10 @@ import argparse
 import logging
 import os
 import sys
-import time
-from collections import Counter
 from typing import TYPE_CHECKING, Any, Sequence
 
 from ..errors import AttrtagError
-from ..zeroshot_tags import ClassTagging
+from ..zeroshot.fields import ClassTagging
 from ._rules import add_class_options, class_options_given, class_tagging, load_rules, rules_from_dict
 
 if TYPE_CHECKING:
@@ -32,7 +30,7 @@ unreadable images get a record with 'error' and 'message' and the run goes on.
 Classes: with --rules R, or rules embedded in the model (attrtag export --rules), every record
 also gets 'class' (best class, or 'unknown' below --unknown-threshold), 'class_prob', 'classes'
 (the --class-top-k best, with probabilities) and 'class_explanation' (each group's contribution
-to the best class's score). --no-rules skips embedded rules. 'attrtag infer' re-scores a finished
+to the best class's score). --no-rules skips embedded rules. 'attrtag classify' re-scores a finished
 output with other rules or --set interventions without running the model.
 
 Resumable: rerun the same command after a crash or kill and the images already in --out are
@@ -159,11 +157,13 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
     from tqdm.contrib.logging import logging_redirect_tqdm
 
-    from ..images import DEFAULT_MAX_PIXELS, display_path
-    from ..predictor import open_predictor
-    from ..tag_inputs import expand_inputs
-    from ..tag_output import OutputMeta, RecordLayout, model_fingerprint, open_output, output_format
-    from ..tagging import default_decode_workers, tag_paths
+    from ..data.batches import default_decode_workers
+    from ..data.images import DEFAULT_MAX_PIXELS
+    from ..runtime import open_predictor
+    from ..tagging.header import output_format
+    from ..tagging.inputs import expand_inputs
+    from ..tagging.job import TagJob
+    from ..tagging.records import RecordLayout
 
     fmt = output_format(args.out, args.format)  # a bad --out fails before the model loads
     if args.batch_size < 1:
@@ -181,38 +181,25 @@ def run(args: argparse.Namespace) -> int:
         predictor.schema, top_k=args.top_k, thresholds=parse_thresholds(args.threshold, predictor.schema.names),
         classes=classes_for_run(args, predictor.schema, predictor.rules, os.path.basename(args.model)),
     )
-    meta = OutputMeta(layout, model=os.path.basename(args.model), model_sha256=model_fingerprint(args.model))
-
-    counts: Counter[str] = Counter()
-    with open_output(args.out, meta, fmt=fmt, overwrite=args.overwrite) as writer:
-        todo = [p for p in paths if display_path(p) not in writer.done]
-        skipped = len(paths) - len(todo)
-        if skipped:
-            _logger.info("resuming %s: %d of %d images already there", args.out, skipped, len(paths))
-        start = time.perf_counter()
+    with TagJob(predictor, paths, args.out, layout=layout, model_path=args.model, fmt=fmt,
+                overwrite=args.overwrite) as job:
+        if job.skipped:
+            _logger.info("resuming %s: %d of %d images already there", args.out, job.skipped, len(paths))
         bar = tqdm(
-            total=len(todo), unit="img", desc="tagging", dynamic_ncols=True, file=sys.stderr,
+            total=len(job.todo), unit="img", desc="tagging", dynamic_ncols=True, file=sys.stderr,
             disable=args.no_progress or None,  # None: off when stderr is not a terminal
         )
         with bar, logging_redirect_tqdm():
-            for records in tag_paths(
-                predictor, todo, layout=layout, batch_size=args.batch_size, workers=args.workers,
-                worker_kind=args.worker_kind, max_pixels=args.max_pixels or DEFAULT_MAX_PIXELS,
-            ):
-                writer.write(records)
-                counts.update(r.get("error") or "ok" for r in records)
-                failed = sum(counts.values()) - counts["ok"]
-                if failed:
-                    bar.set_postfix_str(f"failed {failed}", refresh=False)
+            for records in job.run(batch_size=args.batch_size, workers=args.workers, worker_kind=args.worker_kind,
+                                   max_pixels=args.max_pixels or DEFAULT_MAX_PIXELS):
+                if job.failed:
+                    bar.set_postfix_str(f"failed {job.failed}", refresh=False)
                 bar.update(len(records))
-        elapsed = time.perf_counter() - start
 
-    failed = sum(counts.values()) - counts["ok"]
-    reasons = ", ".join(f"{k} {n}" for k, n in sorted(counts.items()) if k != "ok")
-    rate = sum(counts.values()) / elapsed if elapsed > 0 else 0.0
+    reasons = ", ".join(f"{k} {n}" for k, n in sorted(job.counts.items()) if k != "ok")
     print(
-        f"tagged {counts['ok']}, failed {failed}" + (f" ({reasons})" if reasons else "")
-        + (f", {skipped} already in {args.out}" if skipped else "")
-        + f"; {rate:.1f} images/s -> {args.out}"
+        f"tagged {job.tagged}, failed {job.failed}" + (f" ({reasons})" if reasons else "")
+        + (f", {job.skipped} already in {args.out}" if job.skipped else "")
+        + f"; {job.rate:.1f} images/s -> {args.out}"
     )
     return 0

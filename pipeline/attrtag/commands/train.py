@@ -59,7 +59,7 @@ def parse_group_weights(items: list[str]) -> dict[str, float]:
 
 
 def build_config(args: argparse.Namespace) -> Any:
-    from ..config import TrainConfig
+    from ..training.config import TrainConfig
 
     base = TrainConfig.load(args.config).to_dict() if args.config else {}
     for flag, field_name in FLAG_TO_FIELD.items():
@@ -72,10 +72,10 @@ def build_config(args: argparse.Namespace) -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..manifest import coverage, format_coverage, read_manifest
-    from ..metrics import format_metrics
+    from ..data.manifest import coverage, format_coverage, read_manifest
+    from ..evaluation.metrics import format_metrics
     from ..schema import Schema
-    from ..train import train
+    from ..training.loop import train
     from ._progress import tqdm_progress
 
     cfg = build_config(args)
@@ -89,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
         if not resume.is_file():
             raise AttrtagError(f"--resume: checkpoint {resume} not found")
     print(f"{len(manifest)} images in {args.manifest}; label coverage per group:")
-    print(format_coverage(coverage(schema, manifest.records)))
+    print(format_coverage(coverage(schema, manifest.samples)))
 
     def on_epoch(row: dict[str, Any], metrics: list[Any]) -> None:
         val = f", val loss {row['val_loss']:.3f}" if row.get("val_loss") is not None else ""

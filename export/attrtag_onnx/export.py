@@ -1,0 +1,403 @@
+"""Export an attrtag model to ONNX, then prove the file computes what PyTorch computes.
+
+The graph is :class:`attrtag.model.ProbabilityModel`: input ``image`` float32
+``[batch, 3, H, W]`` (batch dynamic), one softmax output per group, named after the group, in
+schema order. The model card (:mod:`attrtag_onnx.metadata`) travels in the file.
+
+Like ``timm.utils.onnx.onnx_export``, every export is followed by ``onnx.checker`` and an
+ONNX Runtime vs PyTorch comparison on fresh random inputs (batch 1 and ``batch_check``, which
+also proves the batch axis is dynamic); a difference above tolerance is an error, and nothing
+is written at ``out_path`` then.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import importlib
+import io
+import logging
+import os
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterator, Union
+
+import numpy as np
+import torch
+from torch import nn
+
+from attrtag._files import atomic_path
+from attrtag.card import ModelCard
+from attrtag.data.preprocess import Preprocessing
+from attrtag.errors import ExportError
+from attrtag.model import AttributeModel, ProbabilityModel, load_model
+from attrtag.schema import Schema
+
+from .fp16 import convert_to_fp16
+from .metadata import INPUT_NAME, write_metadata
+
+if TYPE_CHECKING:
+    import onnx
+
+_logger = logging.getLogger(__name__)
+
+#: 18 is parsed by every TensorRT 10.x and ONNX Runtime >= 1.14; a conv/linear/softmax model
+#: gains nothing from newer opsets, and older ones make the dynamo exporter down-convert.
+DEFAULT_OPSET = 18
+#: Max abs difference of probabilities allowed between ONNX Runtime and PyTorch (float32).
+FP32_ATOL = 1e-4
+#: float16 keeps ~3 significant digits; through a deep network probabilities move by ~1e-3.
+FP16_ATOL = 1e-2
+#: torch.export specialises size-1 dimensions, so trace with 2 to keep the batch axis symbolic
+#: (same reasoning as timm.utils.onnx).
+TRACE_BATCH = 2
+EXPORTERS = ("auto", "dynamo", "torchscript")
+_PROTOBUF_LIMIT = 2**31 - 1  # one serialised ModelProto; larger models need external data
+
+#: A checkpoint path, a model (which carries its card), or the attrtag 0.1 form
+#: ``(model, schema, preprocessing, backbone)``.
+ModelSource = Union[str, os.PathLike, AttributeModel, "tuple[AttributeModel, Schema, Preprocessing, str]"]
+
+
+@dataclass
+class ExportReport:
+    """What :func:`export_onnx` wrote and how well it matches PyTorch.
+
+    Attributes:
+        path: the written model.
+        size_bytes: its size.
+        opset: the default-domain opset of the graph.
+        exporter: ``dynamo`` or ``torchscript``.
+        precision: ``fp32``, ``fp16`` or ``int8``.
+        groups: output names (= schema groups) in order.
+        check_providers: ONNX Runtime providers that ran the parity check (read back from the
+            session), empty when it did not run.
+        max_abs_diff: per group, the max abs difference of probabilities vs PyTorch float32.
+        atol: tolerance the differences were held to (``None``: reported, not enforced).
+        check_batches: batch sizes the check ran.
+        note: why the check did not run or is not enforced, when that is the case.
+        seconds: wall time of export + checks.
+        quantization: the int8 report, for ``--int8`` exports.
+    """
+
+    path: Path
+    size_bytes: int
+    opset: int
+    exporter: str
+    precision: str
+    groups: tuple[str, ...]
+    check_providers: list[str] = field(default_factory=list)
+    max_abs_diff: dict[str, float] = field(default_factory=dict)
+    atol: float | None = None
+    check_batches: tuple[int, ...] = ()
+    note: str | None = None
+    seconds: float = 0.0
+    quantization: Any = None  # an attrtag_onnx.quantize.QuantReport (quantize imports this module)
+
+
+def export_onnx(
+    source: ModelSource,
+    out_path: str | os.PathLike[str],
+    *,
+    opset: int = DEFAULT_OPSET,
+    fp16: bool = False,
+    rules: dict[str, Any] | None = None,
+    check: bool = True,
+    atol: float | None = None,
+    batch_check: int = 5,
+    exporter: str = "auto",
+    seed: int = 0,
+) -> ExportReport:
+    """Export a checkpoint (or a model) to an attrtag ONNX file and check it.
+
+    Args:
+        source: a checkpoint path or an :class:`~attrtag.model.AttributeModel` (its card is
+            written into the file; a copy is exported, ``model`` is untouched).
+        out_path: the ``.onnx`` file; written atomically, and only when every check passed.
+        opset: ONNX opset of the default domain.
+        fp16: store a float16 graph for GPUs (float32 input and outputs are kept).
+        rules: class rules (``{"classes": {...}}``) to embed as ``attrtag.rules`` (default:
+            the card's own).
+        check: run ``onnx.checker`` and the ONNX Runtime vs PyTorch comparison.
+        atol: max allowed abs difference of probabilities (default 1e-4 fp32, 1e-2 fp16).
+        batch_check: second batch size of the comparison (batch 1 always runs).
+        exporter: ``auto`` (dynamo, falling back to TorchScript), ``dynamo`` or ``torchscript``.
+        seed: seed of the random comparison inputs.
+
+    Returns:
+        The :class:`ExportReport`.
+
+    Raises:
+        CheckpointError: unreadable checkpoint.
+        ExportError: export failure, checker failure or a parity difference above ``atol``.
+    """
+    _require("onnx", "pip install onnx==1.23.2 onnxscript==0.7.2")
+    _require("onnxruntime", "pip install onnxruntime-gpu==1.31.1  (or onnxruntime)")
+    t0 = time.perf_counter()
+    if exporter not in EXPORTERS:
+        raise ExportError(f"exporter '{exporter}' is not one of {', '.join(EXPORTERS)}")
+    if batch_check < 1:
+        raise ExportError(f"--batch-check must be at least 1, got {batch_check}")
+    model = _resolve_source(source)
+    precision = "fp16" if fp16 else "fp32"
+    card = model.card.replace(precision=precision, rules=rules if rules is not None else model.card.rules)
+    schema, prep = card.schema, card.preprocessing
+    net = ProbabilityModel(copy.deepcopy(model).float().cpu()).eval()
+
+    with _quiet_exporter_logs():
+        proto, used = _export_graph(net, schema, prep, opset=opset, exporter=exporter)
+    if fp16:
+        proto = convert_to_fp16(proto)
+    write_metadata(proto, card)
+    if check:
+        _run_checker(proto)
+
+    out = Path(out_path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    report = ExportReport(
+        path=out, size_bytes=0, opset=_default_opset(proto), exporter=used, precision=precision, groups=schema.names
+    )
+    # The parity check runs on the temporary file: a model that fails it never replaces `out`.
+    with atomic_path(out) as tmp:
+        tmp.write_bytes(proto.SerializeToString())
+        if check:
+            tol = atol if atol is not None else (FP16_ATOL if fp16 else FP32_ATOL)
+            _check_against_torch(tmp, net, prep, report, batches=(1, batch_check), atol=tol, seed=seed)
+    report.size_bytes = out.stat().st_size
+    report.seconds = time.perf_counter() - t0
+    _logger.info(
+        "exported %s (%s, %s exporter, opset %d) in %.1fs; max |onnx - torch| %s",
+        out, precision, used, report.opset, report.seconds,
+        f"{max(report.max_abs_diff.values()):.2g}" if report.max_abs_diff else "not checked",
+    )
+    return report
+
+
+def check_against_torch(
+    onnx_model: str | os.PathLike[str] | bytes,
+    net: nn.Module,
+    preprocessing: Preprocessing,
+    *,
+    batches: tuple[int, ...] = (1, 5),
+    seed: int = 0,
+) -> tuple[list[str], dict[str, float]]:
+    """Run ONNX Runtime (CPU) and PyTorch on the same random batches; max abs diff per output.
+
+    Args:
+        onnx_model: the model file or its bytes.
+        net: the PyTorch module returning one probability tensor per output, in output order.
+        preprocessing: gives the input size.
+        batches: batch sizes to run (each a fresh random input).
+        seed: seed of the inputs.
+
+    Returns:
+        (providers the session really used, ``{output name: max abs difference}``).
+
+    Raises:
+        ExportError: ONNX Runtime cannot load or run the model (e.g. a batch size the graph
+            fixed at export time).
+    """
+    import onnxruntime as ort
+
+    src = onnx_model if isinstance(onnx_model, bytes) else str(onnx_model)
+    try:
+        session = ort.InferenceSession(src, providers=["CPUExecutionProvider"])
+    except Exception as err:  # onnxruntime raises Fail/InvalidGraph/NotImplemented...
+        raise ExportError(f"ONNX Runtime cannot load the exported model: {_first_line(err)}") from None
+    names = [o.name for o in session.get_outputs()]
+    h, w = preprocessing.input_size
+    rng = np.random.default_rng(seed)
+    diffs = dict.fromkeys(names, 0.0)
+    for b in batches:
+        x = rng.standard_normal((b, 3, h, w), dtype=np.float32)
+        try:
+            got = session.run(names, {session.get_inputs()[0].name: x})
+        except Exception as err:  # noqa: BLE001
+            raise ExportError(
+                f"ONNX Runtime cannot run the exported model on a batch of {b}: {_first_line(err)} "
+                "(is the batch axis dynamic?)"
+            ) from None
+        with torch.inference_mode():
+            want = net(torch.from_numpy(x))
+        for name, g, r in zip(names, got, want):
+            if g.shape != tuple(r.shape):
+                raise ExportError(f"output '{name}': ONNX Runtime gives shape {list(g.shape)}, PyTorch {list(r.shape)}")
+            diffs[name] = max(diffs[name], float(np.max(np.abs(g.astype(np.float64) - r.double().numpy()))))
+    return list(session.get_providers()), diffs
+
+
+# -- internals ----------------------------------------------------------------------------------
+def _resolve_source(source: ModelSource) -> AttributeModel:
+    if isinstance(source, AttributeModel):
+        return source
+    if isinstance(source, tuple):  # attrtag 0.1: (model, schema, preprocessing, backbone)
+        if len(source) != 4:
+            raise TypeError("export_onnx source must be a checkpoint path or a model")
+        model, schema, prep, backbone = source
+        model.schema.check_same(schema, what="export_onnx: model vs schema")
+        model = copy.copy(model)  # a shallow copy: the caller's model keeps its own card
+        model.card = ModelCard(schema, prep, str(backbone), rules=model.card.rules, label_counts=model.card.label_counts)
+        return model
+    return load_model(source)
+
+
+def _export_graph(
+    net: nn.Module, schema: Schema, prep: Preprocessing, *, opset: int, exporter: str
+) -> tuple["onnx.ModelProto", str]:
+    """The graph from the dynamo exporter, or TorchScript when dynamo fails (``auto``)."""
+    h, w = prep.input_size
+    x = torch.randn(TRACE_BATCH, 3, h, w, generator=torch.Generator().manual_seed(1234))
+    tried: list[str] = []
+    for name in ("dynamo", "torchscript") if exporter == "auto" else (exporter,):
+        try:
+            export = _export_dynamo if name == "dynamo" else _export_torchscript
+            proto = export(net, x, schema, opset)
+            _check_interface(proto, schema, h, w)
+            return proto, name
+        except Exception as err:  # noqa: BLE001 - the exporters raise many types; try the other
+            tried.append(f"{name}: {_first_line(err)}")
+            if exporter == "auto" and name == "dynamo":
+                _logger.warning("dynamo ONNX export failed (%s); trying the TorchScript exporter", _first_line(err))
+    raise ExportError(f"ONNX export failed ({'; '.join(tried)}); try another --opset")
+
+
+def _export_dynamo(net: nn.Module, x: torch.Tensor, schema: Schema, opset: int) -> "onnx.ModelProto":
+    # f=None: get the program in memory, so metadata and the fp16 conversion happen before the
+    # single atomic write, and weights stay inside the ModelProto (no .onnx.data side file).
+    program = torch.onnx.export(
+        net,
+        (x,),
+        None,
+        input_names=[INPUT_NAME],
+        output_names=list(schema.names),
+        opset_version=opset,
+        dynamo=True,
+        dynamic_shapes=({0: "batch"},),
+        verbose=False,
+    )
+    return program.model_proto
+
+
+def _export_torchscript(net: nn.Module, x: torch.Tensor, schema: Schema, opset: int) -> "onnx.ModelProto":
+    import onnx
+
+    buf = io.BytesIO()
+    axes = {INPUT_NAME: {0: "batch"}, **{name: {0: "batch"} for name in schema.names}}
+    with warnings.catch_warnings():
+        # torch >= 2.9 warns that the TorchScript exporter is deprecated; we chose it knowingly.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(
+            net,
+            (x,),
+            buf,
+            input_names=[INPUT_NAME],
+            output_names=list(schema.names),
+            opset_version=opset,
+            dynamic_axes=axes,
+            dynamo=False,
+        )
+    return onnx.load_from_string(buf.getvalue())
+
+
+def _check_interface(proto: "onnx.ModelProto", schema: Schema, h: int, w: int) -> None:
+    """One ``image`` input with a symbolic batch axis, outputs named and sized by the schema."""
+    inputs = [i for i in proto.graph.input if i.name not in {t.name for t in proto.graph.initializer}]
+    if [i.name for i in inputs] != [INPUT_NAME]:
+        raise ExportError(f"expected one graph input '{INPUT_NAME}', got {[i.name for i in inputs]}")
+    dims = inputs[0].type.tensor_type.shape.dim
+    if len(dims) != 4 or not dims[0].dim_param or [d.dim_value for d in dims[1:]] != [3, h, w]:
+        shape = [d.dim_param or d.dim_value for d in dims]
+        raise ExportError(
+            f"input '{INPUT_NAME}' has shape {shape}, expected [batch, 3, {h}, {w}] with a symbolic batch"
+        )
+    names = [o.name for o in proto.graph.output]
+    if names != list(schema.names):
+        raise ExportError(f"graph outputs are {names}, expected the schema groups {list(schema.names)}")
+    for out, size in zip(proto.graph.output, schema.sizes):
+        odims = out.type.tensor_type.shape.dim
+        if len(odims) == 2 and odims[1].dim_value not in (0, size):
+            raise ExportError(f"output '{out.name}' has {odims[1].dim_value} values, the schema has {size}")
+    if proto.ByteSize() > _PROTOBUF_LIMIT:
+        raise ExportError("the model is larger than 2 GB, which one ONNX file cannot hold without external data")
+
+
+def _run_checker(proto: "onnx.ModelProto") -> None:
+    import onnx
+
+    try:
+        onnx.checker.check_model(proto, full_check=True)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as err:
+        raise ExportError(f"onnx.checker rejects the exported graph: {_first_line(err)}") from None
+
+
+def _check_against_torch(
+    path: Path,
+    net: nn.Module,
+    prep: Preprocessing,
+    report: ExportReport,
+    *,
+    batches: tuple[int, ...],
+    atol: float,
+    seed: int,
+) -> None:
+    """Fill the report's parity fields; raise when a group differs by more than ``atol``."""
+    try:
+        providers, diffs = check_against_torch(path, net, prep, batches=batches, seed=seed + 1)
+    except ExportError as err:
+        if report.precision != "fp16":
+            raise
+        # float16 kernels are a GPU feature; a CPU-only ONNX Runtime may lack some of them.
+        report.note = f"parity not checked: ONNX Runtime on this CPU cannot run the float16 graph ({err})"
+        _logger.warning("%s", report.note)
+        return
+    report.check_providers, report.max_abs_diff = providers, diffs
+    report.atol, report.check_batches = atol, tuple(batches)
+    if report.precision == "fp16" and providers == ["CPUExecutionProvider"]:
+        report.note = "float16 graph checked on the CPU provider; GPU float16 kernels may round differently"
+    worst = {g: d for g, d in diffs.items() if not d <= atol}  # `not <=` also catches NaN
+    for g, d in diffs.items():
+        _logger.debug("parity %-20s max |onnx - torch| = %.3g", g, d)
+    if worst:
+        listed = ", ".join(f"{g}: {d:.3g}" for g, d in worst.items())
+        raise ExportError(
+            f"ONNX Runtime ({', '.join(providers)}) and PyTorch disagree above tolerance {atol:g} "
+            f"({listed}); the exported graph is wrong, nothing was written to {report.path}. "
+            "Try --opset with another value, or export with exporter='torchscript'"
+        )
+
+
+@contextlib.contextmanager
+def _quiet_exporter_logs() -> Iterator[None]:
+    """Hold onnxscript/onnx_ir INFO chatter (one line per optimiser pass) unless we are debugging.
+
+    The CLI logs at INFO; those lines describe the exporter's internals, not the user's model.
+    """
+    if _logger.isEnabledFor(logging.DEBUG):
+        yield
+        return
+    loggers = [logging.getLogger(name) for name in ("onnxscript", "onnx_ir")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(max(lg.getEffectiveLevel(), logging.WARNING))
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+
+
+def _default_opset(proto: "onnx.ModelProto") -> int:
+    return next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 0)
+
+
+def _require(module: str, pip_line: str) -> None:
+    """Fail up front, with the install line, when an optional dependency of export is missing."""
+    try:
+        importlib.import_module(module)
+    except ImportError:
+        raise ExportError(f"ONNX export needs the '{module}' package: {pip_line}") from None
+
+
+def _first_line(err: BaseException) -> str:
+    return (str(err).strip().splitlines() or [type(err).__name__])[0][:300]

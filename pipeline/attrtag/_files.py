@@ -1,0 +1,70 @@
+"""Durable file writes: atomic replacement and fsynced appends, the one implementation.
+
+Atomic: write a temporary file beside the target, fsync it, ``os.replace`` it onto the target,
+then fsync the folder so the rename itself survives a power cut. A reader (or a run killed
+mid-write) sees either the old file or the complete new one, never a truncated one. The
+temporary file lives in the target's folder so ``os.replace`` is a rename on one filesystem.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import BinaryIO, Iterator
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike[str], *, suffix: str = ".tmp") -> Iterator[Path]:
+    """Yield a temporary path to write; on success it is fsynced and renamed onto ``path``.
+
+    On an exception the temporary file is removed and ``path`` is left as it was.
+    ``suffix`` matters to writers that pick a format from the name (e.g. ``.png``).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)
+
+
+def write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically; returns the path."""
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+    return Path(path)
+
+
+def write_text(path: str | os.PathLike[str], text: str) -> Path:
+    """Write UTF-8 ``text`` to ``path`` atomically (newlines as given); returns the path."""
+    return write_bytes(path, text.encode("utf-8"))
+
+
+def append_durably(f: BinaryIO, data: bytes) -> None:
+    """Append ``data`` to an open binary file and make it durable (flush + fsync) before returning."""
+    f.write(data)
+    f.flush()
+    os.fsync(f.fileno())
+
+
+def fsync_dir(folder: str | os.PathLike[str]) -> None:
+    """Make a created or renamed directory entry durable.
+
+    A no-op where directories cannot be opened (Windows).
+    """
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

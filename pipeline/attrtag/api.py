@@ -1,0 +1,255 @@
+"""The Python API: load a model in one call, tag images, score classes, train and evaluate.
+
+::
+
+    import attrtag
+
+    tagger = attrtag.load("model.onnx")              # or a training checkpoint (best.pt)
+    records = tagger.tag(["photos/", "extra.jpg"])   # the records `attrtag tag` writes
+    records = tagger.tag(pil_image)                  # PIL images and RGB uint8 arrays too
+    probs = tagger.predict(images)                   # {group: (N, n_values)} probabilities
+
+    tagger = attrtag.load("model.onnx", rules="rules.yaml")   # adds class fields
+    result = attrtag.evaluate("best.pt", "manifest.csv", split="test")
+    run = attrtag.train("schema.yaml", "manifest.csv", "runs/exp1", backbone="resnet18", epochs=5)
+
+Records are dicts in the layout of ``datasets/OUTPUT.md``. The commands of the CLI are thin
+layers over these functions and the modules they call.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence, Union
+
+import numpy as np
+from PIL import Image
+
+from .data.batches import Decoded, decode_batches, default_decode_workers, stack_inputs
+from .data.images import to_rgb
+from .data.manifest import Manifest, read_manifest
+from .errors import AttrtagError
+from .runtime import Predictor, open_predictor
+from .schema import Schema
+from .tagging.engine import DEFAULT_BATCH_SIZE, predict_records
+from .tagging.inputs import expand_inputs
+from .tagging.records import RecordLayout, TagRecord
+from .zeroshot.classifier import ClassScorer, ZeroShotResult
+from .zeroshot.fields import DEFAULT_TOP_K, ClassTagging
+from .zeroshot.rules import Rules
+
+if TYPE_CHECKING:
+    from .card import ModelCard
+    from .evaluation.evaluate import Evaluation
+    from .training.loop import TrainResult
+
+#: What :meth:`Tagger.tag` and :meth:`Tagger.predict` take: a path (file, folder, glob,
+#: ``@list.txt``), a PIL image, an RGB ``uint8`` array ``(H, W, 3)`` (or grey ``(H, W)``), or a
+#: sequence mixing them.
+Images = Union[str, os.PathLike, Image.Image, np.ndarray, Sequence[Union[str, os.PathLike, Image.Image, np.ndarray]]]
+
+
+class Tagger:
+    """A loaded model with its record layout: :func:`load` builds one.
+
+    Attributes:
+        predictor: the backend (:class:`~attrtag.runtime.onnx_backend.OnnxModel` or
+            :class:`~attrtag.runtime.torch_backend.TorchPredictor`).
+        layout: how records are made (top-k, thresholds, class rules).
+    """
+
+    def __init__(self, predictor: Predictor, layout: RecordLayout, *, batch_size: int = DEFAULT_BATCH_SIZE,
+                 workers: int | None = None) -> None:
+        self.predictor = predictor
+        self.layout = layout
+        self.batch_size = batch_size
+        self.workers = default_decode_workers() if workers is None else workers
+
+    @property
+    def card(self) -> "ModelCard":
+        """The model card: schema, preprocessing, backbone, precision, rules."""
+        return self.predictor.card
+
+    @property
+    def schema(self) -> Schema:
+        return self.predictor.schema
+
+    @property
+    def providers(self) -> list[str]:
+        """What really runs the model (ONNX Runtime providers, or ``torch:<device>``)."""
+        return self.predictor.providers
+
+    def tag(self, images: Images) -> list[TagRecord]:
+        """One record per image, exactly as ``attrtag tag`` writes them.
+
+        Paths are expanded as the CLI's INPUTs are (folders recursively, globs, ``@list.txt``);
+        a file that cannot be read gets an error record. In-memory images are named
+        ``image0``, ``image1``, ... in their records' ``path``.
+        """
+        out: list[TagRecord] = []
+        for chunk in self._decoded(images):
+            out += predict_records(self.predictor, self.layout, chunk)
+        return out
+
+    def predict(self, images: Images) -> dict[str, np.ndarray]:
+        """Per-group probabilities ``{group: (N, n_values)}`` of the images that decode, in order.
+
+        Raises:
+            AttrtagError: an image cannot be decoded (``tag`` records the failure instead).
+        """
+        parts: list[dict[str, np.ndarray]] = []
+        for chunk in self._decoded(images):
+            bad = next((d for d in chunk if d.pixels is None), None)
+            if bad is not None:
+                raise AttrtagError(bad.message or f"{bad.path}: cannot decode")
+            parts.append(self.predictor(stack_inputs(chunk, self.predictor.preprocessing)))
+        if not parts:
+            return {g.name: np.zeros((0, len(g)), np.float32) for g in self.schema}
+        return {g: np.concatenate([p[g] for p in parts]) for g in self.schema.names}
+
+    def classify(self, probs: Mapping[str, np.ndarray], rules: Rules | str | os.PathLike | None = None,
+                 **options: Any) -> ZeroShotResult:
+        """Score classes from probabilities (of :meth:`predict`) with ``rules`` (default: the tagger's).
+
+        ``options`` go to :class:`~attrtag.zeroshot.classifier.ClassScorer`'s call
+        (``overrides``, ``unknown_threshold``, ``top_k``, ``temperature``).
+        """
+        if rules is None:
+            if self.layout.classes is None:
+                raise AttrtagError("no class rules: pass rules=..., or load the tagger with rules")
+            loaded = self.layout.classes.rules
+        else:
+            loaded = _rules(rules, self.schema)
+        return ClassScorer(loaded, self.schema)(probs, **options)
+
+    def _decoded(self, images: Images) -> Iterable[list[Decoded]]:
+        items = [images] if isinstance(images, (str, os.PathLike, Image.Image, np.ndarray)) else list(images)
+        prep = self.predictor.preprocessing
+        paths = [os.fspath(i) for i in items if isinstance(i, (str, os.PathLike))]
+        if paths:
+            if len(paths) != len(items):
+                raise AttrtagError("pass either paths or in-memory images to one call, not both")
+            yield from decode_batches(expand_inputs(paths), prep, batch_size=self.batch_size, workers=self.workers)
+            return
+        for start in range(0, len(items), self.batch_size):
+            yield [
+                Decoded(f"image{start + i}", pixels=prep.pixels(_as_image(img)))
+                for i, img in enumerate(items[start : start + self.batch_size])
+            ]
+
+    def __repr__(self) -> str:
+        return f"Tagger({self.card.backbone!r}, groups={list(self.schema.names)}, providers={self.providers})"
+
+
+def load(
+    model: str | os.PathLike,
+    *,
+    device: str = "auto",
+    rules: Rules | str | os.PathLike | Mapping[str, Any] | bool | None = None,
+    top_k: int | None = None,
+    thresholds: Mapping[str, float] | None = None,
+    class_top_k: int = DEFAULT_TOP_K,
+    unknown_threshold: float = 0.0,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    workers: int | None = None,
+    threads: int | None = None,
+) -> Tagger:
+    """Load an ``.onnx`` model or a training checkpoint, ready to tag.
+
+    Args:
+        model: the model file.
+        device: ``auto``, ``cpu``, ``cuda[:N]`` or ``tensorrt`` (ONNX only); an explicit GPU
+            that cannot be used is an error.
+        rules: class rules (a file, a :class:`Rules`, their dict form); ``True`` or None uses
+            the rules embedded in the model when there are any; ``False`` none.
+        top_k: keep only the ``k`` most probable values in ``<group>_probs``.
+        thresholds: group -> minimum top probability (marks ``uncertain``).
+        class_top_k: classes listed per record.
+        unknown_threshold: class ``unknown`` below this normalised probability.
+        batch_size: images per model call.
+        workers: decoding threads (default: half the CPUs, 1 to 8).
+        threads: model runtime threads.
+
+    Returns:
+        A :class:`Tagger`.
+    """
+    predictor = open_predictor(model, device=device, batch_size_hint=batch_size, threads=threads)
+    schema = predictor.schema
+    if rules is None or rules is True:
+        loaded = Rules.from_dict(predictor.rules, schema, source=f"{model} metadata").scorable() if predictor.rules else None
+        if rules is True and loaded is None:
+            raise AttrtagError(f"{model}: the model has no embedded rules; pass rules=...")
+    else:
+        loaded = None if rules is False else _rules(rules, schema)
+    classes = None if loaded is None else ClassTagging(loaded, top_k=class_top_k, unknown_threshold=unknown_threshold)
+    layout = RecordLayout(schema, top_k=top_k, thresholds=dict(thresholds or {}), classes=classes)
+    return Tagger(predictor, layout, batch_size=batch_size, workers=workers)
+
+
+def evaluate(
+    model: str | os.PathLike | Predictor,
+    manifest: str | os.PathLike | Manifest,
+    *,
+    split: str | None = None,
+    rules: Rules | str | os.PathLike | None = None,
+    device: str = "auto",
+    **options: Any,
+) -> "Evaluation":
+    """Per-group metrics (and with ``rules`` the zero-shot figures) of a model on a manifest.
+
+    ``options`` go to :func:`attrtag.evaluation.evaluate.evaluate` (``class_column``,
+    ``unseen``, ``batch_size``, ``workers``).
+    """
+    from .evaluation.evaluate import evaluate as _evaluate
+
+    predictor = model if isinstance(model, Predictor) else open_predictor(model, device=device)
+    if not isinstance(manifest, Manifest):
+        manifest = read_manifest(manifest, predictor.schema)
+    loaded = None if rules is None else _rules(rules, predictor.schema)
+    return _evaluate(predictor, manifest, split=split, rules=loaded, **options)
+
+
+def train(
+    schema: str | os.PathLike | Schema,
+    manifest: str | os.PathLike | Manifest,
+    out: str | os.PathLike,
+    *,
+    resume: bool = False,
+    **config: Any,
+) -> "TrainResult":
+    """Train a model; ``config`` is any field of :class:`attrtag.training.config.TrainConfig`.
+
+    Writes ``out/last.pt``, ``out/best.pt`` and the history, as ``attrtag train`` does.
+    """
+    from .training.config import TrainConfig
+    from .training.loop import train as _train
+
+    schema = schema if isinstance(schema, Schema) else Schema.load(schema)
+    cfg = TrainConfig.from_dict(config, source="attrtag.train()")
+    if not isinstance(manifest, Manifest):
+        manifest = read_manifest(manifest, schema, skip_bad=cfg.skip_bad_rows)
+    return _train(cfg, schema, manifest, out, resume=Path(out) / "last.pt" if resume else None)
+
+
+def _rules(rules: Rules | str | os.PathLike | Mapping[str, Any], schema: Schema) -> Rules:
+    if isinstance(rules, Rules):
+        rules.check(schema)
+        return rules.scorable()
+    if isinstance(rules, Mapping):
+        return Rules.from_dict(rules, schema).scorable()
+    return Rules.load(rules, schema).scorable()
+
+
+def _as_image(img: Image.Image | np.ndarray) -> Image.Image:
+    """An RGB PIL image from a PIL image of any mode or an RGB / grey ``uint8`` array."""
+    if isinstance(img, Image.Image):
+        return to_rgb(img)
+    arr = np.asarray(img)
+    if arr.dtype != np.uint8 or arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] not in (3, 4)):
+        raise AttrtagError(
+            f"in-memory images must be uint8 arrays of shape (H, W), (H, W, 3) RGB or (H, W, 4) RGBA; "
+            f"got {arr.dtype} {arr.shape}"
+        )
+    return to_rgb(Image.fromarray(arr))
+
+

@@ -1,0 +1,133 @@
+"""The training dataset: decoded images, albumentations augmentation, masked targets.
+
+Training augments with albumentations (random resized crop, horizontal flip, colour jitter
+without hue shift). Evaluation does not come through here: it uses the deterministic
+:class:`attrtag.data.preprocess.Preprocessing` through :mod:`attrtag.data.batches`, the same code
+tagging runs, so validation numbers describe what users get.
+
+Augmentation is seeded per (run seed, epoch, sample index), never by worker state: the same
+epoch yields the same tensors whatever ``--workers`` is, which is what makes ``--resume``
+reproduce an uninterrupted run.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import albumentations as A
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from ..errors import ImageDecodeError
+from .images import load_rgb
+from .manifest import Sample
+from .preprocess import Preprocessing
+
+_logger = logging.getLogger(__name__)
+
+_CV2_INTERP = {
+    "nearest": cv2.INTER_NEAREST,
+    "bilinear": cv2.INTER_LINEAR,
+    "bicubic": cv2.INTER_CUBIC,
+    "lanczos": cv2.INTER_LANCZOS4,
+    "box": cv2.INTER_AREA,
+    "hamming": cv2.INTER_LINEAR,
+}
+
+
+def train_transform(prep: Preprocessing, *, scale: tuple[float, float] = (0.5, 1.0)) -> A.Compose:
+    """Training augmentation ending in normalisation (HWC float32 out).
+
+    ``hue=0``: colour is itself a label in many schemas (e.g. baseColour), and a hue shift
+    would silently turn red into green while the label stays "red".
+    """
+    return A.Compose(
+        [
+            A.RandomResizedCrop(size=prep.input_size, scale=scale, interpolation=_CV2_INTERP[prep.interpolation]),
+            A.HorizontalFlip(p=0.5),
+            A.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2, hue=0.0, p=0.8),
+            A.Normalize(mean=prep.mean, std=prep.std, max_pixel_value=255.0),
+        ]
+    )
+
+
+class ImageDataset(Dataset):
+    """Samples -> ``(augmented image [3,H,W] float32, targets [G] int64, index)``.
+
+    An image that cannot be decoded yields ``(None, None, index, reason)`` instead of raising;
+    :func:`collate` drops it and reports it, so one corrupt file does not stop training.
+    """
+
+    def __init__(self, samples: Sequence[Sample], prep: Preprocessing, *, seed: int = 0) -> None:
+        self.samples = list(samples)
+        self.prep = prep
+        self.seed = int(seed)
+        self.epoch = 0
+        self.aug = train_transform(prep)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the augmentation stream of ``epoch`` (call before building the loader's iterator)."""
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i: int) -> tuple[Any, ...]:
+        sample = self.samples[i]
+        try:
+            img = load_rgb(sample.path)
+        except ImageDecodeError as err:
+            return None, None, i, str(err)
+        # Seeded per sample, not per worker, so results do not depend on --workers.
+        self.aug.set_random_seed(hash((self.seed, self.epoch, i)) & 0x7FFFFFFF)
+        x = self.aug(image=np.asarray(img, dtype=np.uint8))["image"].transpose(2, 0, 1)
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        return torch.from_numpy(x), torch.tensor(sample.labels, dtype=torch.long), i, None
+
+
+@dataclass
+class Batch:
+    """A collated batch; ``failed`` lists ``(index, reason)`` of samples that could not be decoded."""
+
+    images: torch.Tensor  # (B, 3, H, W)
+    targets: torch.Tensor  # (B, G), -1 = no label
+    indices: torch.Tensor  # (B,) positions in the dataset
+    failed: list[tuple[int, str]]
+
+
+def collate(samples: list[tuple[Any, ...]]) -> Batch:
+    """Stack the decodable samples; keep the failures for reporting."""
+    ok = [s for s in samples if s[0] is not None]
+    failed = [(s[2], s[3]) for s in samples if s[0] is None]
+    if not ok:
+        return Batch(torch.empty(0), torch.empty(0, dtype=torch.long), torch.empty(0, dtype=torch.long), failed)
+    return Batch(
+        images=torch.stack([s[0] for s in ok]),
+        targets=torch.stack([s[1] for s in ok]),
+        indices=torch.tensor([s[2] for s in ok]),
+        failed=failed,
+    )
+
+
+def make_loader(
+    dataset: ImageDataset, *, batch_size: int, workers: int, shuffle: bool, seed: int = 0, epoch: int = 0,
+    drop_last: bool = False, pin_memory: bool = False,
+) -> DataLoader:
+    """A DataLoader whose order depends only on ``(seed, epoch)``."""
+    gen = torch.Generator()
+    gen.manual_seed(seed * 1_000_003 + epoch)
+    dataset.set_epoch(epoch)
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        num_workers=workers,
+        collate_fn=collate,
+        generator=gen,
+        drop_last=drop_last,
+        pin_memory=pin_memory,
+        persistent_workers=False,  # workers must see set_epoch; they are re-created each epoch
+    )

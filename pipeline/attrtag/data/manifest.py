@@ -1,0 +1,226 @@
+"""Manifests: which image has which labels, in CSV or JSONL.
+
+CSV: a ``path`` column (relative to the manifest's folder, or absolute), one column per schema
+group (an empty cell or ``NA`` = no label), an optional ``split`` column (train/val/test) and any
+other columns (kept as ``extra``, e.g. ``class``). JSONL: one object per line,
+``{"path": ..., "labels": {group: value}, "split": ..., ...}``. The format is documented in
+``datasets/MANIFEST.md``.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+from ..errors import ManifestError
+from ..schema import MISSING_TOKENS, Schema
+
+_logger = logging.getLogger(__name__)
+
+SPLITS = ("train", "val", "test")
+RESERVED = ("path", "split", "labels")
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One image: its resolved path, one label index per group (``-1`` = none) and extras."""
+
+    path: str
+    labels: tuple[int, ...]
+    split: str | None = None
+    line: int = 0
+    extra: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Manifest:
+    """Validated samples of one manifest file, plus the rows skipped with ``skip_bad``."""
+
+    source: str
+    schema: Schema
+    samples: list[Sample]
+    skipped: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def split(self, name: str | None) -> list[Sample]:
+        """Samples of split ``name`` (all samples when ``name`` is None)."""
+        if name is None:
+            return list(self.samples)
+        return [r for r in self.samples if r.split == name]
+
+    @property
+    def has_splits(self) -> bool:
+        return any(r.split for r in self.samples)
+
+
+def _label_index(schema: Schema, group: str, value: Any, where: str) -> int:
+    if value is None:
+        return -1
+    value = str(value).strip()
+    if value in MISSING_TOKENS:
+        return -1
+    try:
+        return schema[group].index(value)
+    except KeyError:
+        allowed = ", ".join(schema[group].values)
+        raise ManifestError(f"{where}: group '{group}' has value '{value}', not in the schema ({allowed})") from None
+
+
+def _make_sample(
+    schema: Schema, base: Path, raw_path: Any, labels: Mapping[str, Any], split: Any, extra: dict[str, str],
+    where: str, line: int, check_files: bool,
+) -> Sample:
+    if not isinstance(raw_path, str) or not raw_path.strip():
+        raise ManifestError(f"{where}: empty or missing 'path'")
+    p = Path(raw_path.strip())
+    full = p if p.is_absolute() else base / p
+    if check_files and not full.is_file():
+        raise ManifestError(f"{where}: image file not found: {raw_path}")
+    unknown = [g for g in labels if g not in schema]
+    if unknown:
+        raise ManifestError(f"{where}: unknown group '{unknown[0]}' (schema groups: {', '.join(schema.names)})")
+    idx = tuple(_label_index(schema, g, labels.get(g), where) for g in schema.names)
+    split_s = None if split is None or str(split).strip() in MISSING_TOKENS else str(split).strip()
+    if split_s is not None and split_s not in SPLITS:
+        raise ManifestError(f"{where}: split '{split_s}' is not one of {', '.join(SPLITS)}")
+    return Sample(path=os.fspath(full), labels=idx, split=split_s, line=line, extra=extra)
+
+
+def _csv_rows(path: Path, schema: Schema) -> Iterable[tuple[int, dict[str, Any], dict[str, str]]]:
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        reader = csv.reader(f)
+        try:
+            header = next(reader)
+        except StopIteration:
+            raise ManifestError(f"{path}: empty manifest (no header row)") from None
+        header = [h.strip() for h in header]
+        if "path" not in header:
+            raise ManifestError(f"{path}:1: no 'path' column in the header ({', '.join(header)})")
+        dupes = [h for h, n in Counter(header).items() if n > 1]
+        if dupes:
+            raise ManifestError(f"{path}:1: column '{dupes[0]}' appears twice in the header")
+        missing = [g for g in schema.names if g not in header]
+        if missing:
+            _logger.warning("%s: no column for group(s) %s: those groups have no labels here", path, ", ".join(missing))
+        for row in reader:
+            line = reader.line_num
+            if not row or all(not c.strip() for c in row):
+                continue
+            if len(row) != len(header):
+                yield line, {"__error__": f"has {len(row)} fields, the header has {len(header)}"}, {}
+                continue
+            cells = dict(zip(header, row))
+            labels = {g: cells[g] for g in schema.names if g in cells}
+            extra = {k: v for k, v in cells.items() if k not in schema and k not in RESERVED}
+            yield line, {"path": cells["path"], "labels": labels, "split": cells.get("split")}, extra
+
+
+def _jsonl_rows(path: Path) -> Iterable[tuple[int, dict[str, Any], dict[str, str]]]:
+    with open(path, encoding="utf-8") as f:
+        for line, text in enumerate(f, start=1):
+            if not text.strip():
+                continue
+            try:
+                obj = json.loads(text)
+            except json.JSONDecodeError as err:
+                yield line, {"__error__": f"invalid JSON ({err.msg})"}, {}
+                continue
+            if not isinstance(obj, dict) or not isinstance(obj.get("labels", {}), dict):
+                yield line, {"__error__": "expected an object with 'path' and a 'labels' object"}, {}
+                continue
+            extra = {k: str(v) for k, v in obj.items() if k not in RESERVED}
+            yield line, {"path": obj.get("path"), "labels": obj.get("labels", {}), "split": obj.get("split")}, extra
+
+
+def read_manifest(
+    path: str | Path, schema: Schema, *, skip_bad: bool = False, check_files: bool = True
+) -> Manifest:
+    """Read and validate a CSV or JSONL manifest against ``schema``.
+
+    Args:
+        path: ``.csv`` or ``.jsonl``/``.json`` file.
+        schema: the label schema.
+        skip_bad: skip malformed rows, unknown labels and missing files (counted in
+            ``Manifest.skipped``) instead of raising on the first one.
+        check_files: check that every image file exists.
+
+    Returns:
+        The manifest.
+
+    Raises:
+        ManifestError: naming the file and line, unless ``skip_bad``.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ManifestError(f"{path}: manifest not found")
+    rows = _jsonl_rows(path) if path.suffix.lower() in (".jsonl", ".json", ".ndjson") else _csv_rows(path, schema)
+    base = path.resolve().parent
+    samples: list[Sample] = []
+    skipped: list[str] = []
+    try:
+        for line, row, extra in rows:
+            where = f"{path}:{line}"
+            try:
+                if "__error__" in row:
+                    raise ManifestError(f"{where}: malformed row: {row['__error__']}")
+                samples.append(
+                    _make_sample(schema, base, row["path"], row["labels"], row["split"], extra, where, line, check_files)
+                )
+            except ManifestError as err:
+                if not skip_bad:
+                    raise
+                skipped.append(str(err))
+    except UnicodeDecodeError as err:
+        raise ManifestError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
+    except csv.Error as err:
+        raise ManifestError(f"{path}: unreadable CSV ({err})") from None
+    if skipped:
+        _logger.warning("%s: skipped %d bad row(s); first: %s", path, len(skipped), skipped[0])
+    if not samples:
+        raise ManifestError(f"{path}: no usable rows")
+    return Manifest(source=str(path), schema=schema, samples=samples, skipped=skipped)
+
+
+@dataclass(frozen=True)
+class GroupCoverage:
+    """How many images carry a label for one group, and how many per value."""
+
+    group: str
+    labelled: int
+    total: int
+    per_value: tuple[tuple[str, int], ...]
+
+
+def coverage(schema: Schema, samples: Iterable[Sample]) -> list[GroupCoverage]:
+    """Label coverage per group over ``samples``."""
+    samples = list(samples)
+    out = []
+    for j, g in enumerate(schema.groups):
+        counts = Counter(r.labels[j] for r in samples if r.labels[j] >= 0)
+        out.append(
+            GroupCoverage(
+                group=g.name,
+                labelled=sum(counts.values()),
+                total=len(samples),
+                per_value=tuple((v, counts.get(i, 0)) for i, v in enumerate(g.values)),
+            )
+        )
+    return out
+
+
+def format_coverage(cov: list[GroupCoverage]) -> str:
+    """A small text table: group, labelled/total (%), then value=count pairs."""
+    lines = []
+    width = max(len(c.group) for c in cov)
+    for c in cov:
+        pct = 100.0 * c.labelled / c.total if c.total else 0.0
+        values = " ".join(f"{v}={n}" for v, n in c.per_value)
+        lines.append(f"  {c.group:<{width}}  {c.labelled:>6}/{c.total:<6} ({pct:5.1f}%)  {values}")
+    return "\n".join(lines)

@@ -1,0 +1,254 @@
+"""Evaluation of any predictor on labelled samples: predictions, per-group metrics, zero-shot, report.
+
+Predictions come from a :class:`~attrtag.runtime.Predictor` (a PyTorch model during training
+and ``attrtag evaluate``, or an ONNX file) fed by the same decode pipeline tagging uses
+(:mod:`attrtag.data.batches`), so validation numbers describe what users get.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+import numpy as np
+
+from .._files import write_text
+from ..data.batches import decode_batches, stack_inputs
+from ..data.manifest import Manifest, Sample
+from ..errors import AttrtagError
+from ..runtime.api import Predictor
+from ..schema import Schema
+from ..zeroshot.evaluation import ZeroShotReport, evaluate_splits, seen_and_unseen
+from ..zeroshot.rules import Rules
+from .metrics import GroupMetrics, group_metrics
+
+_logger = logging.getLogger(__name__)
+
+#: ``progress(iterable, desc, total) -> iterable``, e.g. the CLI's tqdm wrapper.
+Progress = Callable[[Iterable[Any], str, int], Iterable[Any]]
+
+
+@dataclass
+class Predictions:
+    """Per-group probabilities ``[N, n_g]`` of the decodable samples, their targets and failures."""
+
+    probs: dict[str, np.ndarray]
+    targets: np.ndarray  # (N, G), -1 = no label
+    samples: list[Sample]
+    failed: list[tuple[str, str]] = field(default_factory=list)
+
+    def take(self, wanted: Sequence[Sample]) -> "Predictions":
+        """The predictions of ``wanted`` (those that decoded), in the order of these predictions."""
+        ids = {id(s) for s in wanted}
+        rows = [i for i, s in enumerate(self.samples) if id(s) in ids]
+        paths = {s.path for s in wanted}
+        return Predictions(
+            probs={g: p[rows] for g, p in self.probs.items()},
+            targets=self.targets[rows],
+            samples=[self.samples[i] for i in rows],
+            failed=[f for f in self.failed if f[0] in paths],
+        )
+
+
+def predict(
+    predictor: Predictor,
+    samples: Sequence[Sample],
+    *,
+    batch_size: int = 64,
+    workers: int = 2,
+    progress: Progress | None = None,
+) -> Predictions:
+    """Run ``predictor`` over ``samples`` with the model's evaluation preprocessing.
+
+    Args:
+        predictor: the model (any backend).
+        samples: labelled images.
+        batch_size: images per model call.
+        workers: decoding threads (0: decode in this thread).
+        progress: optional progress wrapper.
+
+    Returns:
+        The probabilities and targets of the samples that decoded, and the failures.
+    """
+    schema = predictor.schema
+    by_path: dict[str, list[Sample]] = {}
+    for s in samples:
+        by_path.setdefault(s.path, []).append(s)
+    batches: Iterable[Any] = decode_batches([s.path for s in samples], predictor.preprocessing,
+                                            batch_size=batch_size, workers=workers)
+    if progress is not None:
+        batches = progress(batches, "eval", (len(samples) + batch_size - 1) // batch_size)
+    probs: dict[str, list[np.ndarray]] = {n: [] for n in schema.names}
+    kept: list[Sample] = []
+    failed: list[tuple[str, str]] = []
+    cursor = {p: 0 for p in by_path}
+    for chunk in batches:
+        ok = []
+        for d in chunk:
+            sample = by_path[d.path][cursor[d.path]]  # a path listed twice gives two samples
+            cursor[d.path] += 1
+            if d.pixels is None:
+                failed.append((sample.path, d.message or d.error or "decode"))
+            else:
+                ok.append(d)
+                kept.append(sample)
+        if ok:
+            out = predictor(stack_inputs(ok, predictor.preprocessing))
+            for n in schema.names:
+                probs[n].append(out[n])
+    return Predictions(
+        probs={n: np.concatenate(v) if v else np.zeros((0, len(schema[n])), np.float32) for n, v in probs.items()},
+        targets=np.array([s.labels for s in kept], dtype=np.int64).reshape(len(kept), len(schema)),
+        samples=kept,
+        failed=failed,
+    )
+
+
+def compute_metrics(schema: Schema, preds: Predictions) -> list[GroupMetrics]:
+    """Per-group metrics over the labelled images (argmax of each group's distribution)."""
+    out = []
+    for j, g in enumerate(schema.groups):
+        p = preds.probs[g.name]
+        y_pred = p.argmax(1) if len(p) else np.zeros(0, np.int64)
+        out.append(group_metrics(g.name, preds.targets[:, j], y_pred, len(g)))
+    return out
+
+
+def val_loss(schema: Schema, preds: Predictions) -> float | None:
+    """Masked grouped cross-entropy of predictions (sum over groups of the mean NLL); None without labels."""
+    total, any_label = 0.0, False
+    for j, g in enumerate(schema.groups):
+        t = preds.targets[:, j]
+        keep = t >= 0
+        if keep.any():
+            p = preds.probs[g.name][keep, t[keep]]
+            total += float(-np.log(np.clip(p, 1e-12, 1.0)).mean())
+            any_label = True
+    return total if any_label else None
+
+
+@dataclass
+class Evaluation:
+    """What :func:`evaluate` measured."""
+
+    metrics: list[GroupMetrics]
+    predictions: Predictions
+    split: str | None
+    zero_shot: ZeroShotReport | None = None
+
+
+def class_names(samples: Sequence[Sample], column: str) -> list[str | None]:
+    """Each sample's class from its ``column`` cell (None where empty)."""
+    return [(s.extra.get(column) or "").strip() or None for s in samples]
+
+
+def evaluate(
+    predictor: Predictor,
+    manifest: Manifest,
+    *,
+    split: str | None = None,
+    rules: Rules | None = None,
+    class_column: str = "class",
+    unseen: Sequence[str] | None = None,
+    batch_size: int = 64,
+    workers: int = 2,
+    progress: Progress | None = None,
+) -> Evaluation:
+    """Per-group metrics on one split, and with ``rules`` the zero-shot figures.
+
+    Zero-shot figures are computed on the test split with the calibration chosen on val
+    (every row, uncalibrated, when the manifest has no split column).
+
+    Args:
+        predictor: the model.
+        manifest: labelled samples.
+        split: the split to score (None: every row).
+        rules: class rules; needs a ``class_column`` in the manifest.
+        class_column: the manifest column holding each image's class.
+        unseen: the unseen classes (default: the classes with no image in the train split).
+        batch_size: images per model call.
+        workers: decoding threads.
+        progress: optional progress wrapper.
+
+    Returns:
+        The :class:`Evaluation`.
+
+    Raises:
+        AttrtagError: an empty split, or rules without what zero-shot evaluation needs.
+    """
+    samples = manifest.split(split)
+    if not samples:
+        raise AttrtagError(f"{manifest.source}: no rows in split '{split}'")
+    zs_samples: list[Sample] = []
+    if rules is not None:
+        zs_samples = _zero_shot_samples(manifest, class_column, unseen)
+    elif unseen:
+        raise AttrtagError("--unseen needs --rules R")
+    wanted = {id(s) for s in samples} | {id(s) for s in zs_samples}
+    # One pass over every image either report needs.
+    every = predict(predictor, [s for s in manifest.samples if id(s) in wanted], batch_size=batch_size,
+                    workers=workers, progress=progress)
+    preds = every.take(samples) if zs_samples else every
+    result = Evaluation(compute_metrics(predictor.schema, preds), preds, split)
+    if rules is not None:
+        train_classes = [c for c in class_names(manifest.split("train"), class_column) if c]
+        seen, unseen_ = seen_and_unseen(rules, train_classes, unseen)
+        zs = every.take(zs_samples)
+        result.zero_shot = evaluate_splits(
+            zs.probs, class_names(zs.samples, class_column), [s.split for s in zs.samples] if manifest.has_splits
+            else [None] * len(zs.samples), rules, predictor.schema, seen=seen, unseen=unseen_,
+        )
+    return result
+
+
+def _zero_shot_samples(manifest: Manifest, column: str, unseen: Sequence[str] | None) -> list[Sample]:
+    """The images the zero-shot report needs: val and test (all rows without a split column)."""
+    if not any(column in s.extra for s in manifest.samples):
+        raise AttrtagError(
+            f"{manifest.source}: no '{column}' column; --rules needs each image's class "
+            "(name the column with --class-column)"
+        )
+    if not manifest.has_splits:
+        if not unseen:
+            raise AttrtagError(
+                f"{manifest.source}: no split column, so unseen classes cannot be told from training images; "
+                "pass --unseen A,B,..."
+            )
+        return list(manifest.samples)
+    if not manifest.split("test"):
+        raise AttrtagError(f"{manifest.source}: no 'test' rows; the zero-shot report is computed on the test split")
+    return manifest.split("val") + manifest.split("test")
+
+
+def write_report(
+    out_dir: str | Path, schema: Schema, metrics: list[GroupMetrics], *, extra: dict[str, Any] | None = None
+) -> dict[str, Path]:
+    """Write ``metrics.json`` and one confusion-matrix PNG per labelled group into ``out_dir``.
+
+    Returns:
+        ``{"json": path, <group>: png_path, ...}``.
+    """
+    from .plots import plot_confusion  # matplotlib only when a report is written
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written: dict[str, Path] = {}
+    groups = []
+    for m in metrics:
+        values = schema[m.group].values
+        d = m.to_dict(values)
+        if m.labelled == 0:
+            d["note"] = "no labels for this group in the evaluated images"
+        else:
+            png = out_dir / f"confusion_{m.group}.png"
+            plot_confusion(m.confusion, values, png, title=f"{m.group}  (n={m.labelled}, acc={100 * m.accuracy:.1f}%)")
+            d["confusion_png"] = png.name
+            written[m.group] = png
+        groups.append(d)
+    payload = {"groups": groups, **(extra or {})}
+    path = out_dir / "metrics.json"
+    write_text(path, json.dumps(payload, indent=2))
+    written["json"] = path
+    return written

@@ -1,0 +1,69 @@
+"""Figures written next to runs and reports (matplotlib, headless Agg backend)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display on servers and CI
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from .._files import atomic_path  # noqa: E402
+
+
+def _save(fig: Any, path: Path) -> None:
+    # Atomic: a viewer never sees a half-written PNG.
+    try:
+        with atomic_path(path, suffix=".png") as tmp:
+            fig.savefig(tmp, dpi=110, bbox_inches="tight")
+    finally:
+        plt.close(fig)
+
+
+def plot_confusion(cm: np.ndarray, values: Sequence[str], path: str | Path, *, title: str = "") -> Path:
+    """Row-normalised confusion matrix with raw counts in the cells."""
+    path = Path(path)
+    n = len(values)
+    size = max(3.5, 0.45 * n + 2)
+    fig, ax = plt.subplots(figsize=(size, size))
+    rows = cm.sum(1, keepdims=True)
+    norm = np.divide(cm, rows, out=np.zeros_like(cm, dtype=float), where=rows > 0)
+    ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(n), values, rotation=60, ha="right", fontsize=8)
+    ax.set_yticks(range(n), values, fontsize=8)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    if n <= 30:
+        for i in range(n):
+            for j in range(n):
+                if cm[i, j]:
+                    ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=7,
+                            color="white" if norm[i, j] > 0.5 else "black")
+    ax.set_title(title, fontsize=9)
+    _save(fig, path)
+    return path
+
+
+def plot_history(history: Sequence[dict[str, Any]], groups: Sequence[str], path: str | Path) -> Path:
+    """Training curves: train/val loss, and each group's validation accuracy per epoch."""
+    path = Path(path)
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+    epochs = [h["epoch"] for h in history]
+    ax1.plot(epochs, [h["train_loss"] for h in history], marker="o", label="train loss")
+    if any(h.get("val_loss") is not None for h in history):
+        ax1.plot(epochs, [h.get("val_loss") for h in history], marker="o", label="val loss")
+    ax1.set_xlabel("epoch")
+    ax1.set_title("loss")
+    ax1.legend()
+    for g in groups:
+        acc = [h.get(f"val_acc/{g}") for h in history]
+        if any(a is not None for a in acc):
+            ax2.plot(epochs, [np.nan if a is None else 100 * a for a in acc], marker=".", label=g)
+    ax2.set_xlabel("epoch")
+    ax2.set_ylabel("%")
+    ax2.set_title("validation accuracy per group")
+    ax2.legend(fontsize=7)
+    _save(fig, path)
+    return path

@@ -1,0 +1,168 @@
+"""The grouped attribute model: a timm backbone feeding :class:`~attrtag.model.head.GroupedHead`.
+
+Wiring follows timm: ``forward_features`` (the backbone's feature maps) -> ``forward_head``
+(timm's pooling, then the grouped head) -> ``forward``. The model carries its
+:class:`~attrtag.card.ModelCard` as ``model.card``, as timm's models carry ``pretrained_cfg``;
+the loss lives in :mod:`attrtag.training.loss`.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import timm
+import torch
+from torch import nn
+
+from ..card import DEFAULT_BACKBONE, ModelCard
+from ..data.preprocess import Preprocessing
+from ..errors import AttrtagError
+from ..schema import Schema
+from .head import GroupedHead
+
+_logger = logging.getLogger(__name__)
+
+
+class AttributeModel(nn.Module):
+    """timm backbone (``num_classes=0``) + :class:`GroupedHead`; ``model.card`` describes it."""
+
+    def __init__(self, backbone: nn.Module, card: ModelCard, *, drop_rate: float = 0.0) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.card = card
+        self.head = GroupedHead(backbone.num_features, dict(zip(card.schema.names, card.schema.sizes)), drop_rate=drop_rate)
+
+    @property
+    def schema(self) -> Schema:
+        return self.card.schema
+
+    @property
+    def backbone_name(self) -> str:
+        return self.card.backbone
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The backbone's unpooled features (timm's ``forward_features``), e.g. ``(B, C, H', W')``."""
+        return self.backbone.forward_features(x)
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> Any:
+        """Pool features as the backbone would, then the grouped head (``pre_logits``: pooled only)."""
+        pooled = self.backbone.forward_head(x, pre_logits=True)  # (B, F)
+        return pooled if pre_logits else self.head(pooled)
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``(B, 3, H, W)`` -> ``{group: logits (B, n_group)}``."""
+        return self.forward_head(self.forward_features(x))
+
+
+class ProbabilityModel(nn.Module):
+    """Wraps :class:`AttributeModel` to return each group's softmax as a tuple in schema order.
+
+    This is the form that is exported to ONNX (one named output per group) and used for tagging.
+    Softmax runs in float32 even under autocast, so probabilities keep full precision.
+    """
+
+    def __init__(self, model: AttributeModel) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        logits = self.model(x)
+        return tuple(torch.softmax(logits[name].float(), dim=1) for name in self.model.schema.names)
+
+
+def create_backbone(name: str, *, pretrained: bool | str | Path = False) -> nn.Module:
+    """``timm.create_model(name, num_classes=0)`` with the three ways of getting weights.
+
+    Args:
+        name: any timm model name (``timm.list_models()``).
+        pretrained: ``False`` for random initialisation; ``True`` for timm's own weights (the
+            hub; needs network access or a populated cache); a path for a local weights file
+            (``.safetensors``/``.pth``, timm's ``pretrained_cfg_overlay(file=...)`` mechanism).
+
+    Returns:
+        The backbone; ``forward_head(x, pre_logits=True)`` gives pooled features of size
+        ``num_features``.
+    """
+    if name not in timm.list_models(name):
+        hint = ", ".join(timm.list_models(f"*{name}*")[:5]) or "see timm.list_models()"
+        raise AttrtagError(f"unknown timm backbone '{name}' (similar: {hint})")
+    kwargs: dict[str, Any] = {"num_classes": 0}
+    if isinstance(pretrained, (str, Path)) and not isinstance(pretrained, bool):
+        path = Path(pretrained)
+        if not path.is_file():
+            raise AttrtagError(f"--pretrained {path}: weights file not found")
+        # timm loads a local file through the pretrained_cfg overlay, and still adapts the
+        # classifier/first conv exactly as for hub weights.
+        kwargs["pretrained_cfg_overlay"] = {"file": str(path)}
+        pretrained = True
+    try:
+        return timm.create_model(name, pretrained=bool(pretrained), **kwargs)
+    except (OSError, RuntimeError) as err:
+        if pretrained:
+            first = str(err).splitlines()[0] if str(err) else type(err).__name__
+            raise AttrtagError(
+                f"could not load pretrained weights for '{name}' ({first}); without network access pass a "
+                "local weights file with --pretrained PATH, or train from scratch without --pretrained"
+            ) from None
+        raise
+
+
+def resolve_preprocessing(
+    backbone: nn.Module, *, image_size: int | None = None, crop_mode: str | None = None
+) -> Preprocessing:
+    """Preprocessing from the backbone's timm pretrained config, with user overrides.
+
+    Reads ``timm.data.resolve_data_config`` so mean/std/interpolation/crop are never typed in
+    by hand; an explicit argument wins over the config.
+    """
+    config = timm.data.resolve_data_config({}, model=backbone)
+    return Preprocessing.from_data_config(config, image_size=image_size, crop_mode=crop_mode)
+
+
+def build_model(
+    schema: Schema,
+    backbone: str = DEFAULT_BACKBONE,
+    *,
+    pretrained: bool | str | Path = False,
+    drop_rate: float = 0.0,
+    image_size: int | None = None,
+    crop_mode: str | None = None,
+    card: ModelCard | None = None,
+) -> AttributeModel:
+    """Backbone + grouped head for ``schema``; the card's preprocessing comes from timm's config.
+
+    Args:
+        schema: the groups to predict.
+        backbone: timm model name.
+        pretrained: see :func:`create_backbone`.
+        drop_rate: dropout before the grouped head.
+        image_size: square input size overriding the backbone's.
+        crop_mode: ``center``, ``squash`` or ``border`` overriding the backbone's.
+        card: use this card as it is (rebuilding a saved model) instead of resolving one.
+    """
+    net = create_backbone(backbone, pretrained=pretrained)
+    if card is None:
+        card = ModelCard(schema, resolve_preprocessing(net, image_size=image_size, crop_mode=crop_mode), backbone)
+    else:
+        card.schema.check_same(schema, what="build_model: card vs schema")
+    return AttributeModel(net, card, drop_rate=drop_rate)
+
+
+def check_input_size(model: AttributeModel) -> None:
+    """Run one dummy batch so an input size the backbone cannot take fails up front.
+
+    Raises:
+        AttrtagError: naming the size and the backbone, with the error's first line.
+    """
+    h, w = model.card.preprocessing.input_size
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, 3, h, w))
+    except (RuntimeError, ValueError, AssertionError) as err:
+        first = (str(err).splitlines() or [type(err).__name__])[0][:200]
+        raise AttrtagError(f"--image-size {h}x{w} does not work with backbone '{model.backbone_name}': {first}") from None
+    finally:
+        model.train(was_training)

@@ -1,0 +1,58 @@
+"""Running a model: the predictor contract, its two backends, and :func:`open_predictor`.
+
+``.onnx`` files run on ONNX Runtime (:mod:`.onnx_backend`, torch is never imported on that
+path); anything else is read as a training checkpoint and runs on PyTorch
+(:mod:`.torch_backend`). Both fulfil :class:`~.api.Predictor` and report the devices really in
+use in ``.providers``. Importing this package imports neither torch nor onnxruntime.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import CheckpointError, DeviceUnavailableError
+from .api import DEVICES, Predictor, check_batch, parse_device
+
+__all__ = ["DEVICES", "DeviceUnavailableError", "Predictor", "check_batch", "open_predictor", "parse_device"]
+
+
+def open_predictor(
+    model_path: str | Path,
+    *,
+    device: str = "auto",
+    batch_size_hint: int | None = None,
+    trt_cache_dir: str | Path | None = None,
+    threads: int | None = None,
+) -> Predictor:
+    """Load an exported ``.onnx`` model or a training checkpoint for inference.
+
+    Args:
+        model_path: ``model.onnx`` (ONNX Runtime, torch not imported) or a checkpoint
+            (``best.pt``; PyTorch).
+        device: ``auto`` (best available), ``cpu``, ``cuda`` (``cuda:N``) or ``tensorrt``
+            (ONNX only). An explicit GPU device that cannot be used is an error, never a silent
+            CPU run.
+        batch_size_hint: the batch size you will usually pass (TensorRT builds its engine
+            profile for it; ignored by the other backends).
+        trt_cache_dir: TensorRT engine cache folder (default ``~/.cache/attrtag/trt``).
+        threads: CPU threads for inference (default: the backend's own choice).
+
+    Returns:
+        A :class:`Predictor`.
+
+    Raises:
+        CheckpointError: missing or unreadable file, not an attrtag model.
+        DeviceUnavailableError: ``device`` names a GPU backend that cannot run here.
+    """
+    path = Path(model_path)
+    parse_device(device)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: model file not found (expected an exported .onnx or a checkpoint .pt)")
+    if path.suffix.lower() == ".onnx":
+        from .onnx_backend import OnnxModel  # lazy: this path must not import torch
+
+        return OnnxModel(
+            path, device=device, batch_size_hint=batch_size_hint, trt_cache_dir=trt_cache_dir, threads=threads
+        )
+    from .torch_backend import TorchPredictor
+
+    return TorchPredictor.from_checkpoint(path, device=device, threads=threads)

@@ -1,0 +1,346 @@
+"""ONNX Runtime backend: an exported attrtag model, torch-free.
+
+:class:`OnnxModel` picks execution providers (TensorRT -> CUDA -> CPU by default), then reads
+back the providers the session really uses: ``onnxruntime-gpu`` lists the GPU providers even on
+a machine without a GPU or CUDA libraries, and a session asked for them silently falls back to
+the CPU. An explicit ``device="cuda"``/``"tensorrt"`` that ends up on the CPU is an error.
+
+Nothing here may import torch (the tagging path runs on machines without it); a test runs this
+module with torch blocked.
+"""
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Sequence
+
+import numpy as np
+
+from ..card import ModelCard
+from ..errors import AttrtagError, CheckpointError, DeviceUnavailableError
+from ..schema import Schema
+from .api import check_batch, empty_output, parse_device
+
+if TYPE_CHECKING:  # only for annotations: neither is needed to import this module
+    import onnx
+    import onnxruntime
+
+_logger = logging.getLogger(__name__)
+
+CPU = "CPUExecutionProvider"
+CUDA = "CUDAExecutionProvider"
+TENSORRT = "TensorrtExecutionProvider"
+GPU_PROVIDERS = (TENSORRT, CUDA)
+DEFAULT_TRT_CACHE = Path("~/.cache/attrtag/trt")
+_PIP_HINT = "pip install onnxruntime-gpu==1.31.1  (or onnxruntime for CPU only)"
+#: The graph input of every attrtag export: float32 ``[batch, 3, H, W]``.
+INPUT_NAME = "image"
+
+
+class OnnxModel:
+    """An attrtag ``.onnx`` file loaded in ONNX Runtime.
+
+    Attributes:
+        card: the model card read from the file's metadata.
+        schema: groups and values (``card.schema``).
+        preprocessing: how to build the input rows (``card.preprocessing``).
+        rules: embedded class rules or ``None``.
+        providers: the providers the session really uses, best first.
+        input_name: the graph input (``image``).
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        device: str = "auto",
+        providers: list[str] | None = None,
+        trt_cache_dir: str | os.PathLike[str] | None = None,
+        threads: int | None = None,
+        batch_size_hint: int | None = None,
+        trt_fp16: bool | None = None,
+    ) -> None:
+        """Open ``path`` and create the inference session.
+
+        Args:
+            path: the exported model.
+            device: ``auto`` (TensorRT -> CUDA -> CPU, whichever work here), ``cpu``, ``cuda``
+                (``cuda:N``) or ``tensorrt`` (``tensorrt:N``).
+            providers: explicit ONNX Runtime provider list; overrides ``device``'s choice.
+            trt_cache_dir: TensorRT engine/timing cache folder (default ``~/.cache/attrtag/trt``);
+                engines take minutes to build, the cache makes later starts fast.
+            threads: intra-op CPU threads (default: ONNX Runtime's, one per physical core).
+            batch_size_hint: usual batch size; TensorRT gets an optimisation profile for
+                batches 1..hint, and larger batches are run in chunks of it.
+            trt_fp16: let TensorRT build float16 kernels (default: when the model is fp16).
+
+        Raises:
+            CheckpointError: missing file or not an attrtag model.
+            DeviceUnavailableError: ``device`` is ``cuda``/``tensorrt`` but the session runs
+                without that provider.
+        """
+        ort = _import_onnxruntime()
+        self.path = Path(path)
+        self.card: ModelCard = read_onnx_card(self.path)
+        self.schema = self.card.schema
+        self.preprocessing = self.card.preprocessing
+        self.rules = self.card.rules
+        self.batch_size_hint = int(batch_size_hint) if batch_size_hint else None
+        if self.batch_size_hint is not None and self.batch_size_hint < 1:
+            raise AttrtagError(f"batch_size_hint must be at least 1, got {batch_size_hint}")
+
+        base, device_id = parse_device(device)
+        fp16 = self.card.precision == "fp16" if trt_fp16 is None else bool(trt_fp16)
+        cache_dir = Path(trt_cache_dir or DEFAULT_TRT_CACHE).expanduser()
+        requested = providers if providers is not None else self._default_providers(ort, base)
+        requested = [self._with_options(p, device_id, fp16, cache_dir) for p in requested]
+
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = int(threads)
+        # onnxruntime's Python wrapper print()s "EP Error ... Falling back" to stdout when a GPU
+        # provider fails to load; stdout may carry tagging output (JSON lines), so divert it.
+        with contextlib.redirect_stdout(sys.stderr):
+            try:
+                self.session = ort.InferenceSession(str(self.path), options, providers=requested)
+            except Exception as err:  # onnxruntime raises Fail/InvalidGraph/RuntimeException...
+                first = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
+                raise CheckpointError(f"{self.path}: ONNX Runtime cannot load the model ({first})") from None
+
+        # What really runs it, not what was asked for.
+        self.providers: list[str] = list(self.session.get_providers())
+        self.input_name: str = self.session.get_inputs()[0].name
+        self.output_names: list[str] = [o.name for o in self.session.get_outputs()]
+        self._check_device(base, device)
+        self._device_id = device_id
+        self._use_io_binding = self.providers[0] in GPU_PROVIDERS
+        _logger.info(
+            "ONNX Runtime runs %s on %s (precision %s)",
+            self.path.name, " -> ".join(self.providers), self.card.precision,
+        )
+        if self.providers[0] == TENSORRT:
+            _logger.info("TensorRT engine cache: %s (the first run builds the engine: minutes)", cache_dir)
+
+    # -- provider choice ----------------------------------------------------------------------
+    def _default_providers(self, ort: Any, base: str) -> list[str]:
+        available = set(ort.get_available_providers())
+        if base == "cpu":
+            return [CPU]
+        if base == "cuda":
+            return [CUDA, CPU]  # CPU stays as the fallback for ops CUDA has no kernel for
+        if base == "tensorrt":
+            return [TENSORRT, CUDA, CPU]
+        # auto: only providers that can work here, so a CPU machine gets no error spam from
+        # onnxruntime-gpu trying to load CUDA libraries for a GPU that does not exist.
+        if not _cuda_device_count():
+            _logger.debug("no CUDA GPU found by the driver: using %s", CPU)
+            return [CPU]
+        if self.card.precision == "int8":
+            # QDQ int8 is quantised for the CPU; the CUDA provider has no int8 convolution and
+            # would run it dequantised, slower than the fp32 model.
+            _logger.info("int8 model: running on the CPU it was quantised for (pass device='cuda' to force the GPU)")
+            return [CPU]
+        order = [CUDA, CPU]
+        if TENSORRT in available and _tensorrt_loadable():
+            order.insert(0, TENSORRT)
+        return [p for p in order if p in available]
+
+    def _with_options(self, provider: Any, device_id: int, fp16: bool, cache_dir: Path) -> Any:
+        """``(name, options)`` for the GPU providers; anything else passes through unchanged."""
+        if not isinstance(provider, str):
+            return provider  # already (name, options)
+        if provider == CUDA:
+            return (CUDA, {"device_id": device_id})
+        if provider == TENSORRT:
+            cache_dir.mkdir(parents=True, exist_ok=True)
+            opts: dict[str, Any] = {
+                "device_id": device_id,
+                "trt_engine_cache_enable": True,
+                "trt_engine_cache_path": str(cache_dir),
+                "trt_timing_cache_enable": True,
+                "trt_timing_cache_path": str(cache_dir),
+                "trt_fp16_enable": fp16,
+            }
+            if self.batch_size_hint:
+                # One profile for batches 1..hint (engines are built per profile); __call__
+                # chunks larger batches so no shape ever falls outside it.
+                h, w = self.preprocessing.input_size
+                shape = lambda b: f"{INPUT_NAME}:{b}x3x{h}x{w}"  # noqa: E731
+                opts["trt_profile_min_shapes"] = shape(1)
+                opts["trt_profile_opt_shapes"] = shape(self.batch_size_hint)
+                opts["trt_profile_max_shapes"] = shape(self.batch_size_hint)
+            return (TENSORRT, opts)
+        return provider
+
+    def _check_device(self, base: str, device: str) -> None:
+        if base == "cuda" and not any(p in self.providers for p in GPU_PROVIDERS):
+            raise DeviceUnavailableError(
+                f"asked for {device} but ONNX Runtime runs on {', '.join(self.providers)} only: no usable GPU / CUDA "
+                "libraries (onnxruntime-gpu needs an NVIDIA driver, CUDA and cuDNN); use --device cpu"
+            )
+        if base == "tensorrt" and self.providers[0] != TENSORRT:
+            fallback = "--device cuda" if CUDA in self.providers else "--device cpu"
+            raise DeviceUnavailableError(
+                f"asked for {device} but ONNX Runtime runs on {', '.join(self.providers)} only: TensorRT is not usable "
+                f"here (needs a GPU and the TensorRT libraries, libnvinfer); use {fallback}"
+            )
+
+    # -- inference ----------------------------------------------------------------------------
+    def __call__(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        """Per-group probabilities of a preprocessed batch.
+
+        Args:
+            batch: float32 ``[B, 3, H, W]``, rows made by :attr:`preprocessing`.
+
+        Returns:
+            ``{group: [B, n_group] float32}`` in schema order.
+        """
+        batch = check_batch(batch, self.preprocessing)
+        if batch.shape[0] == 0:
+            return empty_output(self.schema)
+        step = self.batch_size_hint if self.providers[0] == TENSORRT and self.batch_size_hint else batch.shape[0]
+        parts = [self._run(batch[i : i + step]) for i in range(0, batch.shape[0], step)]
+        outs = parts[0] if len(parts) == 1 else [np.concatenate(cols) for cols in zip(*parts)]
+        return {name: np.asarray(o, dtype=np.float32) for name, o in zip(self.output_names, outs)}
+
+    def _run(self, batch: np.ndarray) -> list[np.ndarray]:
+        if self._use_io_binding:
+            try:
+                return self._run_io_binding(batch)
+            except Exception as err:  # noqa: BLE001 - keep tagging working; plain run copies too
+                _logger.warning("I/O binding failed (%s); falling back to session.run", err)
+                self._use_io_binding = False
+        return self.session.run(self.output_names, {self.input_name: batch})
+
+    def _run_io_binding(self, batch: np.ndarray) -> list[np.ndarray]:
+        """One explicit host->GPU copy in, outputs left on the GPU until copied back once.
+
+        ``session.run`` would also work, but binding avoids the provider's extra staging copies
+        and lets outputs be allocated on the device (ONNX Runtime I/O binding docs).
+        """
+        ort = _import_onnxruntime()
+        binding = self.session.io_binding()
+        x = ort.OrtValue.ortvalue_from_numpy(batch, "cuda", self._device_id)
+        binding.bind_ortvalue_input(self.input_name, x)
+        for name in self.output_names:
+            binding.bind_output(name, "cuda", self._device_id)
+        self.session.run_with_iobinding(binding)
+        return binding.copy_outputs_to_cpu()
+
+    def __repr__(self) -> str:
+        return f"OnnxModel({str(self.path)!r}, providers={self.providers}, precision={self.card.precision!r})"
+
+
+def _import_onnxruntime() -> Any:
+    try:
+        import onnxruntime
+    except ImportError:
+        raise AttrtagError(f"running .onnx models needs ONNX Runtime: {_PIP_HINT}") from None
+    return onnxruntime
+
+
+def _cuda_device_count() -> int:
+    """GPUs the NVIDIA driver reports (0 without a driver), via the driver API alone.
+
+    Cheap and torch-free; used only to decide whether trying the GPU providers makes sense.
+    """
+    for name in ("libcuda.so.1", "libcuda.so", "nvcuda.dll"):
+        try:
+            lib = ctypes.CDLL(name)
+        except OSError:
+            continue
+        count = ctypes.c_int(0)
+        if lib.cuInit(0) != 0 or lib.cuDeviceGetCount(ctypes.byref(count)) != 0:
+            return 0
+        return int(count.value)
+    return 0
+
+
+def _tensorrt_loadable() -> bool:
+    """Whether the TensorRT runtime library can be loaded (the TensorRT provider needs it)."""
+    for name in ("libnvinfer.so.10", "libnvinfer.so", "nvinfer_10.dll"):
+        try:
+            ctypes.CDLL(name)
+            return True
+        except OSError:
+            continue
+    _logger.debug("TensorRT libraries (libnvinfer) not found: skipping %s", TENSORRT)
+    return False
+
+
+def check_output_names(schema: Schema, names: Sequence[str], *, source: str) -> None:
+    """Raise unless the graph outputs are exactly the schema's groups, in schema order.
+
+    Raises:
+        CheckpointError: "expected outputs [...], got [...]".
+    """
+    if tuple(names) != schema.names:
+        raise CheckpointError(
+            f"{source}: output names do not match the schema: expected {list(schema.names)}, got {list(names)}; "
+            "re-export the model with 'attrtag export'"
+        )
+
+
+def read_onnx_card(source: "str | os.PathLike[str] | onnxruntime.InferenceSession | onnx.ModelProto") -> ModelCard:
+    """Read and check the model card stored in an ONNX model's metadata.
+
+    Args:
+        source: a ``.onnx`` path, an ONNX Runtime session or an ``onnx.ModelProto``.
+
+    Returns:
+        The card; its schema's groups are checked against the graph's output names.
+
+    Raises:
+        CheckpointError: missing file, a file that is not ONNX, missing ``attrtag.*`` metadata
+            ("not an attrtag model: missing metadata 'attrtag.schema'") or outputs that do not
+            match the schema.
+    """
+    if isinstance(source, (str, os.PathLike)):
+        name = str(source)
+        props, outputs = _read_file(Path(source))
+    elif hasattr(source, "get_modelmeta"):  # an onnxruntime.InferenceSession
+        name = "model"
+        props = dict(source.get_modelmeta().custom_metadata_map)
+        outputs = [o.name for o in source.get_outputs()]
+    elif hasattr(source, "metadata_props") and hasattr(source, "graph"):  # an onnx.ModelProto
+        name = "model"
+        props = {p.key: p.value for p in source.metadata_props}
+        outputs = [o.name for o in source.graph.output]
+    else:
+        raise TypeError(
+            f"read_onnx_card expects a path, an onnxruntime session or an onnx.ModelProto, got {type(source).__name__}"
+        )
+    card = ModelCard.from_metadata(props, source=name)
+    check_output_names(card.schema, outputs, source=name)
+    return card
+
+
+def _read_file(path: Path) -> tuple[dict[str, str], list[str]]:
+    """Metadata map and output names of an ONNX file, with ``onnx`` when installed.
+
+    ``onnx`` parses the file without building a session (no graph optimisation, no provider
+    start-up); ONNX Runtime alone is the fallback, so the runtime install needs only it.
+    """
+    if not path.is_file():
+        raise CheckpointError(f"{path}: ONNX model not found")
+    try:
+        import onnx
+    except ImportError:
+        onnx = None  # type: ignore[assignment]
+    if onnx is not None:
+        try:
+            # External weights are not needed for metadata and may sit elsewhere.
+            model = onnx.load(str(path), load_external_data=False)
+        except Exception as err:  # protobuf raises DecodeError and friends on foreign files
+            raise CheckpointError(f"{path}: not a readable ONNX file ({type(err).__name__}: {err})") from None
+        return {p.key: p.value for p in model.metadata_props}, [o.name for o in model.graph.output]
+    ort = _import_onnxruntime()
+    try:
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    except Exception as err:  # onnxruntime raises its own Fail/InvalidGraph types
+        raise CheckpointError(f"{path}: not a readable ONNX file ({err})") from None
+    return dict(session.get_modelmeta().custom_metadata_map), [o.name for o in session.get_outputs()]

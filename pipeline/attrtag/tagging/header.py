@@ -1,0 +1,149 @@
+"""The header of a tag output (what made it) and the resume check.
+
+Where the header is stored for each format, and what a resume compares, is specified in
+``datasets/OUTPUT.md``.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+from ..errors import OutputError, OutputMismatchError, SchemaError
+from ..schema import Schema
+from ..zeroshot.fields import ClassTagging
+from .records import RecordLayout
+
+_logger = logging.getLogger(__name__)
+
+FORMATS = ("jsonl", "csv", "parquet")
+HEADER_KEY = "_attrtag"
+FORMAT_VERSION = 2  # 2: class fields (files without them are written as version 1)
+_EXTENSIONS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
+
+
+@dataclass(frozen=True)
+class OutputMeta:
+    """What made an output file; stored with it and compared on resume.
+
+    Attributes:
+        layout: schema, top_k and thresholds.
+        model: the model file's name, for messages.
+        model_sha256: hex SHA-256 of the model file: the model's identity.
+    """
+
+    layout: RecordLayout
+    model: str
+    model_sha256: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON header (``{"format_version", "model", ...}``)."""
+        classes = self.layout.classes
+        return {
+            # Files without class fields keep version 1: older attrtag versions read them.
+            "format_version": FORMAT_VERSION if classes is not None else 1,
+            "model": self.model,
+            "model_sha256": self.model_sha256,
+            "schema": self.layout.schema.to_dict(),
+            "top_k": self.layout.top_k,
+            "thresholds": {g: t for g, t in self.layout.threshold_items()},
+            "classes": classes.to_dict() if classes is not None else None,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any], *, source: str) -> "OutputMeta":
+        """Inverse of :meth:`to_dict`; ``source`` names the file in errors."""
+        try:
+            if int(d.get("format_version", 0)) > FORMAT_VERSION:
+                raise OutputError(
+                    f"{source}: written by a newer attrtag (format {d['format_version']}); upgrade attrtag"
+                )
+            schema = Schema.from_dict(d["schema"], source=source)
+            classes = d.get("classes")
+            layout = RecordLayout(
+                schema,
+                top_k=d.get("top_k"),
+                thresholds={str(g): float(t) for g, t in (d.get("thresholds") or {}).items()},
+                classes=ClassTagging.from_dict(classes, schema, source=source) if classes is not None else None,
+            )
+            return cls(layout, str(d["model"]), str(d["model_sha256"]))
+        except (KeyError, TypeError, ValueError, SchemaError) as err:
+            if isinstance(err, OutputError):
+                raise
+            raise OutputError(
+                f"{source}: unreadable attrtag header ({err}); delete the file or use another --out"
+            ) from None
+
+    def check_resumable(self, found: "OutputMeta", *, source: str) -> None:
+        """Raise :class:`OutputMismatchError` unless ``found`` (the file's header) matches this run.
+
+        Args:
+            found: the header read from the existing output.
+            source: the output file, for the message.
+        """
+        fix = "use another --out, or --overwrite to start it again"
+        try:
+            found.layout.schema.check_same(self.layout.schema, what=f"{source} was written with another schema")
+        except SchemaError as err:
+            raise OutputMismatchError(f"{err}; {fix}") from None
+        if found.model_sha256 != self.model_sha256:
+            raise OutputMismatchError(
+                f"{source} was written by model '{found.model}' (sha256 {found.model_sha256[:12]}), this run uses "
+                f"'{self.model}' (sha256 {self.model_sha256[:12]}); {fix}"
+            )
+        for what, old, new in (
+            ("--top-k", found.layout.top_k, self.layout.top_k),
+            ("--threshold", dict(found.layout.thresholds), dict(self.layout.thresholds)),
+        ):
+            if old != new:
+                raise OutputMismatchError(f"{source} was written with {what} {old}, this run uses {new}; {fix}")
+        old_c, new_c = found.layout.classes, self.layout.classes
+        if old_c != new_c:
+            raise OutputMismatchError(
+                f"{source} was written with {_describe_classes(old_c)}, this run uses {_describe_classes(new_c)}; {fix}"
+            )
+
+
+def _describe_classes(classes: ClassTagging | None) -> str:
+    return "no class rules" if classes is None else f"class rules: {classes.describe()}"
+
+
+def model_fingerprint(path: str | os.PathLike[str]) -> str:
+    """Hex SHA-256 of a model file, its identity in output headers.
+
+    Args:
+        path: the ``.onnx`` file or checkpoint.
+
+    Returns:
+        64 hex digits.
+    """
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def output_format(path: str | os.PathLike[str], fmt: str | None = None) -> str:
+    """The output format: ``fmt`` when given, else from the extension, else JSONL.
+
+    Args:
+        path: the output file.
+        fmt: ``jsonl``, ``csv`` or ``parquet``, or None to use the extension.
+
+    Returns:
+        One of :data:`FORMATS`.
+    """
+    if fmt is not None:
+        if fmt not in FORMATS:
+            raise OutputError(f"--format {fmt}: not one of {', '.join(FORMATS)}")
+        return fmt
+    ext = Path(path).suffix.lower()
+    if ext not in _EXTENSIONS:
+        _logger.info("%s: writing JSONL (extension '%s' not recognised; pass --format to choose)", path, ext)
+        return "jsonl"
+    return _EXTENSIONS[ext]
+

@@ -1,0 +1,103 @@
+"""A tagging job: every input path into one output file, resumable: what ``attrtag tag`` runs.
+
+:class:`TagJob` opens the output (checking an existing one was made by the same model and
+settings, see :mod:`.header`), skips the paths already recorded, and writes each batch of
+records durably before yielding it, so the caller can show progress and a ``kill -9`` loses at
+most the batch in flight.
+"""
+from __future__ import annotations
+
+import os
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+from ..data.images import DEFAULT_MAX_PIXELS, display_path
+from ..runtime.api import Predictor
+from .engine import DEFAULT_BATCH_SIZE, tag_paths
+from .files import open_output
+from .header import OutputMeta, model_fingerprint
+from .records import RecordLayout, TagRecord
+
+
+class TagJob:
+    """Tag ``paths`` into ``out`` with ``predictor``; use as a context manager.
+
+    Args:
+        predictor: the open model.
+        paths: image paths in output order (see :func:`attrtag.tagging.inputs.expand_inputs`).
+        out: the output file (``.jsonl``, ``.csv`` or ``.parquet``).
+        layout: record layout (schema, top-k, thresholds, class rules).
+        model_path: the model file (its name and SHA-256 identify the model in the header).
+        fmt: output format override (default: from ``out``'s extension).
+        overwrite: start ``out`` again instead of resuming it.
+
+    Attributes:
+        todo: the paths not yet in the output, in order.
+        skipped: how many paths the output already had.
+        counts: ``ok`` and each error code, over the records written by this job.
+    """
+
+    def __init__(
+        self,
+        predictor: Predictor,
+        paths: Sequence[str],
+        out: str | os.PathLike[str],
+        *,
+        layout: RecordLayout,
+        model_path: str | os.PathLike[str],
+        fmt: str | None = None,
+        overwrite: bool = False,
+    ) -> None:
+        self.predictor, self.layout, self.out = predictor, layout, Path(out)
+        meta = OutputMeta(layout, model=os.path.basename(model_path), model_sha256=model_fingerprint(model_path))
+        self.writer = open_output(out, meta, fmt=fmt, overwrite=overwrite)
+        self.todo = [p for p in paths if display_path(p) not in self.writer.done]
+        self.skipped = len(paths) - len(self.todo)
+        self.counts: Counter[str] = Counter()
+        self.seconds = 0.0
+
+    def run(
+        self,
+        *,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        workers: int = 2,
+        worker_kind: str = "thread",
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+    ) -> Iterator[list[TagRecord]]:
+        """Tag :attr:`todo`, writing each batch before yielding it (see :func:`tag_paths`)."""
+        start = time.perf_counter()
+        try:
+            for records in tag_paths(
+                self.predictor, self.todo, layout=self.layout, batch_size=batch_size, workers=workers,
+                worker_kind=worker_kind, max_pixels=max_pixels,
+            ):
+                self.writer.write(records)
+                self.counts.update(r.get("error") or "ok" for r in records)
+                yield records
+        finally:
+            self.seconds = time.perf_counter() - start
+
+    @property
+    def tagged(self) -> int:
+        return self.counts["ok"]
+
+    @property
+    def failed(self) -> int:
+        return sum(self.counts.values()) - self.counts["ok"]
+
+    @property
+    def rate(self) -> float:
+        """Images per second of this job's tagging loop (model loading excluded)."""
+        return sum(self.counts.values()) / self.seconds if self.seconds > 0 else 0.0
+
+    def close(self, *, complete: bool = True) -> None:
+        """Release the output; ``complete=False`` after an error (Parquet keeps its sidecar)."""
+        self.writer.close(complete=complete)
+
+    def __enter__(self) -> "TagJob":
+        return self
+
+    def __exit__(self, exc_type: Any, *_: Any) -> None:
+        self.close(complete=exc_type is None)

@@ -1,0 +1,222 @@
+"""Tag records: how a batch of probabilities becomes one record per image, and flat columns.
+
+The record and column layout is specified in ``datasets/OUTPUT.md``. This module builds the
+group fields; class fields (zero-shot) are computed by the engine with the run's compiled
+rules and merged in (:func:`attrtag.tagging.engine.add_class_fields`).
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from ..errors import OutputError
+from ..schema import Schema
+from ..zeroshot.fields import CLASS_FIELDS, ClassTagging
+
+#: One output record (a JSON object), as specified in ``datasets/OUTPUT.md``.
+TagRecord = dict[str, Any]
+
+#: Probabilities are rounded to this many decimals (float32 softmax outputs carry about 7
+#: digits): files stay small, and records of the same model are byte-identical across runs.
+PROB_DECIMALS = 6
+_FIXED_COLUMNS = ("path", "uncertain", "error", "message")
+
+
+def round_probs(probs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """float64 copies rounded to :data:`PROB_DECIMALS`: the values records hold."""
+    return {g: np.round(np.asarray(p, dtype=np.float64), PROB_DECIMALS) for g, p in probs.items()}
+
+
+@dataclass(frozen=True)
+class RecordLayout:
+    """How probabilities become records and records become flat columns.
+
+    Attributes:
+        schema: the model's groups and values (the record's group order).
+        top_k: keep only the ``k`` most probable values in ``<group>_probs`` (None: all).
+        thresholds: group -> minimum top probability; groups below it are listed in
+            ``uncertain``. Empty: no ``uncertain`` field at all.
+        classes: zero-shot class rules and options; None: no class fields.
+    """
+
+    schema: Schema
+    top_k: int | None = None
+    thresholds: Mapping[str, float] = field(default_factory=dict)
+    classes: ClassTagging | None = None
+
+    def __post_init__(self) -> None:
+        if self.top_k is not None and self.top_k < 1:
+            raise OutputError(f"--top-k must be at least 1, got {self.top_k}")
+        for g, t in self.thresholds.items():
+            if g not in self.schema:
+                raise OutputError(f"--threshold {g}={t}: unknown group '{g}' (groups: {', '.join(self.schema.names)})")
+            if not 0.0 <= t <= 1.0:
+                raise OutputError(f"--threshold {g}={t}: a threshold is a probability between 0 and 1")
+        for g in self.schema:
+            for name in (g.name, *g.values):
+                if any(c in name for c in "\r\n"):
+                    # CSV torn-row detection relies on every row being one line.
+                    raise OutputError(
+                        f"schema group '{g.name}': {name!r} contains a line break; rename it in the schema"
+                    )
+        taken = set(_FIXED_COLUMNS) | (set(CLASS_FIELDS) if self.classes is not None else set())
+        for g in self.schema.names:
+            for col in (g, f"{g}_prob", f"{g}_probs"):
+                if col in taken:
+                    raise OutputError(
+                        f"schema group '{g}' gives output column '{col}', which is already used"
+                        + (" by the class fields of --rules" if col in CLASS_FIELDS else "")
+                        + "; rename the group in the schema and retrain/re-export"
+                    )
+                taken.add(col)
+        if self.classes is not None:
+            self.classes.check(self.schema)
+
+    @cached_property  # read for every record written
+    def columns(self) -> tuple[str, ...]:
+        """Flat column names in order (CSV header, Parquet schema, the Ray engine's columns)."""
+        cols = ["path"]
+        for g in self.schema.names:
+            cols += [g, f"{g}_prob", f"{g}_probs"]
+        if self.thresholds:
+            cols.append("uncertain")
+        if self.classes is not None:
+            cols += CLASS_FIELDS
+        return (*cols, "error", "message")
+
+    def prediction_records(self, paths: Sequence[str], probs: Mapping[str, np.ndarray]) -> list[TagRecord]:
+        """Records of images that were tagged: the group fields (and ``uncertain``).
+
+        Args:
+            paths: display paths, one per row.
+            probs: group -> ``[B, n_values]`` probabilities, rows in ``paths`` order (rounded
+                here unless they already are, see :func:`round_probs`).
+
+        Returns:
+            One record per path, in order, without class fields.
+        """
+        records: list[TagRecord] = [{"path": p} for p in paths]
+        rounded = round_probs({g.name: probs[g.name] for g in self.schema})
+        for group in self.schema:
+            p = rounded[group.name]  # (B, n)
+            if p.shape != (len(paths), len(group)):
+                want = (len(paths), len(group))
+                raise ValueError(f"group '{group.name}': probabilities of shape {p.shape}, expected {want}")
+            top = p.argmax(axis=1)
+            if self.top_k is None:
+                order = np.broadcast_to(np.arange(len(group)), p.shape)
+            else:
+                # Stable sort of -p: ties keep schema order, so output is deterministic.
+                order = np.argsort(-p, axis=1, kind="stable")[:, : self.top_k]
+            rows = p.tolist()
+            for rec, row, t, idx in zip(records, rows, top.tolist(), order.tolist()):
+                rec[group.name] = group.values[t]
+                rec[f"{group.name}_prob"] = row[t]
+                rec[f"{group.name}_probs"] = {group.values[i]: row[i] for i in idx}
+        if self.thresholds:
+            for rec in records:
+                rec["uncertain"] = [g for g, t in self.threshold_items() if rec[f"{g}_prob"] < t]
+        return records
+
+    def probabilities(self, records: Sequence[TagRecord]) -> dict[str, np.ndarray]:
+        """The full distributions held by tagged records, as ``{group: (N, n_values)}``.
+
+        Args:
+            records: records of this layout without ``error``.
+
+        Returns:
+            float64 arrays, columns in schema value order.
+
+        Raises:
+            OutputError: the layout keeps only the top-k values (the distributions are gone), or
+                a record lacks a value.
+        """
+        if self.top_k is not None:
+            raise OutputError(
+                f"the tags were written with --top-k {self.top_k}, so they hold only the {self.top_k} most "
+                "probable values of each group and class scores need all of them; tag again without --top-k"
+            )
+        out = {}
+        for group in self.schema:
+            col = f"{group.name}_probs"
+            try:
+                out[group.name] = np.array(
+                    [[r[col][v] for v in group.values] for r in records], dtype=np.float64
+                ).reshape(len(records), len(group))
+            except (KeyError, TypeError) as err:
+                bad = next(r for r in records if not isinstance(r.get(col), dict) or set(r[col]) != set(group.values))
+                raise OutputError(
+                    f"record '{bad.get('path')}': '{col}' does not hold every value of '{group.name}' ({err}); "
+                    "the file was edited or is corrupt"
+                ) from None
+        return out
+
+    def threshold_items(self) -> list[tuple[str, float]]:
+        return [(g, self.thresholds[g]) for g in self.schema.names if g in self.thresholds]
+
+    @staticmethod
+    def error_record(path: str, code: str, message: str) -> TagRecord:
+        """The record of an image that could not be tagged.
+
+        Args:
+            path: display path.
+            code: short reason code (``attrtag.images.REASONS``).
+            message: human-readable explanation; folded onto one line.
+
+        Returns:
+            ``{"path", "error", "message"}``.
+        """
+        # One line: CSV torn-row detection and line-based tools rely on it.
+        return {"path": path, "error": code, "message": " ".join(str(message).split())}
+
+    def to_flat(self, record: TagRecord) -> dict[str, Any]:
+        """Record -> ``{column: str | float | None}`` (mappings and lists as JSON strings).
+
+        Args:
+            record: a record as made by this layout.
+
+        Returns:
+            One value per :attr:`columns` entry.
+        """
+        flat: dict[str, Any] = dict.fromkeys(self.columns)
+        for k, v in record.items():
+            if k not in flat:
+                raise ValueError(f"record field '{k}' is not a column of this layout")
+            flat[k] = json.dumps(v, ensure_ascii=False) if isinstance(v, (dict, list)) else v
+        return flat
+
+    def from_flat(self, row: Mapping[str, Any]) -> TagRecord:
+        """Flat row (CSV strings or Parquet values) -> record; inverse of :meth:`to_flat`.
+
+        Args:
+            row: column -> value; empty strings and None both mean "no value".
+
+        Returns:
+            The record.
+        """
+        def get(col: str) -> Any:
+            v = row.get(col)
+            return None if v is None or v == "" or (isinstance(v, float) and math.isnan(v)) else v
+
+        path = str(get("path") or "")
+        if get("error") is not None:
+            return self.error_record(path, str(get("error")), str(get("message") or ""))
+        rec: TagRecord = {"path": path}
+        for g in self.schema.names:
+            rec[g] = str(get(g))
+            rec[f"{g}_prob"] = float(get(f"{g}_prob"))
+            rec[f"{g}_probs"] = json.loads(get(f"{g}_probs"))
+        if self.thresholds:
+            rec["uncertain"] = json.loads(get("uncertain") or "[]")
+        if self.classes is not None:
+            rec["class"] = str(get("class"))
+            rec["class_prob"] = float(get("class_prob"))
+            rec["classes"] = json.loads(get("classes"))
+            rec["class_explanation"] = json.loads(get("class_explanation"))
+        return rec
+

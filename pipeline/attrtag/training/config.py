@@ -1,0 +1,98 @@
+"""Typed training configuration, from CLI flags or a YAML file (unknown keys are errors)."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Mapping
+
+from .._yaml import load_yaml
+from ..errors import AttrtagError
+from ..card import DEFAULT_BACKBONE
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that determines a training run's result (plus a few that do not: workers, device)."""
+
+    backbone: str = DEFAULT_BACKBONE
+    pretrained: str = ""  # "" = random init, "timm" = timm's hub weights, else a local weights file
+    image_size: int | None = None  # None = the backbone's pretrained config
+    crop_mode: str | None = None  # None = the backbone's (timm: center, squash or border)
+    epochs: int = 10
+    batch_size: int = 32
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    warmup_epochs: float = 1.0
+    min_lr_ratio: float = 0.01  # cosine decays to lr * min_lr_ratio
+    loss: str = "grouped_softmax"  # or "sigmoid_bce": the independent-sigmoid baseline recipe
+    label_smoothing: float = 0.0
+    class_weights: bool = False  # sqrt-inverse-frequency, from the labelled training images only
+    group_weights: Mapping[str, float] = field(default_factory=dict)
+    drop_rate: float = 0.0
+    seed: int = 0
+    workers: int = 2
+    device: str = "auto"
+    amp: bool = True  # CUDA only: float16 autocast + GradScaler
+    channels_last: bool = True  # CUDA only
+    val_fraction: float = 0.1  # used only when the manifest has no split column
+    skip_bad_rows: bool = False
+    max_steps_per_epoch: int = 0  # 0 = whole epoch; >0 caps it (quick runs, benchmarks)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["group_weights"] = dict(self.group_weights)
+        return d
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], *, source: str = "config") -> "TrainConfig":
+        """Build from a mapping; an unknown key is an error naming it and the known ones."""
+        data = dict(data)
+        if "resize_mode" in data:  # checkpoints written before crop_mode (timm's word) existed
+            old = data.pop("resize_mode")
+            data.setdefault("crop_mode", {"center_crop": "center", "squash": "squash"}.get(str(old), old))
+        known = {f.name: f for f in fields(cls)}
+        for k in data:
+            if k not in known:
+                raise AttrtagError(f"{source}: unknown config key '{k}' (known: {', '.join(sorted(known))})")
+        return replace(cls(), **{k: _coerce(known[k].type, v, f"{source}: {k}") for k, v in data.items()})
+
+    @classmethod
+    def load(cls, path: str | Path) -> "TrainConfig":
+        """Read a YAML config file (a flat mapping of the fields above)."""
+        doc = load_yaml(path, raw_scalars=False)
+        if doc.data is None:
+            return cls()
+        if not isinstance(doc.data, dict):
+            raise AttrtagError(f"{doc.where()}: a config file must be a mapping of option: value")
+        for k in doc.data:
+            if k not in {f.name for f in fields(cls)}:
+                raise AttrtagError(f"{doc.where(k)}: unknown config key '{k}'")
+        return cls.from_dict(doc.data, source=str(path))
+
+
+def _coerce(typ: Any, value: Any, where: str) -> Any:
+    t = str(typ)
+    try:
+        if value is None:
+            if "None" in t:
+                return None
+            raise ValueError("may not be empty")
+        if t.startswith("Mapping"):
+            if not isinstance(value, Mapping):
+                raise ValueError("expected a mapping")
+            return {str(k): float(v) for k, v in value.items()}
+        if t.startswith("bool"):
+            if isinstance(value, str):
+                if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                    raise ValueError(f"'{value}' is not a boolean")
+                return value.lower() in ("true", "1", "yes")
+            return bool(value)
+        if t.startswith("int"):
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError(f"{value} is not an integer")
+            return int(value)
+        if t.startswith("float"):
+            return float(value)
+        return str(value)
+    except (TypeError, ValueError) as err:
+        raise AttrtagError(f"{where}: bad value {value!r} ({err})") from None

@@ -1,0 +1,312 @@
+"""Zero-shot evaluation of an attribute model: rules + predicted distributions + true classes.
+
+The glue between per-group probabilities of labelled images (``attrtag evaluate``, the
+benchmarks) and the metrics of :mod:`attrtag.zeroshot.metrics`:
+
+* **Seen and unseen classes.** A class of the rules is *seen* when the training split has
+  images of it, *unseen* otherwise (or as the user says). Images whose class is not in the
+  rules, or empty, are left out and counted.
+* **ZSL**: images of unseen classes, only unseen classes as candidates; per-class averaged
+  top-1 and top-5 accuracy (chance: 1/U and min(5, U)/U for U unseen classes with images).
+* **GZSL**: seen and unseen images, every class a candidate; per-class accuracy on seen, on
+  unseen, harmonic mean H. Once without calibration, once with calibrated stacking (a constant
+  ``gamma`` subtracted from seen-class scores) whose ``gamma`` is chosen on the validation
+  images to maximise H and then applied unchanged to the test images. Also reported: the share
+  of unseen-class images whose best class is a seen class, which shows the collapse onto seen
+  classes directly.
+
+Class scores are :attr:`attrtag.zeroshot.classifier.ZeroShotResult.scores` (mean log match per class);
+``gamma`` is in those units. Pure numpy; no torch.
+"""
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from typing import Any, Collection, Mapping, Sequence
+
+import numpy as np
+
+from ..errors import AttrtagError
+from ..schema import Schema
+from .classifier import score_classes
+from .metrics import GzslAccuracy, ZslAccuracy, choose_gamma, evaluate_gzsl, evaluate_zsl, per_class_accuracy
+from .rules import Rules
+
+
+@dataclass(frozen=True)
+class LabelledScores:
+    """Class scores of labelled images.
+
+    Attributes:
+        scores: ``(N, C)`` class scores, columns in rule order.
+        labels: ``(N,)`` class index of each image; ``-1``: no class, or not in the rules.
+        skipped: class name -> images left out because the rules have no such class.
+    """
+
+    scores: np.ndarray
+    labels: np.ndarray
+    skipped: Mapping[str, int] = field(default_factory=dict)
+
+
+def seen_and_unseen(
+    rules: Rules, train_classes: Collection[str], unseen: Sequence[str] | None = None
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """Split the classes of ``rules`` into seen and unseen, both in rule order.
+
+    Args:
+        rules: the class rules.
+        train_classes: the class of every training image (repeats and unknown names are fine).
+        unseen: the unseen classes when the user names them; default: the classes of the rules
+            with no training image.
+
+    Returns:
+        ``(seen, unseen)``.
+
+    Raises:
+        AttrtagError: an ``unseen`` name that is not a class of the rules.
+    """
+    if unseen is not None:
+        missing = [c for c in unseen if c not in rules.names]
+        if missing:
+            raise AttrtagError(
+                f"--unseen: {', '.join(missing)} not among the classes of the rules ({', '.join(rules.names)})"
+            )
+        chosen = set(unseen)
+    else:
+        trained = set(train_classes)
+        chosen = {c for c in rules.names if c not in trained}
+    return tuple(c for c in rules.names if c not in chosen), tuple(c for c in rules.names if c in chosen)
+
+
+def labelled_scores(
+    probs: Mapping[str, np.ndarray],
+    classes: Sequence[str | None],
+    rules: Rules,
+    schema: Schema,
+    *,
+    priors: Mapping[str, np.ndarray] | None = None,
+) -> LabelledScores:
+    """Score every image against the rules and turn its class name into a column index.
+
+    Args:
+        probs: group -> ``(N, n_values)`` predicted distributions.
+        classes: the true class of each image; ``None`` or ``""``: none.
+        rules: the class rules.
+        schema: the model's schema.
+        priors: training label frequencies per group (see :func:`attrtag.zeroshot.score_classes`).
+
+    Returns:
+        Scores and labels (``-1`` for no class or a class the rules do not have).
+    """
+    n = len(classes)
+    if n == 0:
+        return LabelledScores(np.zeros((0, len(rules))), np.zeros(0, np.int64))
+    index = {c: i for i, c in enumerate(rules.names)}
+    labels = np.array([index.get(c, -1) if c else -1 for c in classes], dtype=np.int64)
+    skipped = Counter(c for c in classes if c and c not in index)
+    scores = score_classes(probs, rules, schema, priors=priors).scores
+    return LabelledScores(scores, labels, dict(skipped))
+
+
+@dataclass(frozen=True)
+class ZeroShotReport:
+    """Zero-shot figures of one model and rule set (see the module docstring).
+
+    Attributes:
+        seen: seen classes (rule order).
+        unseen: unseen classes (rule order).
+        images: counts of evaluated images: ``zsl``, ``gzsl_seen``, ``gzsl_unseen``,
+            ``calibration`` (validation images used to choose gamma).
+        zsl: ZSL accuracy, or None without images of unseen classes.
+        zsl_per_class: unseen class -> ``{"top1": accuracy, "images": n}``.
+        gzsl: GZSL accuracy without calibration, or None without both seen and unseen images.
+        gzsl_calibrated: GZSL accuracy with gamma chosen on the validation images, or None.
+        unseen_as_seen: share of unseen-class images whose best class is seen:
+            ``{"uncalibrated": x, "calibrated": y}`` (keys present when computed).
+        chance: accuracy of a uniform random guess: ``zsl_top1``, ``zsl_top5``, ``gzsl``.
+        skipped: class name -> images left out because the rules have no such class.
+        notes: what could not be computed, and why.
+    """
+
+    seen: tuple[str, ...]
+    unseen: tuple[str, ...]
+    images: Mapping[str, int]
+    zsl: ZslAccuracy | None
+    zsl_per_class: Mapping[str, Mapping[str, float]]
+    gzsl: GzslAccuracy | None
+    gzsl_calibrated: GzslAccuracy | None
+    unseen_as_seen: Mapping[str, float]
+    chance: Mapping[str, float]
+    skipped: Mapping[str, int]
+    notes: tuple[str, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-friendly form (``metrics.json``)."""
+        return {
+            "seen": list(self.seen),
+            "unseen": list(self.unseen),
+            "images": dict(self.images),
+            "chance": dict(self.chance),
+            "zsl": asdict(self.zsl) if self.zsl else None,
+            "zsl_per_class": {c: dict(v) for c, v in self.zsl_per_class.items()},
+            "gzsl": {
+                "uncalibrated": asdict(self.gzsl) if self.gzsl else None,
+                "calibrated": asdict(self.gzsl_calibrated) if self.gzsl_calibrated else None,
+            },
+            "unseen_as_seen": dict(self.unseen_as_seen),
+            "skipped_classes": dict(self.skipped),
+            "notes": list(self.notes),
+        }
+
+
+def evaluate_zero_shot(
+    test: LabelledScores,
+    rules: Rules,
+    *,
+    seen: Sequence[str],
+    unseen: Sequence[str],
+    val: LabelledScores | None = None,
+) -> ZeroShotReport:
+    """ZSL and GZSL figures on ``test``, GZSL calibrated with a gamma chosen on ``val``.
+
+    Args:
+        test: scores and labels of the images to report on.
+        rules: the class rules (column order of the scores).
+        seen: seen classes (from :func:`seen_and_unseen`).
+        unseen: unseen classes.
+        val: scores and labels of validation images; without it (or without both seen and
+            unseen images in it) there is no calibrated result, and a note says why.
+
+    Returns:
+        The report. Figures that cannot be computed are None, with a note.
+    """
+    s_idx = [rules.index(c) for c in seen]
+    u_idx = [rules.index(c) for c in unseen]
+    notes: list[str] = []
+    y = test.labels
+    n_seen = int(np.isin(y, s_idx).sum()) if s_idx else 0
+    n_unseen = int(np.isin(y, u_idx).sum()) if u_idx else 0
+    u_with_images = sorted(set(u_idx) & set(y.tolist()))
+    images = {"zsl": n_unseen, "gzsl_seen": n_seen, "gzsl_unseen": n_unseen, "calibration": 0}
+    chance: dict[str, float] = {}
+    if u_idx:
+        chance["zsl_top1"] = 1.0 / len(u_idx)
+        chance["zsl_top5"] = min(5, len(u_idx)) / len(u_idx)
+    if s_idx and u_idx:
+        chance["gzsl"] = 1.0 / (len(s_idx) + len(u_idx))
+
+    zsl, per_class = None, {}
+    if not u_idx:
+        notes.append("no unseen class: every class of the rules has training images (name some with --unseen)")
+    elif n_unseen == 0:
+        notes.append(f"no evaluated image of an unseen class ({', '.join(unseen)}): no ZSL figures")
+    else:
+        zsl = evaluate_zsl(test.scores, y, u_idx)
+        for c in u_with_images:
+            per_class[rules.names[c]] = {
+                "top1": per_class_accuracy(test.scores, y, k=1, candidates=u_idx, classes=[c]),
+                "images": int((y == c).sum()),
+            }
+
+    gzsl = calibrated = None
+    unseen_as_seen: dict[str, float] = {}
+    if not (s_idx and u_idx and n_seen and n_unseen):
+        notes.append("GZSL needs evaluated images of both seen and unseen classes: no GZSL figures")
+    else:
+        gzsl = evaluate_gzsl(test.scores, y, s_idx, u_idx)
+        unseen_as_seen["uncalibrated"] = _unseen_as_seen(test, s_idx, u_idx, 0.0)
+        v_ok = val is not None and np.isin(val.labels, s_idx).any() and np.isin(val.labels, u_idx).any()
+        if not v_ok:
+            notes.append("no validation images of both seen and unseen classes: no calibrated GZSL")
+        else:
+            assert val is not None
+            images["calibration"] = int(np.isin(val.labels, s_idx + u_idx).sum())
+            gamma = choose_gamma(val.scores, val.labels, s_idx, u_idx)
+            calibrated = evaluate_gzsl(test.scores, y, s_idx, u_idx, gamma=gamma)
+            unseen_as_seen["calibrated"] = _unseen_as_seen(test, s_idx, u_idx, gamma)
+    return ZeroShotReport(
+        seen=tuple(seen), unseen=tuple(unseen), images=images, zsl=zsl, zsl_per_class=per_class, gzsl=gzsl,
+        gzsl_calibrated=calibrated, unseen_as_seen=unseen_as_seen, chance=chance, skipped=dict(test.skipped),
+        notes=tuple(notes),
+    )
+
+
+def evaluate_splits(
+    probs: Mapping[str, np.ndarray],
+    classes: Sequence[str | None],
+    splits: Sequence[str | None],
+    rules: Rules,
+    schema: Schema,
+    *,
+    seen: Sequence[str],
+    unseen: Sequence[str],
+) -> ZeroShotReport:
+    """ZSL/GZSL on the test rows, ``gamma`` chosen on the val rows (rows aligned with ``probs``).
+
+    Without split names (all None) every row is evaluated and there is no calibration.
+
+    Args:
+        probs: group -> ``(N, n_values)`` predicted distributions.
+        classes: the true class of each row (None: none).
+        splits: each row's split (``train``/``val``/``test``) or None.
+        rules: the class rules.
+        schema: the model's schema.
+        seen: seen classes (see :func:`seen_and_unseen`).
+        unseen: unseen classes.
+
+    Returns:
+        The report.
+    """
+    def scored(split: str | None) -> LabelledScores:
+        rows = np.array([s == split for s in splits], dtype=bool) if split else np.ones(len(splits), dtype=bool)
+        part = {g: np.asarray(p)[rows] for g, p in probs.items()}
+        return labelled_scores(part, [c for c, keep in zip(classes, rows) if keep], rules, schema)
+
+    if not any(splits):
+        return evaluate_zero_shot(scored(None), rules, seen=seen, unseen=unseen)
+    return evaluate_zero_shot(scored("test"), rules, seen=seen, unseen=unseen, val=scored("val"))
+
+
+def _unseen_as_seen(data: LabelledScores, seen: list[int], unseen: list[int], gamma: float) -> float:
+    """Share of unseen-class images whose best class (seen + unseen candidates) is a seen class."""
+    rows = np.isin(data.labels, unseen)
+    sub = data.scores[rows][:, seen + unseen].copy()
+    sub[:, : len(seen)] -= gamma
+    return float((sub.argmax(axis=1) < len(seen)).mean())
+
+
+def format_zero_shot(report: ZeroShotReport, *, title: str = "zero-shot") -> str:
+    """The report as a few lines of text (percentages, with chance and image counts)."""
+
+    def pct(x: float | None) -> str:
+        return "  n/a" if x is None else f"{100 * x:5.1f}%"
+
+    r = report
+    lines = [f"{title}: {len(r.seen)} seen + {len(r.unseen)} unseen classes"
+             + (f" (unseen: {', '.join(r.unseen)})" if r.unseen else "")]
+    if r.zsl is not None:
+        lines.append(
+            f"  ZSL  (unseen images, unseen candidates; {r.images['zsl']} images)  top-1 {pct(r.zsl.top1)}  "
+            f"top-5 {pct(r.zsl.top5)}   chance {pct(r.chance.get('zsl_top1'))} / {pct(r.chance.get('zsl_top5'))}"
+        )
+        for c, v in r.zsl_per_class.items():
+            lines.append(f"       {c}: {pct(v['top1'])} of {v['images']}")
+    if r.gzsl is not None:
+        lines.append(
+            f"  GZSL (all candidates; {r.images['gzsl_seen']} seen + {r.images['gzsl_unseen']} unseen images, "
+            f"chance {pct(r.chance.get('gzsl'))})"
+        )
+        rows = [("uncalibrated", r.gzsl, r.unseen_as_seen.get("uncalibrated"))]
+        if r.gzsl_calibrated is not None:
+            label = f"calibrated (gamma {r.gzsl_calibrated.gamma:.3g} from {r.images['calibration']} val images)"
+            rows.append((label, r.gzsl_calibrated, r.unseen_as_seen.get("calibrated")))
+        for label, g, collapse in rows:
+            lines.append(
+                f"       {label}: seen {pct(g.seen)}  unseen {pct(g.unseen)}  H {pct(g.harmonic)}"
+                f"  (unseen images called seen: {pct(collapse)})"
+            )
+    if r.skipped:
+        skipped = ", ".join(f"{c} {n}" for c, n in sorted(r.skipped.items()))
+        lines.append(f"  left out (class not in the rules): {skipped}")
+    lines += [f"  note: {n}" for n in r.notes]
+    return "\n".join(lines)

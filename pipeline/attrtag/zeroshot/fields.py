@@ -1,0 +1,151 @@
+"""Zero-shot class fields of tag records: attribute distributions + rules -> ranked classes.
+
+The fields (``class``, ``class_prob``, ``classes``, ``class_explanation``) are documented in
+``datasets/OUTPUT.md``. Class fields are computed from the *rounded* group distributions that
+a record itself holds, so ``attrtag classify`` re-scoring a finished output reproduces them
+exactly. The rules are compiled once per run (:class:`~attrtag.zeroshot.classifier.ClassScorer`),
+not per batch. Pure numpy: no torch, no I/O.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import numpy as np
+
+from ..errors import AttrtagError
+from ..schema import Schema
+from .classifier import ClassScorer
+from .rules import Rules
+
+#: Record fields (and flat columns, in this order) added by :class:`ClassTagging`.
+CLASS_FIELDS = ("class", "class_prob", "classes", "class_explanation")
+
+#: ``class`` of an image whose best class probability is below the unknown threshold.
+UNKNOWN = "unknown"
+
+DEFAULT_TOP_K = 5
+_DECIMALS = 6  # as the group probabilities of a record (attrtag.tagging.records)
+
+
+@dataclass(frozen=True)
+class ClassTagging:
+    """How records get class fields: the rules and the scoring options of one run.
+
+    Attributes:
+        rules: the class rules.
+        top_k: classes kept in ``classes`` (capped at the number of classes).
+        unknown_threshold: ``class`` is ``"unknown"`` when the best normalised probability is
+            below this (0: never).
+        overrides: group -> value forced before scoring (``--set``).
+        source: where the rules came from (a file, or the model's metadata), for messages and
+            the output header; not part of equality.
+    """
+
+    rules: Rules
+    top_k: int = DEFAULT_TOP_K
+    unknown_threshold: float = 0.0
+    overrides: Mapping[str, str] = field(default_factory=dict)
+    source: str = field(default="", compare=False)
+    _scorers: dict[Schema, ClassScorer] = field(default_factory=dict, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.top_k, bool) or not isinstance(self.top_k, int) or self.top_k < 1:
+            raise AttrtagError(f"--class-top-k must be an integer >= 1, got {self.top_k!r}")
+        if not 0.0 <= self.unknown_threshold <= 1.0:
+            raise AttrtagError(
+                f"--unknown-threshold must be a probability between 0 and 1, got {self.unknown_threshold!r}"
+            )
+        if UNKNOWN in self.rules.names:
+            where = self.rules[UNKNOWN].where or self.source or "rules"
+            raise AttrtagError(
+                f"{where}: a class is named '{UNKNOWN}', which tagging writes for images below the "
+                "unknown threshold; rename the class"
+            )
+        self.rules.require_scorable()
+
+    def check(self, schema: Schema) -> None:
+        """Check rules and overrides against the model's schema.
+
+        Raises:
+            AttrtagError: "file:line: ..." for an unknown group or value in the rules, or an
+                override naming an unknown group or value.
+        """
+        self.rules.check(schema)
+        for group, value in self.overrides.items():
+            if group not in schema:
+                raise AttrtagError(
+                    f"--set {group}={value}: unknown group '{group}' (groups: {', '.join(schema.names)})"
+                )
+            if value not in schema[group].values:
+                raise AttrtagError(
+                    f"--set {group}={value}: unknown value '{value}' (allowed: {', '.join(schema[group].values)})"
+                )
+
+    def fields(self, probs: Mapping[str, np.ndarray], schema: Schema) -> list[dict[str, Any]]:
+        """The class fields of ``N`` images.
+
+        Args:
+            probs: group -> ``(N, n_values)`` distributions, as written in the records (rounded).
+            schema: the model's schema.
+
+        Returns:
+            One ``{field: value}`` per image, keys in :data:`CLASS_FIELDS` order.
+        """
+        if not probs or next(iter(probs.values())).shape[0] == 0:
+            return []
+        result = self._scorer(schema)(
+            probs, overrides=dict(self.overrides), unknown_threshold=self.unknown_threshold, top_k=self.top_k
+        )
+        names = result.class_names
+        top = result.top_k.tolist()
+        top_probs = np.round(result.top_k_probs, _DECIMALS).tolist()
+        out = []
+        for i, (idx, ps, unknown) in enumerate(zip(top, top_probs, result.unknown.tolist())):
+            explanation = result.explain(i, idx[0])
+            out.append({
+                "class": UNKNOWN if unknown else names[idx[0]],
+                "class_prob": ps[0],
+                "classes": [{"class": names[c], "prob": p} for c, p in zip(idx, ps)],
+                "class_explanation": {g: round(v, _DECIMALS) for g, v in explanation.items()},
+            })
+        return out
+
+    def _scorer(self, schema: Schema) -> ClassScorer:
+        # Compiled once per schema and kept: every batch of a run reuses the same matrices.
+        scorer = self._scorers.get(schema)
+        if scorer is None:
+            scorer = self._scorers[schema] = ClassScorer(self.rules, schema)
+        return scorer
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON header form (compared when an output is resumed)."""
+        return {
+            "rules": self.rules.to_dict(),
+            "rules_source": self.source,
+            "top_k": self.top_k,
+            "unknown_threshold": self.unknown_threshold,
+            "overrides": dict(self.overrides),
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any], schema: Schema, *, source: str) -> "ClassTagging":
+        """Inverse of :meth:`to_dict`; ``source`` names the file in errors."""
+        rules_source = str(d.get("rules_source") or "")
+        where = f"{source} (class rules{' from ' + rules_source if rules_source else ''})"
+        return cls(
+            Rules.from_dict(d["rules"], schema, source=where),
+            top_k=int(d["top_k"]),
+            unknown_threshold=float(d["unknown_threshold"]),
+            overrides={str(g): str(v) for g, v in (d.get("overrides") or {}).items()},
+            source=rules_source,
+        )
+
+    def describe(self) -> str:
+        """One line for logs and error messages: how many classes, from where, which options."""
+        opts = [f"top {self.top_k}"]
+        if self.unknown_threshold:
+            opts.append(f"unknown below {self.unknown_threshold:g}")
+        if self.overrides:
+            opts.append("set " + ", ".join(f"{g}={v}" for g, v in self.overrides.items()))
+        return f"{len(self.rules)} classes from {self.source or 'rules'} ({'; '.join(opts)})"

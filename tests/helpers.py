@@ -1,0 +1,84 @@
+"""Test helpers: a tiny learnable image set with unusual group sizes (3, 7 and 2 values)."""
+from __future__ import annotations
+
+import csv
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw
+
+from attrtag.card import ModelCard
+from attrtag.data.preprocess import Preprocessing
+from attrtag.model import build_model, save_checkpoint
+from attrtag.schema import Schema
+
+SHARED_FASHION = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "fashion-products"
+
+# colour (3) is fully learnable, shape (7) partly, and "band" (2) is a second cue.
+COLOURS = {"red": (220, 40, 40), "green": (40, 190, 60), "blue": (40, 60, 220)}
+SHAPES = ["s0", "s1", "s2", "s3", "s4", "s5", "s6"]
+SCHEMA_YAML = "groups:\n  colour: [red, green, blue]\n  shape: [s0, s1, s2, s3, s4, s5, s6]\n  band: [top, bottom]\n"
+
+
+def draw(colour: str, shape: str, band: str, size: int = 40, seed: int = 0) -> Image.Image:
+    rnd = random.Random(seed)
+    img = Image.new("RGB", (size, size), tuple(rnd.randint(100, 160) for _ in range(3)))
+    d = ImageDraw.Draw(img)
+    k = SHAPES.index(shape)
+    r = 5 + k  # shape value = size of the square
+    cx, cy = size // 2 + rnd.randint(-2, 2), size // 2 + rnd.randint(-2, 2)
+    d.rectangle([cx - r, cy - r, cx + r, cy + r], fill=COLOURS[colour])
+    y = 2 if band == "top" else size - 6
+    d.rectangle([0, y, size, y + 3], fill=(0, 0, 0))
+    return img
+
+
+def make_dataset(root: Path, n: int = 120, *, missing: float = 0.3, seed: int = 0) -> tuple[Path, Path]:
+    """Write ``n`` images, a manifest with ``missing`` of the labels blanked, and the schema."""
+    rnd = random.Random(seed)
+    (root / "img").mkdir(parents=True, exist_ok=True)
+    rows = []
+    for i in range(n):
+        c, s, b = rnd.choice(list(COLOURS)), rnd.choice(SHAPES), rnd.choice(["top", "bottom"])
+        draw(c, s, b, seed=i).save(root / "img" / f"{i:04d}.png")
+        cells = {g: (v if rnd.random() >= missing else rnd.choice(["", "NA"])) for g, v in (("colour", c), ("shape", s), ("band", b))}
+        rows.append({"path": f"img/{i:04d}.png", **cells, "split": "val" if i % 5 == 0 else "train"})
+    manifest = root / "manifest.csv"
+    with open(manifest, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=["path", "colour", "shape", "band", "split"])
+        w.writeheader()
+        w.writerows(rows)
+    schema = root / "schema.yaml"
+    schema.write_text(SCHEMA_YAML)
+    return schema, manifest
+
+
+# Unusual sizes (3, 7, 2) so that nothing hard-coded can pass.
+SCHEMA = Schema.from_dict(
+    {"colour": ["red", "green", "blue"], "shape": [f"s{i}" for i in range(7)], "band": ["top", "bottom"]}
+)
+PREP = Preprocessing((32, 32), (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+
+
+def make_checkpoint(path: Path, schema: Schema = SCHEMA, *, seed: int = 0) -> Path:
+    """A random ``test_resnet`` checkpoint at 32 px; different seeds give different weights."""
+    torch.manual_seed(seed)
+    model = build_model(schema, "test_resnet", card=ModelCard(schema, PREP, "test_resnet"))
+    save_checkpoint(path, model, config={})
+    return path
+
+
+def write_images(folder: Path, n: int, *, size: int = 40, fmt: str = "png") -> list[Path]:
+    """``n`` small images of different colours (so predictions differ between them)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(n)
+    out = []
+    for i in range(n):
+        arr = rng.integers(0, 256, (size, size + i % 5, 3), dtype=np.uint8)
+        arr[: size // 2] = (i * 37 % 256, i * 91 % 256, i * 13 % 256)
+        p = folder / f"img{i:04d}.{fmt}"
+        Image.fromarray(arr).save(p)
+        out.append(p)
+    return out

@@ -1,0 +1,78 @@
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from attrtag.training.loss import MaskedGroupedCrossEntropy, class_weights_from_counts, label_counts
+from attrtag.schema import Schema
+
+SCHEMA = Schema.from_dict({"a": ["x", "y", "z"], "b": ["p", "q"], "c": [f"v{i}" for i in range(7)]})
+
+
+def logits(batch=6, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return {n: torch.randn(batch, k, generator=g, requires_grad=True) for n, k in zip(SCHEMA.names, SCHEMA.sizes)}
+
+
+def test_matches_cross_entropy_on_labelled_rows_only():
+    lg = logits()
+    t = torch.tensor([[0, -1, 6], [2, 1, -1], [-1, -1, 3], [1, 0, -1], [-1, 1, 0], [2, -1, -1]])
+    out = MaskedGroupedCrossEntropy(SCHEMA)(lg, t)
+    for j, n in enumerate(SCHEMA.names):
+        keep = t[:, j] >= 0
+        ref = F.cross_entropy(lg[n][keep], t[keep, j])
+        assert torch.allclose(out[n], ref), n
+    assert torch.allclose(out["loss"], out["a"] + out["b"] + out["c"])
+
+
+def test_unlabelled_group_is_exact_zero_and_keeps_every_parameter_in_the_graph():
+    lg = logits()
+    t = torch.full((6, 3), -1)
+    t[:, 0] = torch.tensor([0, 1, 2, 0, 1, 2])
+    out = MaskedGroupedCrossEntropy(SCHEMA, label_smoothing=0.1)(lg, t)
+    assert out["b"].item() == 0.0 and out["c"].item() == 0.0
+    assert all(math.isfinite(v.item()) for v in out.values())
+    out["loss"].backward()
+    # Every group's logits get a gradient tensor (zeros for the unlabelled ones): DDP-safe.
+    assert lg["b"].grad is not None and torch.count_nonzero(lg["b"].grad) == 0
+    assert torch.count_nonzero(lg["a"].grad) > 0
+
+
+def test_whole_batch_without_labels_is_zero_not_nan():
+    lg = logits()
+    out = MaskedGroupedCrossEntropy(SCHEMA)(lg, torch.full((6, 3), -1))
+    assert out["loss"].item() == 0.0
+    out["loss"].backward()
+
+
+def test_group_and_class_weights_and_smoothing():
+    lg = logits()
+    t = torch.tensor([[0, 1, 2], [2, 0, 2], [1, 1, 5], [1, 0, 1], [0, 1, 0], [2, 0, 6]])
+    cw = torch.tensor([1.0, 2.0, 0.5])
+    out = MaskedGroupedCrossEntropy(SCHEMA, group_weights={"b": 3.0}, class_weights={"a": cw}, label_smoothing=0.2)(lg, t)
+    assert torch.allclose(out["a"], F.cross_entropy(lg["a"], t[:, 0], weight=cw, label_smoothing=0.2))
+    assert torch.allclose(out["b"], 3.0 * F.cross_entropy(lg["b"], t[:, 1], label_smoothing=0.2))
+    with pytest.raises(ValueError, match="unknown groups"):
+        MaskedGroupedCrossEntropy(SCHEMA, group_weights={"nope": 1.0})
+
+
+def test_class_weights_from_labelled_counts_only():
+    t = torch.tensor([[0, -1, -1], [0, -1, -1], [0, 1, -1], [2, 1, -1], [-1, 0, -1]])
+    counts = label_counts(t, SCHEMA.sizes)
+    assert counts[0].tolist() == [3, 0, 1] and counts[1].tolist() == [1, 2] and counts[2].sum() == 0
+    w = class_weights_from_counts(counts[0])
+    assert w[1] == 0 and w[2] > w[0] and torch.isclose(w[w > 0].mean(), torch.tensor(1.0))
+
+
+def test_sigmoid_baseline_masks_missing_groups():
+    from attrtag.training.loss import MaskedSigmoidBCE
+
+    lg = logits()
+    t = torch.tensor([[0, -1, 6], [2, -1, -1], [-1, -1, 3], [1, -1, -1], [-1, -1, 0], [2, -1, -1]])
+    out = MaskedSigmoidBCE(SCHEMA)(lg, t)
+    keep = t[:, 0] >= 0
+    ref = F.binary_cross_entropy_with_logits(lg["a"][keep], F.one_hot(t[keep, 0], 3).float())
+    assert torch.allclose(out["a"], ref) and out["b"].item() == 0.0
+    out["loss"].backward()
+    assert lg["b"].grad is not None
