@@ -30,7 +30,7 @@ from torch import nn
 from attrtag._files import atomic_path
 from attrtag.card import ModelCard
 from attrtag.data.preprocess import Preprocessing
-from attrtag.errors import ExportError
+from attrtag.errors import ExportError, first_line
 from attrtag.model import AttributeModel, ProbabilityModel, load_model
 from attrtag.schema import Schema
 
@@ -204,7 +204,7 @@ def check_against_torch(
     try:
         session = ort.InferenceSession(src, providers=["CPUExecutionProvider"])
     except Exception as err:  # onnxruntime raises Fail/InvalidGraph/NotImplemented...
-        raise ExportError(f"ONNX Runtime cannot load the exported model: {_first_line(err)}") from None
+        raise ExportError(f"ONNX Runtime cannot load the exported model: {first_line(err)}") from None
     names = [o.name for o in session.get_outputs()]
     h, w = preprocessing.input_size
     rng = np.random.default_rng(seed)
@@ -215,7 +215,7 @@ def check_against_torch(
             got = session.run(names, {session.get_inputs()[0].name: x})
         except Exception as err:  # noqa: BLE001
             raise ExportError(
-                f"ONNX Runtime cannot run the exported model on a batch of {b}: {_first_line(err)} "
+                f"ONNX Runtime cannot run the exported model on a batch of {b}: {first_line(err)} "
                 "(is the batch axis dynamic?)"
             ) from None
         with torch.inference_mode():
@@ -256,9 +256,9 @@ def _export_graph(
             _check_interface(proto, schema, h, w)
             return proto, name
         except Exception as err:  # noqa: BLE001 - the exporters raise many types; try the other
-            tried.append(f"{name}: {_first_line(err)}")
+            tried.append(f"{name}: {first_line(err)}")
             if exporter == "auto" and name == "dynamo":
-                _logger.warning("dynamo ONNX export failed (%s); trying the TorchScript exporter", _first_line(err))
+                _logger.warning("dynamo ONNX export failed (%s); trying the TorchScript exporter", first_line(err))
     raise ExportError(f"ONNX export failed ({'; '.join(tried)}); try another --opset")
 
 
@@ -328,7 +328,7 @@ def _run_checker(proto: "onnx.ModelProto") -> None:
     try:
         onnx.checker.check_model(proto, full_check=True)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as err:
-        raise ExportError(f"onnx.checker rejects the exported graph: {_first_line(err)}") from None
+        raise ExportError(f"onnx.checker rejects the exported graph: {first_line(err)}") from None
 
 
 def _check_against_torch(
@@ -399,5 +399,3 @@ def _require(module: str, pip_line: str) -> None:
         raise ExportError(f"ONNX export needs the '{module}' package: {pip_line}") from None
 
 
-def _first_line(err: BaseException) -> str:
-    return (str(err).strip().splitlines() or [type(err).__name__])[0][:300]

@@ -28,8 +28,9 @@ from attrtag.card import ModelCard
 from attrtag.data.batches import decode_batches, stack_inputs
 from attrtag.data.manifest import Sample, read_manifest
 from attrtag.data.preprocess import Preprocessing
-from attrtag.errors import AttrtagError
+from attrtag.errors import AttrtagError, first_line
 from attrtag.evaluation.metrics import group_metrics
+from attrtag.runtime.onnx_backend import OnnxModel
 
 from .metadata import INPUT_NAME, read_metadata, write_metadata
 
@@ -108,7 +109,7 @@ def quantize_int8(
     Args:
         fp32_model: a float32 model written by :func:`~attrtag_onnx.export.export_onnx`.
         out_path: the int8 model (written atomically; metadata precision ``int8``).
-        manifest: labelled images (CSV/JSONL, see :func:`attrtag.manifest.read_manifest`).
+        manifest: labelled images (CSV/JSONL, see :func:`attrtag.data.manifest.read_manifest`).
         calib_images: how many manifest images (a seeded random sample) calibrate the ranges.
         eval_images: how many images (manifest order) to compare accuracy on; all by default.
         batch_size: images per ONNX Runtime call.
@@ -121,7 +122,7 @@ def quantize_int8(
     Raises:
         AttrtagError: not a float32 attrtag model, unreadable manifest, no decodable images.
     """
-    ort, quant = _import_quantization()
+    quant = _import_quantization()
     t0 = time.perf_counter()
     src = Path(fp32_model)
     meta = read_metadata(src)
@@ -143,7 +144,7 @@ def quantize_int8(
             quant.shape_inference.quant_pre_process(str(src), str(pre))
             model_in, preprocessed = pre, True
         except Exception as err:  # noqa: BLE001 - optional step; quantising without it still works
-            _logger.warning("quant_pre_process failed (%s); quantising the model as exported", _first_line(err))
+            _logger.warning("quant_pre_process failed (%s); quantising the model as exported", first_line(err))
 
         excluded = _head_nodes(model_in)
         reader = _CalibrationReader(calib, meta.preprocessing, batch_size, failed, progress)
@@ -172,7 +173,7 @@ def quantize_int8(
             raise none_decoded
         _restamp(q_path, out, meta)
 
-    groups, diffs, n_eval = _compare(ort, src, out, meta, evaluated, batch_size, failed, progress)
+    groups, diffs, n_eval = _compare(src, out, meta, evaluated, batch_size, failed, progress)
     report = QuantReport(
         path=out,
         calib_images=reader.used,
@@ -239,18 +240,15 @@ def export_int8(
 
 
 # -- internals ----------------------------------------------------------------------------------
-def _import_quantization() -> tuple[Any, Any]:
+def _import_quantization() -> Any:
     try:
-        import onnxruntime
         import onnxruntime.quantization as quant
         import onnxruntime.quantization.shape_inference  # noqa: F401 - quant_pre_process
     except ImportError:
         raise AttrtagError(f"int8 quantisation needs ONNX Runtime's quantisation tools: {_PIP_HINT}") from None
-    return onnxruntime, quant
+    return quant
 
 
-def _first_line(err: BaseException) -> str:
-    return (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
 
 
 def _load_batches(
@@ -337,12 +335,11 @@ def _restamp(q_path: Path, out: Path, meta: ModelCard) -> None:
     try:
         onnx.checker.check_model(model, full_check=True)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as err:
-        raise AttrtagError(f"onnx.checker rejects the int8 graph: {_first_line(err)}") from None
+        raise AttrtagError(f"onnx.checker rejects the int8 graph: {first_line(err)}") from None
     write_bytes(out, model.SerializeToString())
 
 
 def _compare(
-    ort: Any,
     fp32_path: Path,
     int8_path: Path,
     meta: ModelCard,
@@ -352,9 +349,7 @@ def _compare(
     progress: Progress | None,
 ) -> tuple[list[GroupAccuracy], dict[str, float], int]:
     """Run both models on the CPU over ``records``: accuracies, max prob differences, images run."""
-    providers = ["CPUExecutionProvider"]
-    s32 = ort.InferenceSession(str(fp32_path), providers=providers)
-    s8 = ort.InferenceSession(str(int8_path), providers=providers)
+    fp32, int8 = OnnxModel(fp32_path, device="cpu"), OnnxModel(int8_path, device="cpu")
     names = list(meta.schema.names)
     truth: list[list[int]] = [[] for _ in names]
     pred32: list[list[np.ndarray]] = [[] for _ in names]
@@ -363,11 +358,11 @@ def _compare(
     batches: Iterable[Any] = _load_batches(records, meta.preprocessing, batch_size, failed)
     if progress is not None:
         batches = progress(batches, "comparing fp32 vs int8", (len(records) + batch_size - 1) // batch_size)
-    for batch, kept in batches:
-        out32 = s32.run(names, {INPUT_NAME: batch})
-        out8 = s8.run(names, {INPUT_NAME: batch})
-        for j, (a, b) in enumerate(zip(out32, out8)):
-            diffs[names[j]] = max(diffs[names[j]], float(np.max(np.abs(a - b))))
+    for batch, kept in batches:  # one decode, both models
+        out32, out8 = fp32(batch), int8(batch)
+        for j, name in enumerate(names):
+            a, b = out32[name], out8[name]
+            diffs[name] = max(diffs[name], float(np.max(np.abs(a - b))))
             pred32[j].append(a.argmax(1))
             pred8[j].append(b.argmax(1))
             truth[j].extend(r.labels[j] for r in kept)

@@ -18,6 +18,7 @@ layers over these functions and the modules they call.
 """
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence, Union
@@ -35,8 +36,8 @@ from .tagging.engine import DEFAULT_BATCH_SIZE, predict_records
 from .tagging.inputs import expand_inputs
 from .tagging.records import RecordLayout, TagRecord
 from .zeroshot.classifier import ClassScorer, ZeroShotResult
-from .zeroshot.fields import DEFAULT_TOP_K, ClassTagging
-from .zeroshot.rules import Rules
+from .zeroshot.fields import DEFAULT_TOP_K, class_tagging_for
+from .zeroshot.rules import Rules, RulesSource, resolve_rules
 
 if TYPE_CHECKING:
     from .card import ModelCard
@@ -46,6 +47,8 @@ if TYPE_CHECKING:
 #: What :meth:`Tagger.tag` and :meth:`Tagger.predict` take: a path (file, folder, glob,
 #: ``@list.txt``), a PIL image, an RGB ``uint8`` array ``(H, W, 3)`` (or grey ``(H, W)``), or a
 #: sequence mixing them.
+_logger = logging.getLogger(__name__)
+
 Images = Union[str, os.PathLike, Image.Image, np.ndarray, Sequence[Union[str, os.PathLike, Image.Image, np.ndarray]]]
 
 
@@ -107,7 +110,7 @@ class Tagger:
             return {g.name: np.zeros((0, len(g)), np.float32) for g in self.schema}
         return {g: np.concatenate([p[g] for p in parts]) for g in self.schema.names}
 
-    def classify(self, probs: Mapping[str, np.ndarray], rules: Rules | str | os.PathLike | None = None,
+    def classify(self, probs: Mapping[str, np.ndarray], rules: RulesSource | None = None,
                  **options: Any) -> ZeroShotResult:
         """Score classes from probabilities (of :meth:`predict`) with ``rules`` (default: the tagger's).
 
@@ -145,7 +148,7 @@ def load(
     model: str | os.PathLike,
     *,
     device: str = "auto",
-    rules: Rules | str | os.PathLike | Mapping[str, Any] | bool | None = None,
+    rules: RulesSource | bool | None = None,
     top_k: int | None = None,
     thresholds: Mapping[str, float] | None = None,
     class_top_k: int = DEFAULT_TOP_K,
@@ -174,15 +177,11 @@ def load(
         A :class:`Tagger`.
     """
     predictor = open_predictor(model, device=device, batch_size_hint=batch_size, threads=threads)
-    schema = predictor.schema
-    if rules is None or rules is True:
-        loaded = Rules.from_dict(predictor.rules, schema, source=f"{model} metadata").scorable() if predictor.rules else None
-        if rules is True and loaded is None:
-            raise AttrtagError(f"{model}: the model has no embedded rules; pass rules=...")
-    else:
-        loaded = None if rules is False else _rules(rules, schema)
-    classes = None if loaded is None else ClassTagging(loaded, top_k=class_top_k, unknown_threshold=unknown_threshold)
-    layout = RecordLayout(schema, top_k=top_k, thresholds=dict(thresholds or {}), classes=classes)
+    classes = class_tagging_for(
+        predictor.schema, predictor.rules, rules, model_name=os.path.basename(model), top_k=class_top_k,
+        unknown_threshold=unknown_threshold, warn=_logger.warning,
+    )
+    layout = RecordLayout(predictor.schema, top_k=top_k, thresholds=dict(thresholds or {}), classes=classes)
     return Tagger(predictor, layout, batch_size=batch_size, workers=workers)
 
 
@@ -191,7 +190,7 @@ def evaluate(
     manifest: str | os.PathLike | Manifest,
     *,
     split: str | None = None,
-    rules: Rules | str | os.PathLike | None = None,
+    rules: RulesSource | None = None,
     device: str = "auto",
     **options: Any,
 ) -> "Evaluation":
@@ -231,13 +230,11 @@ def train(
     return _train(cfg, schema, manifest, out, resume=Path(out) / "last.pt" if resume else None)
 
 
-def _rules(rules: Rules | str | os.PathLike | Mapping[str, Any], schema: Schema) -> Rules:
-    if isinstance(rules, Rules):
-        rules.check(schema)
-        return rules.scorable()
-    if isinstance(rules, Mapping):
-        return Rules.from_dict(rules, schema).scorable()
-    return Rules.load(rules, schema).scorable()
+def _rules(rules: RulesSource, schema: Schema) -> Rules:
+    loaded, warnings = resolve_rules(rules, schema)
+    for message in warnings:
+        _logger.warning("%s", message)
+    return loaded
 
 
 def _as_image(img: Image.Image | np.ndarray) -> Image.Image:

@@ -56,3 +56,12 @@ class OutputMismatchError(OutputError):
 
 class ExportError(AttrtagError):
     """The exporter failed, the checker rejected the graph, or ONNX Runtime disagrees with PyTorch."""
+
+
+def first_line(err: BaseException, limit: int = 300) -> str:
+    """The first line of an exception's message (its type name when empty), for one-line errors.
+
+    Third-party libraries (torch, ONNX Runtime, protobuf) raise multi-line messages; a
+    user-facing error quotes only their first line.
+    """
+    return (str(err).strip().splitlines() or [type(err).__name__])[0][:limit]

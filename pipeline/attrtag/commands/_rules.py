@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any, Mapping, Sequence
+from typing import Any, Sequence
 
 from ..errors import AttrtagError
 from ..schema import Schema
 from ..zeroshot.fields import DEFAULT_TOP_K, ClassTagging
-from ..zeroshot.rules import Rules, lint
+from ..zeroshot.rules import Rules, resolve_rules
 
 
 def add_class_options(p: argparse.ArgumentParser, *, defaults_from: str = "") -> None:
@@ -80,23 +80,13 @@ def parse_overrides(specs: Sequence[str]) -> dict[str, str]:
     return out
 
 
-def checked(rules: Rules, schema: Schema) -> Rules:
-    """Print :func:`attrtag.zeroshot.rules.lint` warnings to stderr; leave out classes that constrain nothing.
-
-    Raises:
-        SchemaError: no class constrains anything.
-    """
-    for message in lint(rules, schema):
-        print(f"attrtag: warning: {message}", file=sys.stderr)
-    return rules.scorable()
+def warn(message: str) -> None:
+    """A legal-but-useless rule (or option), printed as one ``attrtag: warning:`` line on stderr."""
+    print(f"attrtag: warning: {message}", file=sys.stderr)
 
 
 def load_rules(path: str, schema: Schema) -> Rules:
     """Read and check a rules file, printing its lint warnings.
-
-    Args:
-        path: the rules YAML.
-        schema: the model's schema.
 
     Returns:
         The rules, without classes that constrain nothing.
@@ -104,45 +94,46 @@ def load_rules(path: str, schema: Schema) -> Rules:
     Raises:
         SchemaError: "file:line: ..." for anything that makes the rules unusable.
     """
-    return checked(Rules.load(path, schema), schema)
+    rules, warnings = resolve_rules(path, schema)
+    for message in warnings:
+        warn(message)
+    return rules
 
 
-def rules_from_dict(data: Mapping[str, Any], schema: Schema, *, source: str) -> Rules:
-    """Rules stored as a dict (model metadata, an output header), checked as :func:`load_rules` does."""
-    return checked(Rules.from_dict(data, schema, source=source), schema)
-
-
-def class_tagging(
-    rules: Rules, args: argparse.Namespace, schema: Schema, *, source: str, inherit: ClassTagging | None = None
-) -> ClassTagging:
-    """The :class:`ClassTagging` of a run from its rules and class options.
+def class_options(args: argparse.Namespace, inherit: ClassTagging | None = None) -> dict[str, Any]:
+    """``top_k``, ``unknown_threshold`` and ``overrides`` from the options of :func:`add_class_options`.
 
     Args:
-        rules: the rules to score.
-        args: parsed arguments with the options of :func:`add_class_options`.
-        schema: the model's schema (checks ``--set``).
-        source: where the rules came from.
+        args: parsed arguments.
         inherit: top-k and unknown threshold used where the options are not given (``classify``
             re-scoring a file that already had class fields). Overrides are never inherited.
-
-    Returns:
-        The class options of the run.
-
-    Raises:
-        AttrtagError: a bad option, or ``--set`` naming an unknown group or value.
     """
     top_k = args.class_top_k if args.class_top_k is not None else inherit.top_k if inherit else DEFAULT_TOP_K
     if args.unknown_threshold is not None:
         threshold = args.unknown_threshold
     else:
         threshold = inherit.unknown_threshold if inherit else 0.0
-    tagging = ClassTagging(
-        rules, top_k=top_k, unknown_threshold=threshold, overrides=parse_overrides(args.overrides), source=source
-    )
-    tagging.check(schema)
-    constrained = {g for r in rules for g in r.groups}
+    return {"top_k": top_k, "unknown_threshold": threshold, "overrides": parse_overrides(args.overrides)}
+
+
+def warn_unconstrained_overrides(tagging: ClassTagging) -> None:
+    """Say so when ``--set`` names a group no class constrains (it changes nothing)."""
+    constrained = {g for r in tagging.rules for g in r.groups}
     for group, value in tagging.overrides.items():
         if group not in constrained:
-            print(f"attrtag: warning: --set {group}={value}: no class of {source} constrains '{group}', so it "
-                  "changes nothing", file=sys.stderr)
+            warn(f"--set {group}={value}: no class of {tagging.source or 'the rules'} constrains '{group}', so it "
+                 "changes nothing")
+
+
+def class_tagging(
+    rules: Rules, args: argparse.Namespace, schema: Schema, *, source: str, inherit: ClassTagging | None = None
+) -> ClassTagging:
+    """The :class:`ClassTagging` of a run from rules already loaded and the class options.
+
+    Raises:
+        AttrtagError: a bad option, or ``--set`` naming an unknown group or value.
+    """
+    tagging = ClassTagging(rules, source=source, **class_options(args, inherit))
+    tagging.check(schema)
+    warn_unconstrained_overrides(tagging)
     return tagging

@@ -9,7 +9,10 @@ import argparse
 import shlex
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
+
+if TYPE_CHECKING:
+    from ..data.manifest import Sample
 
 # A tiny timm model (0.4M parameters): it learns the 64 px synthetic world from scratch to
 # 87-100% per group in 8 epochs, about 1.5 min on 2 CPU cores. resnet18 reached only 47-60% on
@@ -46,28 +49,29 @@ def _step(title: str, argv: list[str], main: Callable[[list[str]], int]) -> None
     print(f"({time.perf_counter() - t0:.0f} s)", flush=True)
 
 
-def _write_test_list(manifest: Path, out: Path) -> Path:
-    """A list file of the manifest's test-split images (what a user would point ``tag`` at)."""
-    import csv
+def _test_samples(manifest: Path) -> list[Sample]:
+    """The test split of the demo manifest (what a user would point ``tag`` at)."""
+    from ..data.manifest import read_manifest
+    from ..data.synthetic import demo_schema
 
+    return read_manifest(manifest, demo_schema()).split("test")
+
+
+def _write_test_list(manifest: Path, out: Path) -> Path:
+    """A list file of the manifest's test-split images."""
     from .._files import write_text
 
-    with open(manifest, newline="") as f:
-        paths = [str((manifest.parent / r["path"]).resolve()) for r in csv.DictReader(f) if r["split"] == "test"]
-    return write_text(out, "\n".join(paths) + "\n")
+    return write_text(out, "\n".join(str(Path(s.path).resolve()) for s in _test_samples(manifest)) + "\n")
 
 
 def _class_table(manifest: Path, tags: Path) -> str:
     """Per true class of the test images: how many, and how many ``tag`` named correctly."""
-    import csv
     from collections import Counter
 
     from ..data.synthetic import UNSEEN
     from ..tagging.files import read_output
 
-    with open(manifest, newline="") as f:
-        truth = {str((manifest.parent / r["path"]).resolve()): r["class"] for r in csv.DictReader(f)
-                 if r["split"] == "test" and r["class"]}
+    truth = {str(Path(s.path).resolve()): s.extra["class"] for s in _test_samples(manifest) if s.extra.get("class")}
     _, records = read_output(tags)
     named = {r["path"]: r.get("class") for r in records}
     total, right = Counter(), Counter()

@@ -14,8 +14,8 @@ import sys
 from typing import TYPE_CHECKING, Any, Sequence
 
 from ..errors import AttrtagError
-from ..zeroshot.fields import ClassTagging
-from ._rules import add_class_options, class_options_given, class_tagging, load_rules, rules_from_dict
+from ..zeroshot.fields import ClassTagging, class_tagging_for
+from ._rules import add_class_options, class_options, class_options_given, warn, warn_unconstrained_overrides
 
 if TYPE_CHECKING:
     from ..schema import Schema
@@ -126,30 +126,21 @@ def classes_for_run(
 ) -> ClassTagging | None:
     """The class rules and options of a ``tag`` run: ``--rules``, else the model's own, else none.
 
-    Args:
-        args: parsed ``tag`` arguments.
-        schema: the model's schema.
-        embedded: rules stored in the model (``predictor.rules``) or None.
-        model_name: the model file's name, for messages.
-
-    Returns:
-        The class tagging, or None when the run has no rules.
-
     Raises:
         AttrtagError: bad rules ("file:line: ..."), or class options without rules.
     """
-    if args.rules:
-        return class_tagging(load_rules(args.rules, schema), args, schema, source=args.rules)
-    if embedded is not None and not args.no_rules:
-        source = f"{model_name} metadata"
-        tagging = class_tagging(rules_from_dict(embedded, schema, source=source), args, schema, source=source)
+    rules = args.rules if args.rules else (False if args.no_rules else None)
+    tagging = class_tagging_for(schema, embedded, rules, model_name=model_name, warn=warn, **class_options(args))
+    if tagging is None:
+        given = class_options_given(args)
+        if given:
+            why = "--no-rules was given" if args.no_rules else f"{model_name} embeds no rules"
+            raise AttrtagError(f"{', '.join(given)} need class rules, but {why}; pass --rules R")
+        return None
+    if not args.rules:
         _logger.info("classes: %s (--no-rules to skip them)", tagging.describe())
-        return tagging
-    given = class_options_given(args)
-    if given:
-        why = "--no-rules was given" if args.no_rules else f"{model_name} embeds no rules"
-        raise AttrtagError(f"{', '.join(given)} need class rules, but {why}; pass --rules R")
-    return None
+    warn_unconstrained_overrides(tagging)
+    return tagging
 
 
 def run(args: argparse.Namespace) -> int:

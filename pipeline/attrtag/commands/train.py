@@ -18,6 +18,8 @@ def register(sub: Any) -> None:
     p.add_argument("--pretrained", nargs="?", const="timm", default=None, metavar="PATH",
                    help="start from pretrained weights: timm's own (no value) or a local weights file")
     p.add_argument("--image-size", type=int, help="square input size (default: the backbone's)")
+    p.add_argument("--crop-mode", choices=("center", "squash", "border"),
+                   help="evaluation crop, timm's meaning (default: the backbone's, usually center)")
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch-size", type=int)
     p.add_argument("--lr", type=float)
@@ -38,7 +40,8 @@ def register(sub: Any) -> None:
 
 
 FLAG_TO_FIELD = {
-    "backbone": "backbone", "pretrained": "pretrained", "image_size": "image_size", "epochs": "epochs",
+    "backbone": "backbone", "pretrained": "pretrained", "image_size": "image_size", "crop_mode": "crop_mode",
+    "epochs": "epochs",
     "batch_size": "batch_size", "lr": "lr", "weight_decay": "weight_decay", "warmup_epochs": "warmup_epochs",
     "label_smoothing": "label_smoothing", "class_weights": "class_weights", "seed": "seed", "workers": "workers",
     "device": "device", "max_steps_per_epoch": "max_steps_per_epoch", "skip_bad_rows": "skip_bad_rows",

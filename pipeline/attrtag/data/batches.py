@@ -5,14 +5,12 @@ The one decode pipeline of the project: tagging, evaluation and int8 calibration
 orientation, resize) in a worker; failures never raise, they come back as a :class:`Decoded`
 with an ``error`` code, so a caller can account for every input.
 
-Why threads and not processes by default (measured on a 2-core machine, 640x480 JPEGs to a
-224 px centre crop): about 93% of decoding time is spent inside Pillow calls that release the
-GIL (JPEG decode 37%, bicubic resize 44%, the RGB copy 9%), so threads run in parallel. A
-thread pool cost 5.0 ms of CPU per image; a spawn process pool 6.9 ms (pickling the pixels back,
-the queue feeder) plus 0.2 s of CPU per worker to start, and a crashed worker process breaks the
-whole pool. ``worker_kind="process"`` stays available for decoders that hold the GIL. Thread
-workers also normalise (float32 rows for the model), which keeps ~1 ms per image off the thread
-that feeds the model; process workers return uint8 pixels (4x smaller to pass back).
+Threads, not processes, by default: nearly all decoding time is spent inside Pillow calls that
+release the GIL, so threads run in parallel without pickling pixels between processes (the
+measurements are in ``scripts/README.md``). ``worker_kind="process"`` stays available for
+decoders that hold the GIL. Thread workers also normalise (float32 rows for the model), which
+keeps that work off the thread that feeds the model; process workers return uint8 pixels (4x
+smaller to pass back).
 """
 from __future__ import annotations
 
@@ -39,9 +37,8 @@ WORKER_KINDS = ("thread", "process")
 def default_decode_workers() -> int:
     """Decode threads beside inference: half the usable CPUs, between 1 and 8.
 
-    On a CPU-only machine the model's own threads need the cores; measured on 2 cores with
-    resnetv2_50 (``scripts/bench_tagging.py end-to-end``), 1 decode thread gave end-to-end /
-    model-only 0.913 against 0.897 with 2.
+    On a CPU-only machine the model's own threads need the cores (``scripts/bench_tagging.py
+    end-to-end`` measured it; figures in ``scripts/README.md``).
     """
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return max(1, min(8, cpus // 2))

@@ -15,7 +15,7 @@ import torch
 
 from .._files import atomic_path
 from ..card import ModelCard
-from ..errors import CheckpointError
+from ..errors import CheckpointError, first_line
 from .model import AttributeModel, build_model
 
 FORMAT = "attrtag-checkpoint"
@@ -57,8 +57,9 @@ def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # torch raises many types for foreign or corrupt files
-        first = (str(err).splitlines() or [type(err).__name__])[0][:200]
-        raise CheckpointError(f"{path}: not an attrtag checkpoint or ONNX model (torch cannot read it: {first})") from None
+        raise CheckpointError(
+            f"{path}: not an attrtag checkpoint or ONNX model (torch cannot read it: {first_line(err, 200)})"
+        ) from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not an attrtag checkpoint (expected format '{FORMAT}')")
     if int(ckpt.get("version", 0)) > VERSION:

@@ -17,7 +17,7 @@ from torch import nn
 
 from ..card import DEFAULT_BACKBONE, ModelCard
 from ..data.preprocess import Preprocessing
-from ..errors import AttrtagError
+from ..errors import AttrtagError, first_line
 from ..schema import Schema
 from .head import GroupedHead
 
@@ -100,9 +100,8 @@ def create_backbone(name: str, *, pretrained: bool | str | Path = False) -> nn.M
         return timm.create_model(name, pretrained=bool(pretrained), **kwargs)
     except (OSError, RuntimeError) as err:
         if pretrained:
-            first = str(err).splitlines()[0] if str(err) else type(err).__name__
             raise AttrtagError(
-                f"could not load pretrained weights for '{name}' ({first}); without network access pass a "
+                f"could not load pretrained weights for '{name}' ({first_line(err)}); without network access pass a "
                 "local weights file with --pretrained PATH, or train from scratch without --pretrained"
             ) from None
         raise
@@ -162,7 +161,8 @@ def check_input_size(model: AttributeModel) -> None:
         with torch.no_grad():
             model(torch.zeros(1, 3, h, w))
     except (RuntimeError, ValueError, AssertionError) as err:
-        first = (str(err).splitlines() or [type(err).__name__])[0][:200]
-        raise AttrtagError(f"--image-size {h}x{w} does not work with backbone '{model.backbone_name}': {first}") from None
+        raise AttrtagError(
+            f"--image-size {h}x{w} does not work with backbone '{model.backbone_name}': {first_line(err, 200)}"
+        ) from None
     finally:
         model.train(was_training)

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 import numpy as np
 
 from ..card import ModelCard
-from ..errors import AttrtagError, CheckpointError, DeviceUnavailableError
+from ..errors import AttrtagError, CheckpointError, DeviceUnavailableError, first_line
 from ..schema import Schema
 from .api import check_batch, empty_output, parse_device
 
@@ -108,8 +108,7 @@ class OnnxModel:
             try:
                 self.session = ort.InferenceSession(str(self.path), options, providers=requested)
             except Exception as err:  # onnxruntime raises Fail/InvalidGraph/RuntimeException...
-                first = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
-                raise CheckpointError(f"{self.path}: ONNX Runtime cannot load the model ({first})") from None
+                raise CheckpointError(f"{self.path}: ONNX Runtime cannot load the model ({first_line(err)})") from None
 
         # What really runs it, not what was asked for.
         self.providers: list[str] = list(self.session.get_providers())

@@ -25,11 +25,9 @@ import numpy as np
 
 from ..data.batches import Decoded, decode_batches, decode_one, stack_inputs
 from ..data.images import DEFAULT_MAX_PIXELS, display_path
-from ..errors import AttrtagError
 from ..runtime import Predictor, open_predictor
 from ..schema import Schema
-from ..zeroshot.fields import CLASS_FIELDS, ClassTagging
-from ..zeroshot.rules import Rules
+from ..zeroshot.fields import CLASS_FIELDS, ClassTagging, class_tagging_for
 from .records import RecordLayout, TagRecord, round_probs
 
 _logger = logging.getLogger(__name__)
@@ -198,22 +196,13 @@ class TagWorker:
         self.predictor = open_predictor(model_path, device=device, threads=threads, batch_size_hint=batch_size)
         self.layout = RecordLayout(
             self.predictor.schema, top_k=top_k, thresholds=dict(thresholds or {}),
-            classes=self._classes(model_path, rules, class_top_k),
+            classes=class_tagging_for(
+                self.predictor.schema, self.predictor.rules, False if rules is None else True if rules == "embedded" else rules,
+                model_name=os.path.basename(model_path), top_k=class_top_k, warn=_logger.warning,
+            ),
         )
         self.max_pixels = max_pixels
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="attrtag-decode") if workers else None
-
-    def _classes(self, model_path: str, rules: str | None, top_k: int) -> ClassTagging | None:
-        if rules is None:
-            return None
-        schema = self.predictor.schema
-        if rules == "embedded":
-            if not self.predictor.rules:
-                raise AttrtagError(f"{model_path}: the model has no embedded rules; pass a rules file")
-            loaded = Rules.from_dict(self.predictor.rules, schema, source=f"{model_path} metadata")
-        else:
-            loaded = Rules.load(rules, schema)
-        return ClassTagging(loaded, top_k=top_k, source=str(rules))
 
     def __call__(self, batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Tag ``batch["path"]``; returns ``{column: array}`` with one row per path, in order."""

@@ -165,7 +165,7 @@ class RecordLayout:
 
         Args:
             path: display path.
-            code: short reason code (``attrtag.images.REASONS``).
+            code: short reason code (``attrtag.data.images.REASONS``).
             message: human-readable explanation; folded onto one line.
 
         Returns:

@@ -13,7 +13,7 @@ is then one matrix product per group. Pure numpy: no torch, no I/O.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Mapping
+from typing import Callable, Mapping
 
 import numpy as np
 
@@ -288,25 +288,38 @@ def _batch_size(probs: Mapping[str, np.ndarray]) -> int:
     return int(shape[0])
 
 
+def _group_arrays(
+    given: Mapping[str, np.ndarray], schema: Schema, needed: tuple[str, ...], *, what: str, missing: str,
+    shape: Callable[[str], tuple[int, ...]],
+) -> dict[str, np.ndarray]:
+    """float64 copies of the ``needed`` groups of ``given``, after checking names and shapes.
+
+    ``what`` names the argument in messages, ``missing`` says how to fix an absent group.
+    """
+    for name in given:
+        if name not in schema:
+            raise AttrtagError(f"{what}: unknown group '{name}' (schema groups: {', '.join(schema.names)})")
+    out = {}
+    for name in needed:
+        if name not in given:
+            raise AttrtagError(f"{what}: group '{name}' is constrained by the rules but {missing.format(name=name)}")
+        a = np.asarray(given[name], dtype=np.float64)
+        if a.shape != shape(name):
+            raise AttrtagError(f"{what}['{name}']: expected shape {shape(name)}, got {a.shape}")
+        out[name] = a
+    return out
+
+
 def _checked_probs(
     probs: Mapping[str, np.ndarray], schema: Schema, needed: tuple[str, ...]
 ) -> dict[str, np.ndarray]:
     """float64 copies of ``probs`` after checking groups, shapes and that rows are distributions."""
     n = _batch_size(probs)
-    for name in probs:
-        if name not in schema:
-            raise AttrtagError(f"probs: unknown group '{name}' (schema groups: {', '.join(schema.names)})")
-    out = {}
-    for name in needed:
-        if name not in probs:
-            raise AttrtagError(
-                f"probs: group '{name}' is constrained by the rules but missing; pass the model's "
-                f"softmax for it (or override it)"
-            )
-        a = np.asarray(probs[name], dtype=np.float64)
-        expected = (n, len(schema[name]))
-        if a.shape != expected:
-            raise AttrtagError(f"probs['{name}']: expected shape {expected}, got {a.shape}")
+    out = _group_arrays(
+        probs, schema, needed, what="probs", shape=lambda g: (n, len(schema[g])),
+        missing="missing; pass the model's softmax for it (or override it)",
+    )
+    for name, a in out.items():
         if not np.all(np.isfinite(a)):
             raise AttrtagError(f"probs['{name}']: contains NaN or inf")
         sums = a.sum(axis=1)
@@ -317,7 +330,6 @@ def _checked_probs(
                 f"{sums[row]:.4g}, values in [{a.min():.4g}, {a.max():.4g}]); pass the softmax of "
                 "each group's logits, not the logits"
             )
-        out[name] = a
     return out
 
 
@@ -325,19 +337,11 @@ def _checked_priors(
     priors: Mapping[str, np.ndarray], schema: Schema, needed: tuple[str, ...]
 ) -> dict[str, np.ndarray]:
     """Each needed group's prior, checked and normalised to sum to 1."""
-    for name in priors:
-        if name not in schema:
-            raise AttrtagError(f"priors: unknown group '{name}' (schema groups: {', '.join(schema.names)})")
-    out = {}
-    for name in needed:
-        if name not in priors:
-            raise AttrtagError(
-                f"priors: group '{name}' is constrained by the rules but has no prior; pass its "
-                f"training frequencies (or uniform ones: np.ones({len(schema[name])}))"
-            )
-        a = np.asarray(priors[name], dtype=np.float64)
-        if a.shape != (len(schema[name]),):
-            raise AttrtagError(f"priors['{name}']: expected shape ({len(schema[name])},), got {a.shape}")
+    out = _group_arrays(
+        priors, schema, needed, what="priors", shape=lambda g: (len(schema[g]),),
+        missing="has no prior; pass its training frequencies (or uniform ones: np.ones(n_values))",
+    )
+    for name, a in out.items():
         if not np.all(np.isfinite(a)) or a.min() < 0 or a.sum() <= 0:
             raise AttrtagError(f"priors['{name}']: frequencies must be finite, >= 0 and not all 0, got {a.tolist()}")
         out[name] = a / a.sum()

@@ -8,6 +8,7 @@ not per batch. Pure numpy: no torch, no I/O.
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
@@ -16,7 +17,7 @@ import numpy as np
 from ..errors import AttrtagError
 from ..schema import Schema
 from .classifier import ClassScorer
-from .rules import Rules
+from .rules import Rules, RulesSource, resolve_rules
 
 #: Record fields (and flat columns, in this order) added by :class:`ClassTagging`.
 CLASS_FIELDS = ("class", "class_prob", "classes", "class_explanation")
@@ -149,3 +150,52 @@ class ClassTagging:
         if self.overrides:
             opts.append("set " + ", ".join(f"{g}={v}" for g, v in self.overrides.items()))
         return f"{len(self.rules)} classes from {self.source or 'rules'} ({'; '.join(opts)})"
+
+
+def class_tagging_for(
+    schema: Schema,
+    embedded: Mapping[str, Any] | None,
+    rules: RulesSource | bool | None,
+    *,
+    model_name: str,
+    top_k: int = DEFAULT_TOP_K,
+    unknown_threshold: float = 0.0,
+    overrides: Mapping[str, str] | None = None,
+    warn: Any = None,
+) -> ClassTagging | None:
+    """The class rules and options of a tagging run: given rules, else the model's own, else none.
+
+    Args:
+        schema: the model's schema.
+        embedded: rules stored in the model's card, or None.
+        rules: rules to use (file, dict, :class:`Rules`); ``None`` the embedded ones when there
+            are any; ``True`` the embedded ones, which must exist; ``False`` none.
+        model_name: the model file's name, for messages.
+        top_k: classes listed per record.
+        unknown_threshold: ``class`` is ``unknown`` below this normalised probability.
+        overrides: interventions (group -> value).
+        warn: called with each lint warning of the rules (default: ignored).
+
+    Returns:
+        The class tagging, or None when the run has no rules.
+
+    Raises:
+        AttrtagError: bad rules ("file:line: ..."), no embedded rules with ``True``, bad options.
+    """
+    if rules is False or (rules is None and embedded is None):
+        return None
+    if rules is None or rules is True:
+        if embedded is None:
+            raise AttrtagError(f"{model_name}: the model has no embedded rules; pass a rules file")
+        loaded, source = resolve_rules(embedded, schema, source=f"{model_name} metadata"), f"{model_name} metadata"
+    else:
+        loaded = resolve_rules(rules, schema)
+        source = str(rules) if isinstance(rules, (str, os.PathLike)) else "rules"
+    found, warnings = loaded
+    for message in warnings:
+        if warn is not None:
+            warn(message)
+    tagging = ClassTagging(found, top_k=top_k, unknown_threshold=unknown_threshold, overrides=dict(overrides or {}),
+                           source=source)
+    tagging.check(schema)
+    return tagging

@@ -11,9 +11,10 @@ with the message of :func:`unscorable_message`.
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping, Union
 
 from .._yaml import load_yaml
 from ..errors import SchemaError
@@ -383,3 +384,33 @@ def lint(rules: Rules, schema: Schema | None = None) -> list[str]:
 def unscorable_message(rule: Rule) -> str:
     """The one wording of "this class constrains no group", for lint warnings and errors."""
     return f"{rule.where or 'rules'}: class '{rule.name}' constrains no group; it cannot be scored"
+
+
+#: What :func:`resolve_rules` takes: a rules file, the dict form, or rules already parsed.
+RulesSource = Union["Rules", str, "os.PathLike[str]", Mapping[str, Any]]
+
+
+def resolve_rules(rules: RulesSource, schema: Schema, *, source: str | None = None) -> tuple[Rules, list[str]]:
+    """Rules from wherever they come, checked against ``schema``: the one way to load them.
+
+    Args:
+        rules: a YAML file, the ``{"classes": ...}`` dict (model metadata, an output header) or
+            a :class:`Rules`.
+        schema: the model's schema.
+        source: names a dict's origin in messages (default ``"rules"``).
+
+    Returns:
+        ``(rules, warnings)``: the rules without classes that constrain nothing, and the
+        :func:`lint` warnings (the caller prints or logs them).
+
+    Raises:
+        SchemaError: anything that makes the rules unusable, naming file and line.
+    """
+    if isinstance(rules, Rules):
+        loaded = rules
+        loaded.check(schema)
+    elif isinstance(rules, Mapping):
+        loaded = Rules.from_dict(rules, schema, source=source or "rules")
+    else:
+        loaded = Rules.load(rules, schema)
+    return loaded.scorable(), lint(loaded, schema)
