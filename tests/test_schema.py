@@ -54,3 +54,26 @@ def test_check_same_says_expected_and_got():
     with pytest.raises(SchemaError, match=r"expected \['x', 'y'\], got \['y', 'x'\]"):
         a.check_same(b, what="resume")
     a.check_same(Schema.from_dict({"g": ["x", "y"]}), what="same")
+
+
+@pytest.mark.parametrize(
+    "groups, fragment",
+    [
+        ({"a": ["x", "NA"]}, "invalid value 'NA'"),
+        ({"a": ["x", ""]}, "invalid value ''"),
+        ({"a": ["x", 1]}, "invalid value 1"),
+        ({"a": ["x", "x"]}, "lists value 'x' twice"),
+        ({"a": []}, "group 'a' is empty"),
+        ({}, "non-empty mapping"),
+    ],
+)
+def test_stored_dicts_get_the_same_checks_as_files(tmp_path, groups, fragment):
+    # One validator: what a schema file may not say, a checkpoint's or ONNX file's schema may not either.
+    with pytest.raises(SchemaError, match=fragment) as e:
+        Schema.from_dict(groups, source="model.onnx metadata")
+    assert str(e.value).startswith("model.onnx metadata")
+    if groups and all(isinstance(v, str) for vs in groups.values() for v in vs):  # YAML reads 1 as "1"
+        text = "groups:\n" + "".join(f"  {g}: [{', '.join(repr(v) if v == '' else str(v) for v in vs)}]\n"
+                                     for g, vs in groups.items())
+        with pytest.raises(SchemaError, match=fragment.split("'")[0]):
+            Schema.load(write(tmp_path, text))

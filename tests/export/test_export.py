@@ -234,3 +234,17 @@ def test_cli_bad_checkpoint_is_one_line_exit_2(tmp_path: Path, capsys: pytest.Ca
 def test_cli_int8_needs_calibration_manifest(ckpt: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code = main(["export", "--checkpoint", str(ckpt), "--out", str(tmp_path / "q.onnx"), "--int8"])
     assert code == 2 and "--calib-manifest" in capsys.readouterr().err
+
+
+def test_old_module_names_still_import_with_a_deprecation_warning() -> None:
+    import importlib
+    import sys
+
+    from attrtag.runtime.onnx_backend import OnnxModel
+
+    for name in ("attrtag_onnx.runtime", "attrtag_onnx.onnx_export"):
+        sys.modules.pop(name, None)
+        with pytest.warns(DeprecationWarning, match="attrtag_onnx"):
+            module = importlib.import_module(name)
+        assert hasattr(module, "OnnxModel" if name.endswith("runtime") else "export_onnx")
+    assert importlib.import_module("attrtag_onnx.runtime").OnnxModel is OnnxModel

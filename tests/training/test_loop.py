@@ -9,7 +9,7 @@ from attrtag.model import load_checkpoint
 from attrtag.cli import main
 from attrtag.training.config import TrainConfig
 from attrtag.errors import AttrtagError
-from attrtag.data.manifest import read_manifest
+from attrtag.data.manifest import label_counts, read_manifest
 from attrtag.schema import Schema
 from attrtag.training.loop import train
 
@@ -42,6 +42,10 @@ def test_run_folder_contents_and_safe_checkpoint(tiny_data, tmp_path):
     card = ckpt["card"]
     assert ckpt["epoch"] == 1 and card.backbone == "test_resnet"
     assert card.schema == Schema.load(tiny_data[0])
+    schema = Schema.load(tiny_data[0])
+    train_samples = read_manifest(tiny_data[1], schema).split("train")
+    assert card.label_counts == label_counts(schema, train_samples)  # the priors travel with the model
+    assert sum(card.label_counts["colour"]) == sum(s.labels[0] >= 0 for s in train_samples) > 0
     assert card.preprocessing.input_size == (32, 32) and "optimizer" in ckpt
     hist = json.loads((tmp_path / "run" / "history.json").read_text())
     assert [h["epoch"] for h in hist] == [1, 2]

@@ -4,7 +4,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from attrtag.training.loss import MaskedGroupedCrossEntropy, class_weights_from_counts, label_counts
+from attrtag.data.manifest import Sample, label_counts
+from attrtag.training.loss import MaskedGroupedCrossEntropy, class_weights_from_counts
 from attrtag.schema import Schema
 
 SCHEMA = Schema.from_dict({"a": ["x", "y", "z"], "b": ["p", "q"], "c": [f"v{i}" for i in range(7)]})
@@ -58,10 +59,11 @@ def test_group_and_class_weights_and_smoothing():
 
 
 def test_class_weights_from_labelled_counts_only():
-    t = torch.tensor([[0, -1, -1], [0, -1, -1], [0, 1, -1], [2, 1, -1], [-1, 0, -1]])
-    counts = label_counts(t, SCHEMA.sizes)
-    assert counts[0].tolist() == [3, 0, 1] and counts[1].tolist() == [1, 2] and counts[2].sum() == 0
-    w = class_weights_from_counts(counts[0])
+    rows = [(0, -1, -1), (0, -1, -1), (0, 1, -1), (2, 1, -1), (-1, 0, -1)]
+    counts = label_counts(SCHEMA, [Sample(f"{i}.png", r) for i, r in enumerate(rows)])
+    first = list(counts)[0]
+    assert list(counts.values())[:2] == [(3, 0, 1), (1, 2)] and sum(list(counts.values())[2]) == 0
+    w = class_weights_from_counts(torch.tensor(counts[first]))
     assert w[1] == 0 and w[2] > w[0] and torch.isclose(w[w > 0].mean(), torch.tensor(1.0))
 
 

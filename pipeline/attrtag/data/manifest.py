@@ -215,6 +215,14 @@ def coverage(schema: Schema, samples: Iterable[Sample]) -> list[GroupCoverage]:
     return out
 
 
+def label_counts(schema: Schema, samples: Iterable[Sample]) -> dict[str, tuple[int, ...]]:
+    """``{group: (images labelled with each value, in schema order)}`` over ``samples``.
+
+    What a model card stores as ``label_counts`` (the training label priors).
+    """
+    return {c.group: tuple(n for _, n in c.per_value) for c in coverage(schema, samples)}
+
+
 def format_coverage(cov: list[GroupCoverage]) -> str:
     """A small text table: group, labelled/total (%), then value=count pairs."""
     lines = []

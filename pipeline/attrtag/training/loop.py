@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from ..data.loader import ImageDataset, make_loader
-from ..data.manifest import Manifest, Sample
+from ..data.manifest import Manifest, Sample, label_counts
 from ..errors import AttrtagError
 from ..evaluation.evaluate import compute_metrics, predict, val_loss
 from ..evaluation.metrics import GroupMetrics, summary_score
@@ -33,7 +33,7 @@ from ..runtime.torch_backend import TorchPredictor, torch_device
 from ..schema import Schema
 from .config import TrainConfig
 from .history import write_history
-from .loss import MaskedGroupedCrossEntropy, MaskedSigmoidBCE, class_weights_from_counts, label_counts
+from .loss import MaskedGroupedCrossEntropy, MaskedSigmoidBCE, class_weights_from_counts
 
 _logger = logging.getLogger(__name__)
 
@@ -152,6 +152,9 @@ def prepare_run(
     )
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
+    else:
+        # The card records what the model was taught: zero-shot priors and rule lint need it.
+        model.card = model.card.replace(label_counts=label_counts(schema, train_samples))
     check_input_size(model)
     model.to(device)
     if device.type == "cuda" and cfg.channels_last:
@@ -159,8 +162,8 @@ def prepare_run(
 
     class_weights = None
     if cfg.class_weights:
-        targets = torch.tensor([s.labels for s in train_samples], dtype=torch.long)
-        class_weights = {n: class_weights_from_counts(c) for n, c in zip(schema.names, label_counts(targets, schema.sizes))}
+        counts = model.card.label_counts or label_counts(schema, train_samples)
+        class_weights = {n: class_weights_from_counts(torch.tensor(counts[n])) for n in schema.names}
     criterion = make_criterion(cfg, schema, class_weights).to(device)
 
     train_set = ImageDataset(train_samples, model.card.preprocessing, seed=cfg.seed)

@@ -5,7 +5,7 @@ an image has no label for that group (nanoGPT's ``ignore_index=-1`` convention).
 """
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from typing import Mapping
 
 import torch
 import torch.nn.functional as F
@@ -76,15 +76,6 @@ class MaskedGroupedCrossEntropy(nn.Module):
             total = term if total is None else total + term
         out["loss"] = total  # type: ignore[assignment]
         return out
-
-
-def label_counts(targets: torch.Tensor, sizes: Sequence[int]) -> list[torch.Tensor]:
-    """Per group, how many labelled images carry each value (``-1`` ignored)."""
-    out = []
-    for j, n in enumerate(sizes):
-        t = targets[:, j]
-        out.append(torch.bincount(t[t != IGNORE], minlength=n)[:n])
-    return out
 
 
 def class_weights_from_counts(counts: torch.Tensor, *, power: float = 0.5) -> torch.Tensor:
