@@ -44,11 +44,11 @@ if TYPE_CHECKING:
     from .evaluation.evaluate import Evaluation
     from .training.loop import TrainResult
 
-#: What :meth:`Tagger.tag` and :meth:`Tagger.predict` take: a path (file, folder, glob,
-#: ``@list.txt``), a PIL image, an RGB ``uint8`` array ``(H, W, 3)`` (or grey ``(H, W)``), or a
-#: sequence mixing them.
 _logger = logging.getLogger(__name__)
 
+#: What :meth:`Tagger.tag` and :meth:`Tagger.predict` take: a path (file, folder, glob,
+#: ``@list.txt``), a PIL image, an RGB ``uint8`` array ``(H, W, 3)`` (or grey ``(H, W)``), or a
+#: sequence of either paths or images.
 Images = Union[str, os.PathLike, Image.Image, np.ndarray, Sequence[Union[str, os.PathLike, Image.Image, np.ndarray]]]
 
 
