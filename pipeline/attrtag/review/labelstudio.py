@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import urllib.parse
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any, Sequence
@@ -19,7 +18,7 @@ from .._files import atomic_dir
 from ..schema import Schema
 from ..tagging.records import TagRecord
 from ..zeroshot.fields import UNKNOWN
-from .sources import TagSet
+from .sources import TagSet, relative_url
 
 #: Label Studio's URL for files it serves from ``LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT``.
 LOCAL_FILES_URL = "/data/local-files/?d="
@@ -91,12 +90,6 @@ def _choice(name: str, image: str, value: str, prob: float) -> dict[str, Any]:
             "value": {"choices": [value]}, "score": prob}
 
 
-def image_url(path: str | os.PathLike[str], document_root: str | os.PathLike[str], prefix: str) -> str:
-    """``prefix`` + the image's path relative to ``document_root``, URL-quoted."""
-    rel = os.path.relpath(os.path.abspath(path), os.path.abspath(document_root))
-    return prefix + urllib.parse.quote(Path(rel).as_posix(), safe="/")
-
-
 def common_root(paths: Sequence[str | os.PathLike[str]]) -> Path:
     """The deepest folder that holds every path (the default local-files document root)."""
     folders = [os.path.dirname(os.path.abspath(p)) for p in paths]
@@ -128,7 +121,7 @@ def write_labelstudio(
     """
     tagged = tags.tagged
     root = Path(document_root) if document_root is not None else common_root([tags.image_path(r) for r in tagged])
-    tasks = [task(tags, r, image_url(tags.image_path(r), root, url_prefix)) for r in tagged]
+    tasks = [task(tags, r, url_prefix + relative_url(tags.image_path(r), root)) for r in tagged]
     tasks.sort(key=lambda t: t["predictions"][0]["score"])
     with atomic_dir(out) as tmp:
         # One task per line: diffable, and greppable by path.

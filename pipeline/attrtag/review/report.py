@@ -19,7 +19,6 @@ import datetime
 import io
 import logging
 import os
-import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -29,7 +28,7 @@ from ..data.batches import decode_batches
 from ..data.preprocess import Preprocessing
 from ..errors import AttrtagError
 from ..zeroshot.fields import UNKNOWN
-from .sources import TagSet
+from .sources import TagSet, relative_url
 
 _logger = logging.getLogger(__name__)
 
@@ -108,13 +107,6 @@ def embedded_thumbnails(
         if progress is not None:
             progress(len(out))
     return out
-
-
-def linked_thumbnails(paths: Sequence[str | os.PathLike[str]], report: Path) -> list[str]:
-    """Each image's URL relative to the report's folder (the page must stay beside the images)."""
-    folder = os.path.abspath(report.parent)
-    return [urllib.parse.quote(Path(os.path.relpath(os.path.abspath(p), folder)).as_posix(), safe="/")
-            for p in paths]
 
 
 def report_data(tags: TagSet, thumbnails: Sequence[str | None], thresholds: Mapping[str, float]) -> dict[str, Any]:
@@ -197,7 +189,7 @@ def write_report(
     if thumbnails == "embed":
         thumbs: list[str | None] = embedded_thumbnails(paths, size=thumb_size, workers=workers, progress=progress)
     else:
-        thumbs = list(linked_thumbnails(paths, out))
+        thumbs = [relative_url(p, out.parent) for p in paths]  # the page must stay beside the images
     data = report_data(tags, thumbs, report_thresholds(tags, thresholds))
     html = render_report(data, title=f"attrtag report: {tags.source.name}")
     write_text(out, html)

@@ -7,6 +7,7 @@ format needs the file itself (to show it, or to point a tool at it), hence ``roo
 from __future__ import annotations
 
 import os
+import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,6 +60,12 @@ class TagSet:
         """One line for summaries: the file, how many records, the model."""
         failed = len(self.records) - len(self.tagged)
         return f"{self.source}: {len(self.records)} records ({failed} failed), model {self.meta.model}"
+
+
+def relative_url(path: str | os.PathLike[str], base: str | os.PathLike[str]) -> str:
+    """``path`` relative to the folder ``base``, as a URL-quoted POSIX path (``../img/a%20b.jpg``)."""
+    rel = os.path.relpath(os.path.abspath(path), os.path.abspath(base))
+    return urllib.parse.quote(Path(rel).as_posix(), safe="/")
 
 
 def load_tags(path: str | os.PathLike[str], *, root: str | os.PathLike[str] | None = None) -> TagSet:

@@ -110,7 +110,9 @@ def _repair_tail(path: Path, *, repair: bool) -> None:
     if end == size:
         return
     if not repair:
-        raise OutputError(f"{path}: the last record is incomplete (an interrupted run); rerun the command to repair it")
+        raise OutputError(
+            f"{path}: the last record is incomplete (an interrupted run); rerun the tagging command to repair it"
+        )
     _logger.warning("%s: removing an incomplete last record (%d bytes) left by an interrupted run", path, size - end)
     with open(path, "r+b") as f:
         f.truncate(end)
