@@ -171,6 +171,19 @@ def test_ground_truth_wins_over_later_annotations(tmp_path: Path) -> None:
     assert c.labels == {"colour": "red"}
 
 
+def test_the_newest_annotation_counts_and_skipped_ones_do_not(tmp_path: Path) -> None:
+    _, tasks = ls_tasks(tmp_path, 2)
+    newer = annotated_export(tasks[:1], [{"colour": "blue"}], created_at="2026-03-02T10:00:00Z")[0]["annotations"]
+    older = annotated_export(tasks[:1], [{"colour": "green"}], created_at="2026-03-01T10:00:00Z")[0]["annotations"]
+    skipped = annotated_export(tasks[:1], [{"colour": "red"}], created_at="2026-03-03T10:00:00Z",
+                               skipped=True)[0]["annotations"]
+    data = [{**annotated_export(tasks[:1], [None])[0], "annotations": newer + older + skipped}]
+    export = tmp_path / "export.json"
+    export.write_text(json.dumps(data), encoding="utf-8")
+    (c,) = read_labelstudio_export(export, SCHEMA, root=tmp_path)
+    assert c.labels == {"colour": "blue"}
+
+
 def bad_export(tmp_path: Path, region: dict[str, Any]) -> Path:
     _, tasks = ls_tasks(tmp_path, 3)
     data = annotated_export(tasks, [{"colour": "red"}, {"band": "top"}, {"shape": "s1"}])

@@ -106,7 +106,7 @@ def test_uncertain_thresholds_come_from_the_option_then_the_tags_then_a_default(
 
 @pytest.mark.parametrize("damage, match", [
     ("sidecar", r"tags\.csv: no tags\.csv\.meta\.json next to it"),
-    ("torn", r"tags\.csv: the last record is incomplete"),
+    ("torn", r"tags\.csv:7: the last record is incomplete"),
     ("header", r"tags\.csv\.meta\.json: unreadable attrtag header"),
 ])
 def test_a_tag_file_that_is_not_one_is_one_line_and_writes_nothing(

@@ -140,7 +140,7 @@ def test_an_old_layout_file_with_a_torn_last_line_is_repaired_on_resume(tmp_path
     _old_layout_file(out, _meta(layout), recs[:3])
     with open(out, "ab") as f:
         f.write(json.dumps(recs[3]).encode()[:40])
-    with pytest.raises(OutputError, match=r"old\.jsonl: the last record is incomplete"):
+    with pytest.raises(OutputError, match=r"old\.jsonl:5: the last record is incomplete"):
         read_output(out)
     with open_output(out, _meta(layout)) as w:
         assert len(w.done) == 3

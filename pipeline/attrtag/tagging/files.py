@@ -110,8 +110,10 @@ def _repair_tail(path: Path, *, repair: bool) -> None:
     if end == size:
         return
     if not repair:
+        with open(path, "rb") as f:  # the torn line's number, for the message (an error path: one read)
+            line = sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b"")) + 1
         raise OutputError(
-            f"{path}: the last record is incomplete (an interrupted run); rerun the tagging command to repair it"
+            f"{path}:{line}: the last record is incomplete (an interrupted run); rerun the tagging command to repair it"
         )
     _logger.warning("%s: removing an incomplete last record (%d bytes) left by an interrupted run", path, size - end)
     with open(path, "r+b") as f:
