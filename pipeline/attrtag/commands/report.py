@@ -16,9 +16,9 @@ confidence, a grid of the images with their values and confidences (least sure f
 by group, value, class, failure reason and "uncertain", and the failed files with their reasons.
 No server, nothing fetched: open it in any browser, offline.
 
-Thumbnails are embedded by default (small JPEGs: the file is self-contained, about 40 MB per
+Thumbnails are embedded by default (small JPEGs: the file is self-contained, about 34 MB per
 10,000 images at 128 px); --thumbnails link points at the original images relative to the page
-instead (a few MB per 10,000 images, no decoding, but the page must stay beside the images).
+instead (about 2.4 MB per 10,000 images, no decoding, but the page must stay beside the images).
 "Uncertain": a group whose top probability is below its threshold (--threshold, else the
 thresholds the tags were written with, else 0.5).
 """

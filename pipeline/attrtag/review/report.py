@@ -62,7 +62,7 @@ def report_thresholds(tags: TagSet, given: Mapping[str, float] | None = None) ->
     """Per group, the probability below which the report calls a group uncertain.
 
     ``given`` (``--threshold``) wins; else the thresholds the tags were written with; else
-    :data:`DEFAULT_THRESHOLD` for the groups without one.
+    :data:`DEFAULT_THRESHOLD` for every group. Groups left out are never uncertain.
     """
     own = dict(tags.meta.layout.thresholds)
     base = given if given else own
