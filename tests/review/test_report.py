@@ -144,3 +144,14 @@ def test_bad_options_are_one_line(tmp_path: Path, tags_dir: tuple[Path, list], c
         err = capsys.readouterr().err
         assert rc == 2 and match in err and err.count("\n") == 1, (argv, err)
     assert not (tmp_path / "x").exists() and not (tmp_path / "r.html").exists()
+
+
+def test_a_record_with_a_value_outside_its_schema_is_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    tags, recs = make_tags(tmp_path, 3, classes=False)
+    lines = tags.read_text(encoding="utf-8").splitlines(keepends=True)
+    lines[0] = lines[0].replace('"colour": "', '"colour": "purple', 1)
+    tags.write_text("".join(lines), encoding="utf-8")
+    rc = main(["report", str(tags), "--out", str(tmp_path / "r.html"), "--root", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert rc == 2 and f"record '{recs[0]['path']}' has 'purple" in err and err.count("\n") == 1
+    assert not (tmp_path / "r.html").exists()

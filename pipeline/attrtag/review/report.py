@@ -26,7 +26,7 @@ from typing import Any, Callable, Mapping, Sequence
 from .._files import write_text
 from ..data.batches import decode_batches
 from ..data.preprocess import Preprocessing
-from ..errors import AttrtagError
+from ..errors import AttrtagError, OutputError
 from ..zeroshot.fields import UNKNOWN
 from .sources import TagSet, relative_url
 
@@ -125,7 +125,13 @@ def report_data(tags: TagSet, thumbnails: Sequence[str | None], thresholds: Mapp
         if "error" in r:
             items.append([r["path"], None, None, None, -1, None, errors.index(r["error"]), r.get("message", "")])
             continue
-        values = [schema[g].values.index(r[g]) for g in schema.names]
+        try:
+            values = [schema[g].index(r[g]) for g in schema.names]
+        except KeyError as err:
+            raise OutputError(
+                f"{tags.source}: record '{r['path']}' has {err} where its header's schema has no such value; "
+                "the file was edited or is corrupt"
+            ) from None
         probs = [r[f"{g}_prob"] for g in schema.names]
         cls = classes.index(r["class"]) if classes is not None and "class" in r else -1
         items.append([r["path"], next(thumbs), values, probs, cls, r.get("class_prob"), -1, ""])
@@ -186,11 +192,14 @@ def write_report(
         raise AttrtagError(f"--thumb-size {thumb_size}: choose between 16 and 512 pixels")
     out = Path(out)
     paths = [tags.image_path(r) for r in tags.tagged]
+    # The data first: a bad record fails before minutes of thumbnail decoding, not after.
+    data = report_data(tags, [None] * len(paths), report_thresholds(tags, thresholds))
     if thumbnails == "embed":
         thumbs: list[str | None] = embedded_thumbnails(paths, size=thumb_size, workers=workers, progress=progress)
     else:
         thumbs = [relative_url(p, out.parent) for p in paths]  # the page must stay beside the images
-    data = report_data(tags, thumbs, report_thresholds(tags, thresholds))
+    for item, thumb in zip((it for it in data["items"] if it[6] < 0), thumbs):
+        item[1] = thumb
     html = render_report(data, title=f"attrtag report: {tags.source.name}")
     write_text(out, html)
     return ReportSummary(out, len(tags.records), len(tags.records) - len(paths), sum(t is None for t in thumbs),
