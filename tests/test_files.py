@@ -1,6 +1,6 @@
 import pytest
 
-from attrtag._files import atomic_path, write_text
+from attrtag._files import atomic_dir, atomic_path, write_text
 
 
 def test_replaces_whole_file_and_leaves_no_temporaries(tmp_path):
@@ -18,3 +18,27 @@ def test_failure_keeps_the_old_file(tmp_path):
             tmp.write_text("half")
             raise RuntimeError("killed mid-write")
     assert p.read_text() == "old" and [x.name for x in tmp_path.iterdir()] == ["out.txt"]
+
+
+def test_a_folder_is_replaced_whole_or_not_at_all(tmp_path):
+    out = tmp_path / "dataset"
+    with atomic_dir(out) as tmp:
+        (tmp / "a.json").write_text("1")
+    with pytest.raises(RuntimeError):
+        with atomic_dir(out) as tmp:
+            (tmp / "b.json").write_text("half")
+            raise RuntimeError("killed mid-write")
+    assert [x.name for x in out.iterdir()] == ["a.json"]
+    with atomic_dir(out) as tmp:
+        (tmp / "c.json").write_text("2")
+    assert [x.name for x in out.iterdir()] == ["c.json"]
+    assert [x.name for x in tmp_path.iterdir()] == ["dataset"]  # no temporary or old folder left
+    assert out.stat().st_mode & 0o777 == 0o777 & ~_umask()  # an ordinary folder, not mkdtemp's 0700
+
+
+def _umask():
+    import os
+
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

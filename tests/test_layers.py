@@ -29,6 +29,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("attrtag.evaluation",),
     ("attrtag.training",),
     ("attrtag.tagging", "attrtag_onnx"),
+    ("attrtag.review",),  # tags -> FiftyOne, Label Studio, HTML report; corrections -> manifest
     ("attrtag.api", "attrtag"),  # the package itself re-exports the API lazily
     ("attrtag.commands", "attrtag.cli", "attrtag.__main__"),
 ]

@@ -16,7 +16,7 @@ from . import __version__
 from .errors import AttrtagError
 
 # Imported lazily by name: ``attrtag tag model.onnx`` must not pay for (or need) torch.
-COMMANDS = ("demo", "train", "evaluate", "export", "tag", "classify")
+COMMANDS = ("demo", "train", "evaluate", "export", "tag", "classify", "convert", "report")
 #: Old names that still work: name -> the module that registers them.
 ALIASES = {"infer": "classify"}
 

@@ -40,7 +40,7 @@ def register(sub: Any) -> None:
         ("infer", "alias of 'classify' (its old name)"),
     ):
         p = sub.add_parser(name, help=helptext, description=_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
-        p.add_argument("tags", metavar="TAGS", help="output of 'attrtag tag' (.jsonl, .csv with its .meta.json, .parquet)")
+        p.add_argument("tags", metavar="TAGS", help="output of 'attrtag tag' (.jsonl/.csv with its .meta.json, .parquet)")
         p.add_argument("--out", required=True, metavar="FILE", help="output file: .jsonl, .csv or .parquet")
         p.add_argument("--rules", metavar="R", help="class rules YAML (default: the rules in TAGS' header)")
         add_class_options(p, defaults_from=", or TAGS' own")

@@ -1,4 +1,4 @@
-"""``attrtag demo``: generate a synthetic world, train, evaluate, export, tag and name unseen classes.
+"""``attrtag demo``: generate a synthetic world, train, evaluate, export, tag, name unseen classes, report.
 
 Every step prints the ``attrtag`` command that does the same thing and runs it through the same
 code, so the demo doubles as a tutorial. Designed to finish in a few minutes on 2 CPU cores.
@@ -118,10 +118,16 @@ def run(args: argparse.Namespace) -> int:
                                                     "--overwrite", "--workers", str(args.workers), "--no-progress"], main)
     print("\n== classes named by `attrtag tag` (rules embedded in model.onnx; all 16 classes are candidates)")
     print(_class_table(manifest, tags))
+    report = out / "report.html"
+    _step("write the report: open it in a browser (offline, one file)",
+          ["report", str(tags), "--out", str(report), "--overwrite", "--workers", str(args.workers), "--no-progress"],
+          main)
     print(f"\ndemo finished in {time.perf_counter() - t_start:.0f} s. Everything is in {out}/:")
     print(f"  data      {data}/ (images, manifest.csv, schema.yaml, rules.yaml)")
     print(f"  run       {run_dir}/ (best.pt, last.pt, history.json, curves.png)")
     print(f"  eval      {out / 'eval_test'}/ (metrics.json, confusion_*.png)")
     print(f"  model     {onnx_path} (self-describing: schema, preprocessing and rules in its metadata)")
-    print(f"  tags      {tags} (one record per test image)")
+    print(f"  tags      {tags} (one record per test image; header in {tags.name}.meta.json)")
+    print(f"  report    {report} (histograms, filters, least sure first)")
+    print(f"\nopen the report: {report.resolve().as_uri()}")
     return 0

@@ -36,7 +36,8 @@ output with other rules or --set interventions without running the model.
 Resumable: rerun the same command after a crash or kill and the images already in --out are
 skipped, the rest appended. An output made by another model, schema, --top-k, --threshold or
 class rules and options is refused (use --overwrite or another --out). Parquet output is written
-at the end; until then the records live in FILE.partial.jsonl.
+at the end; until then the records live in FILE.partial.jsonl. JSONL and CSV files hold records
+only (any tool reads them as they are); what made them is in FILE.meta.json beside them.
 """
 
 

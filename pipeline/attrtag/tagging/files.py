@@ -3,12 +3,16 @@
 The formats, where each keeps its header, and the resume and crash guarantees are specified in
 ``datasets/OUTPUT.md``: every write appends whole records and fsyncs; a torn last line is cut
 off on resume; Parquet is written through a JSONL sidecar and replaced atomically at the end.
+JSONL and CSV files hold records only, so any reader takes them as they are; their header lives
+in ``FILE.meta.json`` beside them. JSONL files written before that (header object on line 1)
+are still read and resumed as they are.
 """
 from __future__ import annotations
 
 import csv
 import glob
 import io
+import itertools
 import json
 import logging
 import os
@@ -74,7 +78,7 @@ def open_output(
     kind = output_format(path, fmt)
     path.parent.mkdir(parents=True, exist_ok=True)
     if overwrite:
-        for p in (path, _csv_meta_path(path), _partial_path(path)):
+        for p in (path, _meta_path(path), _partial_path(path)):
             p.unlink(missing_ok=True)
     if kind == "jsonl":
         return _JsonlWriter(path, meta)
@@ -106,7 +110,11 @@ def _repair_tail(path: Path, *, repair: bool) -> None:
     if end == size:
         return
     if not repair:
-        raise OutputError(f"{path}: the last record is incomplete (an interrupted run); rerun the command to repair it")
+        with open(path, "rb") as f:  # the torn line's number, for the message (an error path: one read)
+            line = sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b"")) + 1
+        raise OutputError(
+            f"{path}:{line}: the last record is incomplete (an interrupted run); rerun the tagging command to repair it"
+        )
     _logger.warning("%s: removing an incomplete last record (%d bytes) left by an interrupted run", path, size - end)
     with open(path, "r+b") as f:
         f.truncate(end)
@@ -115,18 +123,32 @@ def _repair_tail(path: Path, *, repair: bool) -> None:
 
 
 class _JsonlWriter(TagWriter):
-    def __init__(self, path: Path, meta: OutputMeta) -> None:
+    """JSONL records, header in ``FILE.meta.json`` (``inline_header``: on line 1, see below).
+
+    ``inline_header`` is for the Parquet run journal ``FILE.partial.jsonl``: an internal file
+    that attrtag alone writes, reads and deletes, where one file holding both header and records
+    leaves nothing to get out of step. Files in the old layout (header on line 1) are resumed in
+    that layout, never rewritten.
+    """
+
+    def __init__(self, path: Path, meta: OutputMeta, *, inline_header: bool = False) -> None:
         super().__init__(path, meta)
+        found = None
         if path.exists() and path.stat().st_size > 0:
-            found, paths = _scan_jsonl(path, repair=True, keep=lambda r: r["path"])
+            found, paths = _scan_jsonl(path, not inline_header, repair=True, keep=lambda r: r["path"])
             if found is not None:
                 meta.check_resumable(found, source=str(path))
                 self.done = set(paths)
+        if found is None and not inline_header:
+            # Before the first record: a reader never meets records without their header. A stale
+            # sidecar of an empty output describes no record and is replaced.
+            _write_meta(_meta_path(path), meta)
         # Append mode: every write lands at the end of the file.
         self._f = open(path, "ab")
         if self._f.tell() == 0:
-            header = json.dumps({HEADER_KEY: meta.to_dict()}, ensure_ascii=False) + "\n"
-            append_durably(self._f, header.encode("utf-8"))
+            if inline_header:
+                header = json.dumps({HEADER_KEY: meta.to_dict()}, ensure_ascii=False) + "\n"
+                append_durably(self._f, header.encode("utf-8"))
             fsync_dir(path.parent)
 
     def write(self, records: Sequence[TagRecord]) -> None:
@@ -139,42 +161,63 @@ class _JsonlWriter(TagWriter):
             self._f.close()
 
 
+def _header_line(line: bytes) -> dict[str, Any] | None:
+    """The header of an in-file header line (``{"_attrtag": {...}}``), else None."""
+    try:
+        head = json.loads(line)
+    except ValueError:
+        return None
+    return head[HEADER_KEY] if isinstance(head, dict) and isinstance(head.get(HEADER_KEY), dict) else None
+
+
 def _scan_jsonl(
-    path: Path, *, repair: bool, keep: Callable[[TagRecord], Any] = lambda r: r
+    path: Path, sidecar: bool, *, repair: bool, keep: Callable[[TagRecord], Any] = lambda r: r
 ) -> tuple[OutputMeta | None, list[Any]]:
     """Header and ``keep(record)`` of every record of a JSONL output, streamed line by line.
 
-    Returns ``(None, [])`` when the file is empty (or held only a torn header, now cut off).
+    The header is line 1 when that line is a header object (the old layout, and the Parquet
+    journal), else ``FILE.meta.json`` (only with ``sidecar``). Returns ``(None, [])`` when the file
+    is empty (or held only a torn first line, now cut off).
     """
     _repair_tail(path, repair=repair)
     with open(path, "rb") as f:
         first = f.readline()
         if not first:
             return None, []
-        try:
-            head = json.loads(first)
-        except ValueError:
-            head = None
-        if not isinstance(head, dict) or HEADER_KEY not in head:
+        inline = _header_line(first)
+        if inline is not None:
+            meta = OutputMeta.from_dict(inline, source=str(path))
+            lines: Iterable[tuple[int, bytes]] = enumerate(f, start=2)
+        elif not sidecar:
             raise OutputError(
-                f"{path}: not an attrtag tag output (no '{HEADER_KEY}' header on line 1); "
-                "choose another --out, or --overwrite to replace it"
+                f"{path}:1: not an attrtag run journal (no '{HEADER_KEY}' header on line 1); delete it to start again"
             )
-        meta = OutputMeta.from_dict(head[HEADER_KEY], source=str(path))
+        else:
+            meta = _sidecar_meta(path)
+            lines = enumerate(itertools.chain([first], f), start=1)
         kept = []
-        for n, line in enumerate(f, start=2):
+        for n, line in lines:
             try:
                 rec = json.loads(line)
             except ValueError as err:
                 raise OutputError(f"{path}:{n}: not a JSON record ({err}); the file was edited or is corrupt") from None
             if not isinstance(rec, dict) or "path" not in rec:
-                raise OutputError(f"{path}:{n}: record without 'path'; the file was edited or is corrupt")
+                got = next(iter(rec), None) if isinstance(rec, dict) else type(rec).__name__
+                raise OutputError(
+                    f"{path}:{n}: not a tag record (no 'path'; first key {got!r}); the file was edited, is corrupt "
+                    "or is not an attrtag tag output"
+                )
             kept.append(keep(rec))
     return meta, kept
 
 
-def _csv_meta_path(path: Path) -> Path:
+def _meta_path(path: Path) -> Path:
+    """``FILE.meta.json``: the header of a JSONL or CSV output."""
     return path.with_name(path.name + ".meta.json")
+
+
+def _write_meta(meta_path: Path, meta: OutputMeta) -> None:
+    write_bytes(meta_path, (json.dumps(meta.to_dict(), ensure_ascii=False, indent=1) + "\n").encode())
 
 
 def _csv_text(rows: Iterable[Sequence[Any]]) -> str:
@@ -189,18 +232,12 @@ class _CsvWriter(TagWriter):
     def __init__(self, path: Path, meta: OutputMeta) -> None:
         super().__init__(path, meta)
         self.columns = meta.layout.columns
-        meta_path = _csv_meta_path(path)
         if path.exists() and path.stat().st_size > 0:
-            if not meta_path.exists():
-                raise OutputError(
-                    f"{path}: no {meta_path.name} next to it, so it is not an attrtag output (or the sidecar was "
-                    "lost); choose another --out, or --overwrite to replace it"
-                )
-            found = OutputMeta.from_dict(_read_json(meta_path), source=str(meta_path))
+            found = _sidecar_meta(path)
             meta.check_resumable(found, source=str(path))
             self.done = set(_scan_csv(path, self.columns, repair=True, keep=lambda row: row["path"]))
         else:
-            write_bytes(meta_path, (json.dumps(meta.to_dict(), ensure_ascii=False, indent=1) + "\n").encode())
+            _write_meta(_meta_path(path), meta)
         self._f = open(path, "ab")
         if self._f.tell() == 0:  # new, or only a torn header row was there
             append_durably(self._f, _csv_text([self.columns]).encode("utf-8"))
@@ -245,6 +282,17 @@ def _scan_csv(
                 f"{path}:{reader.line_num}: unreadable CSV ({err}); the file was edited or is corrupt"
             ) from None
     return kept
+
+
+def _sidecar_meta(path: Path) -> OutputMeta:
+    """The header of a JSONL or CSV output, from ``FILE.meta.json``."""
+    meta_path = _meta_path(path)
+    if not meta_path.exists():
+        raise OutputError(
+            f"{path}: no {meta_path.name} next to it, so it is not an attrtag tag output (or its header file "
+            "was lost); choose another --out, or --overwrite to replace it"
+        )
+    return OutputMeta.from_dict(_read_json(meta_path), source=str(meta_path))
 
 
 def _read_json(path: Path) -> Any:
@@ -304,7 +352,7 @@ class _ParquetWriter(TagWriter):
         if path.exists():
             meta.check_resumable(_parquet_meta(path), source=str(path))
             final_paths = pa.parquet.read_table(path, columns=["path"]).column("path").to_pylist()
-        self._partial = _JsonlWriter(_partial_path(path), meta)
+        self._partial = _JsonlWriter(_partial_path(path), meta, inline_header=True)
         self._merge_needed = bool(self._partial.done) or not path.exists()
         self.done = set(final_paths) | self._partial.done
 
@@ -333,7 +381,7 @@ class _ParquetWriter(TagWriter):
                         table = pa.Table.from_batches([batch]).cast(schema)
                         seen.update(table.column("path").to_pylist())
                         out.write_table(table)
-                _, records = _scan_jsonl(self._partial.path, repair=False)
+                _, records = _scan_jsonl(self._partial.path, False, repair=False)
                 rows = []
                 for rec in records:
                     if rec["path"] in seen:  # merged already by a run killed before deleting the sidecar
@@ -365,13 +413,13 @@ def read_output(path: str | os.PathLike[str], *, fmt: str | None = None) -> tupl
     """
     path = Path(path)
     kind = output_format(path, fmt)
+    if not path.is_file():
+        raise OutputError(f"{path}: tag output not found")
     if kind == "jsonl":
-        meta, records = _scan_jsonl(path, repair=False)
-        if meta is None:
-            raise OutputError(f"{path}: empty file, not an attrtag tag output")
-        return meta, records
+        meta, records = _scan_jsonl(path, True, repair=False)
+        return meta or _sidecar_meta(path), records  # no record yet: the header alone
     if kind == "csv":
-        meta = OutputMeta.from_dict(_read_json(_csv_meta_path(path)), source=str(_csv_meta_path(path)))
+        meta = _sidecar_meta(path)
         return meta, _scan_csv(path, meta.layout.columns, repair=False, keep=meta.layout.from_flat)
     meta = _parquet_meta(path)
     rows = _import_pyarrow().parquet.read_table(path).to_pylist()

@@ -1,0 +1,122 @@
+"""``attrtag convert``: tags to FiftyOne or Label Studio, and Label Studio corrections to a manifest.
+
+Parse and print only; the formats are written by :mod:`attrtag.review` and specified in
+``datasets/REVIEW.md``.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from ..errors import AttrtagError
+
+TARGETS = ("fiftyone", "labelstudio")
+SOURCES = ("labelstudio",)
+
+_DESCRIPTION = """\
+Hand tags on to review tools, and bring the corrections back.
+
+  attrtag convert tags.jsonl --to fiftyone --out fo_dataset/
+  attrtag convert tags.jsonl --to labelstudio --out ls_project/
+  attrtag convert export.json --from labelstudio --schema schema.yaml --out corrections.csv
+
+--to fiftyone writes a FiftyOneImageLabelsDataset folder: one Classification field per group
+(and 'class' with rules), with the model's confidence; import it with
+  fo.Dataset.from_dir("fo_dataset", dataset_type=fo.types.FiftyOneImageLabelsDataset)
+--to labelstudio writes tasks.json (one task per image, the tags as predictions, score = the
+least confident group, least sure first) and config.xml (one Choices control per group): paste
+the config into the project's Labeling Interface, then import tasks.json.
+--from labelstudio reads Label Studio's JSON export of those tasks and writes a manifest CSV
+that 'attrtag train' takes as it is: one row per annotated task, groups in schema order, empty
+cells where a group was not annotated. Failed images (records with 'error') are left out of
+--to outputs. Relative image paths in the tags are relative to --root (default: here).
+"""
+
+
+def register(sub: Any) -> None:
+    """Add the ``convert`` subcommand to ``sub`` (an argparse subparsers object)."""
+    p = sub.add_parser(
+        "convert", help="tags to FiftyOne / Label Studio; Label Studio corrections to a manifest",
+        description=_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("input", metavar="INPUT", help="tag output (.jsonl/.csv/.parquet), or with --from an export")
+    way = p.add_mutually_exclusive_group(required=True)
+    way.add_argument("--to", metavar="TOOL", help=f"write INPUT's tags for a tool: {', '.join(TARGETS)}")
+    way.add_argument("--from", dest="source", metavar="TOOL", help=f"read a tool's annotation export: {', '.join(SOURCES)}")
+    p.add_argument("--out", required=True, metavar="PATH", help="folder (--to) or manifest CSV (--from)")
+    p.add_argument("--schema", metavar="S", help="schema YAML the corrections must fit (--from)")
+    p.add_argument("--root", metavar="DIR", help="folder relative image paths are relative to (default: here)")
+    p.add_argument("--document-root", metavar="DIR",
+                   help="labelstudio: LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT, image URLs are relative to it "
+                   "(default: the deepest folder holding every image)")
+    p.add_argument("--image-url", metavar="PREFIX",
+                   help="labelstudio: prefix of image URLs (default: Label Studio's local files, /data/local-files/?d=)")
+    p.add_argument("--overwrite", action="store_true", help="replace --out when it exists")
+    p.set_defaults(func=run)
+
+
+def _check_out(out: Path, overwrite: bool) -> None:
+    if out.exists() and not overwrite and (not out.is_dir() or any(out.iterdir())):
+        raise AttrtagError(f"--out {out} exists; pass --overwrite to replace it, or choose another path")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Convert; returns the exit status."""
+    out = Path(args.out)
+    if args.to is not None:
+        if args.to not in TARGETS:
+            raise AttrtagError(f"--to {args.to}: not one of {', '.join(TARGETS)}")
+        if args.schema:
+            raise AttrtagError("--schema is for --from (the tags carry their own schema)")
+        return _to_tool(args, out)
+    if args.source not in SOURCES:
+        raise AttrtagError(f"--from {args.source}: not one of {', '.join(SOURCES)}")
+    if not args.schema:
+        raise AttrtagError("--from labelstudio needs --schema S: the schema the manifest is for")
+    return _from_labelstudio(args, out)
+
+
+def _to_tool(args: argparse.Namespace, out: Path) -> int:
+    from ..review.sources import load_tags
+
+    if args.to != "labelstudio" and (args.document_root or args.image_url):
+        raise AttrtagError("--document-root and --image-url are for --to labelstudio")
+    _check_out(out, args.overwrite)
+    tags = load_tags(args.input, root=args.root)
+    failed = len(tags.records) - len(tags.tagged)
+    skipped = f" ({failed} failed image(s) left out)" if failed else ""
+    if args.to == "fiftyone":
+        from ..review.fiftyone import write_fiftyone
+
+        n = write_fiftyone(tags, out)
+        print(f"wrote {n} samples{skipped} -> {out}/")
+        print(f'import: fo.Dataset.from_dir("{out}", dataset_type=fo.types.FiftyOneImageLabelsDataset)')
+        return 0
+    from ..review.labelstudio import CONFIG_FILE, LOCAL_FILES_URL, TASKS_FILE, write_labelstudio
+
+    prefix = args.image_url or LOCAL_FILES_URL
+    n, root = write_labelstudio(tags, out, document_root=args.document_root, url_prefix=prefix)
+    print(f"wrote {n} tasks{skipped} -> {out / TASKS_FILE}, labelling config -> {out / CONFIG_FILE}")
+    if prefix == LOCAL_FILES_URL:
+        print(f"serve the images: LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED=true "
+              f"LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT={root} label-studio (and add a Local files storage for {root})")
+    print("review least sure first: sort the data manager by prediction score, ascending")
+    return 0
+
+
+def _from_labelstudio(args: argparse.Namespace, out: Path) -> int:
+    from ..review.corrections import read_labelstudio_export, write_manifest
+    from ..schema import Schema
+
+    if args.document_root or args.image_url:
+        raise AttrtagError("--document-root and --image-url are for --to labelstudio")
+    if out.exists() and not args.overwrite:
+        raise AttrtagError(f"--out {out} exists; pass --overwrite to replace it, or choose another file")
+    schema = Schema.load(args.schema)
+    corrections = read_labelstudio_export(args.input, schema, root=args.root)
+    write_manifest(corrections, schema, out)
+    labels = sum(len(c.labels) for c in corrections)
+    print(f"wrote {len({c.path for c in corrections})} annotated image(s), {labels} label(s) -> {out}")
+    print(f"train on it: attrtag train --schema {args.schema} --manifest {out} --out runs/corrected")
+    return 0

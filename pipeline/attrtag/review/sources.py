@@ -1,0 +1,86 @@
+"""A finished tag output, read once, with the image file behind every record.
+
+Records name images by their display path (``datasets/OUTPUT.md``): the input path as given to
+``attrtag tag``, so a relative one is relative to the folder the tagging ran in. Every review
+format needs the file itself (to show it, or to point a tool at it), hence ``root``.
+"""
+from __future__ import annotations
+
+import os
+import urllib.parse
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..schema import Schema
+from ..tagging.files import read_output
+from ..tagging.header import OutputMeta
+from ..tagging.records import TagRecord
+
+
+@dataclass(frozen=True)
+class TagSet:
+    """The header and records of one tag output, and where its relative paths start.
+
+    Attributes:
+        source: the tag output file.
+        meta: its header (schema, model, thresholds, class rules).
+        records: every record, in file order.
+        root: the folder relative record paths are relative to.
+    """
+
+    source: Path
+    meta: OutputMeta
+    records: list[TagRecord]
+    root: Path
+
+    @property
+    def schema(self) -> Schema:
+        return self.meta.layout.schema
+
+    @property
+    def class_names(self) -> tuple[str, ...] | None:
+        """The classes of the rules the tags were scored with; None without class fields."""
+        classes = self.meta.layout.classes
+        return None if classes is None else classes.rules.names
+
+    @property
+    def tagged(self) -> list[TagRecord]:
+        """The records of images that were tagged (failed images left out)."""
+        return [r for r in self.records if "error" not in r]
+
+    def image_path(self, record: TagRecord) -> Path:
+        """The image file of ``record``: its path, under :attr:`root` when relative."""
+        return self.root / record["path"]  # an absolute path replaces the root
+
+    def least_sure(self, record: TagRecord) -> tuple[str, float]:
+        """The group whose top value is least probable, and that probability (tagged records)."""
+        return min(((g, float(record[f"{g}_prob"])) for g in self.schema.names), key=lambda gp: gp[1])
+
+    def describe(self) -> str:
+        """One line for summaries: the file, how many records, the model."""
+        failed = len(self.records) - len(self.tagged)
+        return f"{self.source}: {len(self.records)} records ({failed} failed), model {self.meta.model}"
+
+
+def relative_url(path: str | os.PathLike[str], base: str | os.PathLike[str]) -> str:
+    """``path`` relative to the folder ``base``, as a URL-quoted POSIX path (``../img/a%20b.jpg``)."""
+    rel = os.path.relpath(os.path.abspath(path), os.path.abspath(base))
+    return urllib.parse.quote(Path(rel).as_posix(), safe="/")
+
+
+def load_tags(path: str | os.PathLike[str], *, root: str | os.PathLike[str] | None = None) -> TagSet:
+    """Read a tag output (JSONL, CSV or Parquet) for review.
+
+    Args:
+        path: the output of ``attrtag tag`` (with its ``.meta.json`` for JSONL/CSV).
+        root: the folder relative record paths are relative to (default: the current folder,
+            where ``attrtag tag`` usually ran).
+
+    Returns:
+        The tag set.
+
+    Raises:
+        OutputError: the file is not a tag output; one line naming it (and the line).
+    """
+    meta, records = read_output(path)
+    return TagSet(Path(path), meta, records, Path(root) if root is not None else Path.cwd())

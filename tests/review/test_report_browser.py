@@ -1,0 +1,108 @@
+"""The report in a real browser: headless Chromium opens the file, the DOM and a screenshot are checked.
+
+Needs Python's ``playwright`` (a test extra; it drives the system's browser and downloads none)
+and a Chromium binary (Debian's ``chromium``, which ``.ci/run`` installs). Skips cleanly where
+either is missing.
+"""
+from __future__ import annotations
+
+import io
+import os
+import shutil
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from attrtag.review.report import write_report
+from attrtag.review.sources import load_tags
+from tests.helpers import SCHEMA
+from tests.review.conftest import make_tags
+
+# Flags that work as root in a container, with nothing reaching out to the network.
+CHROMIUM_FLAGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync",
+]
+PAGE = 60  # cards per page, as in the template
+
+
+def chromium() -> str | None:
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        found = shutil.which(name)
+        if found:
+            return found
+    return None
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install 'attrtag[test]' (playwright)")
+    exe = chromium()
+    if exe is None:
+        pytest.skip("no Chromium on this machine (apt-get install chromium)")
+    with sync_api.sync_playwright() as p:
+        # A fresh profile folder: nothing from another run, no first-run dialogs.
+        context = p.chromium.launch_persistent_context(
+            str(tmp_path_factory.mktemp("chromium-profile")), executable_path=exe, headless=True,
+            args=CHROMIUM_FLAGS, viewport={"width": 1280, "height": 900},
+        )
+        try:
+            yield context
+        finally:
+            context.close()
+
+
+def test_the_report_works_in_a_browser(browser: Any, tmp_path: Path) -> None:
+    tags, recs = make_tags(tmp_path, 130, thresholds={"colour": 0.6, "shape": 0.5})
+    out = write_report(load_tags(tags, root=tmp_path), tmp_path / "report.html", workers=1).path
+    tagged = [r for r in recs if "error" not in r]
+    page = browser.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.on("request", lambda r: None if r.url.startswith(("file:", "data:")) else errors.append("fetched " + r.url))
+    page.goto(out.as_uri())
+    page.wait_for_selector("body[data-ready='1']", timeout=15_000)
+
+    def cards() -> int:
+        return page.locator("#cards .card").count()
+
+    def matching() -> int:
+        return int(page.inner_text("#count").split()[0])
+
+    assert cards() == PAGE and matching() == len(recs)
+    assert page.inner_text("#page-info") == f"page 1 of {-(-len(recs) // PAGE)}"
+    # Least sure first: the first card is the record whose weakest group is weakest.
+    least = min(tagged, key=lambda r: min(r[f"{g}_prob"] for g in SCHEMA.names))
+    assert page.locator("#cards .card .path").first.inner_text() == least["path"]
+
+    page.select_option("#f-status", "failed")
+    assert cards() == matching() == 2
+    assert page.locator("#failed tbody tr").count() == 2
+    page.select_option("#f-status", "all")
+
+    page.check("#f-uncertain")
+    uncertain = [r for r in tagged if r["colour_prob"] < 0.6 or r["shape_prob"] < 0.5]
+    assert 0 < matching() == len(uncertain) < len(recs)
+    page.uncheck("#f-uncertain")
+
+    page.select_option("#f-group", label="colour")
+    page.select_option("#f-value", label="blue")
+    assert matching() == sum(r["colour"] == "blue" for r in tagged)
+    page.select_option("#f-class", label="sky")
+    assert matching() == sum(r["colour"] == "blue" and r["class"] == "sky" for r in tagged)
+    page.click("#f-reset")
+    assert matching() == len(recs)
+    page.click("#page-next")
+    assert page.inner_text("#page-info").startswith("page 2 of")
+
+    page.click("#page-prev")
+    shot = page.screenshot(full_page=False)
+    pixels = np.asarray(Image.open(io.BytesIO(shot)).convert("L"), dtype=np.float32)
+    assert pixels.std() > 20, "the screenshot is (nearly) blank"
+    assert page.locator("#cards img").first.evaluate("img => img.naturalWidth") == 128  # thumbnails decode
+    assert errors == []
+    if os.environ.get("ATTRTAG_SCREENSHOT"):  # how the README's picture can be remade
+        Path(os.environ["ATTRTAG_SCREENSHOT"]).write_bytes(shot)
