@@ -1,3 +1,6 @@
+import os
+import stat
+
 import pytest
 
 from attrtag._files import atomic_dir, atomic_path, write_text
@@ -42,3 +45,13 @@ def _umask():
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def test_atomic_writes_make_ordinary_files_not_private_ones(tmp_path) -> None:
+    # mkstemp creates 0600 files; a written report, manifest or checkpoint must follow the umask.
+    old = os.umask(0o022)
+    try:
+        path = write_text(tmp_path / "report.html", "<html></html>")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
