@@ -132,7 +132,8 @@ class Tagger:
         if paths:
             if len(paths) != len(items):
                 raise AttrtagError("pass either paths or in-memory images to one call, not both")
-            yield from decode_batches(expand_inputs(paths), prep, batch_size=self.batch_size, workers=self.workers)
+            paths = expand_inputs(paths, must_exist=False)  # a missing file is a 'missing' record here
+            yield from decode_batches(paths, prep, batch_size=self.batch_size, workers=self.workers)
             return
         for start in range(0, len(items), self.batch_size):
             yield [

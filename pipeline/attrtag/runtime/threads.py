@@ -1,0 +1,80 @@
+"""How a tagging run splits the CPUs between decode threads and model threads.
+
+Decoding (Pillow, GIL released) and inference share the cores. On a GPU the model needs one
+CPU thread to feed it and decoding is the bottleneck, so it gets the rest of the cores. On a
+CPU the two compete, and the backends differ in how they wait:
+
+* PyTorch's OpenMP threads meet at a barrier after every operator. With more runnable threads
+  than cores (its default, one per core, plus the decode threads, plus anything else on the
+  machine), each barrier waits for a descheduled thread: ``--threads 1`` used to be 2-6x
+  faster under load. So PyTorch gets the cores the decode threads leave, never more.
+* ONNX Runtime's intra-op pool spins briefly, then sleeps, and does far less waiting per image:
+  giving it every core while one decode thread runs beside it measured faster on 2 cores than
+  splitting them (``scripts/bench_photos.py threads``, figures in ``scripts/README.md``).
+
+Decode threads on a CPU: a quarter of the cores (at least 1, at most 8): a 224 px model costs
+about 50 ms of CPU per image and a 12 MP JPEG decoded at reduced scale about 15-25 ms, so a
+quarter of the cores keeps the model fed without taking more of its cores than needed.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Sequence
+
+from .onnx_backend import GPU_PROVIDERS
+
+#: The decode threads a GPU run uses at most (Pillow's decoders scale to about this many cores).
+MAX_GPU_DECODE_WORKERS = 32
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity mask, e.g. under ``taskset`` or a container)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+@dataclass(frozen=True)
+class ThreadPlan:
+    """Decode threads and model threads for one run.
+
+    Attributes:
+        decode_workers: threads decoding and resizing images.
+        model_threads: the runtime's intra-op threads (``torch.set_num_threads`` or ONNX
+            Runtime's ``intra_op_num_threads``).
+    """
+
+    decode_workers: int
+    model_threads: int
+
+
+def plan_threads(
+    *, backend: str, on_gpu: bool, cpus: int | None = None, workers: int | None = None, threads: int | None = None
+) -> ThreadPlan:
+    """The split of ``cpus`` between decoding and the model; explicit values are kept as given.
+
+    Args:
+        backend: ``"onnx"`` or ``"torch"`` (see the module docstring for why they differ).
+        on_gpu: the model runs on a GPU.
+        cpus: CPUs to share (default: :func:`usable_cpus`).
+        workers: ``--workers`` when given (0: decode in the model's thread).
+        threads: ``--threads`` when given.
+
+    Returns:
+        The plan.
+    """
+    cpus = max(1, cpus or usable_cpus())
+    if on_gpu:
+        decode = workers if workers is not None else max(1, min(MAX_GPU_DECODE_WORKERS, cpus - 1))
+        return ThreadPlan(decode, threads or 1)
+    decode = workers if workers is not None else max(1, min(8, cpus // 4))
+    if threads:
+        return ThreadPlan(decode, threads)
+    if backend == "torch":
+        return ThreadPlan(decode, max(1, cpus - decode))
+    return ThreadPlan(decode, cpus)
+
+
+def runs_on_gpu(providers: Sequence[str]) -> bool:
+    """Whether a predictor's ``providers`` (best first) put the model on a GPU."""
+    first = providers[0] if providers else ""
+    return first in GPU_PROVIDERS or first.startswith("torch:cuda")
