@@ -282,3 +282,14 @@ def test_kill_9_then_rerun_tags_every_image_exactly_once(
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0 and f"tagged 0, failed 0, {N_IMAGES + 2} already in" in again.stdout
     assert read_output(out)[1] == clean_run
+
+
+def test_engine_ray_without_ray_installed_says_how_to_install_it(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path, models: dict[str, Path],
+    images: Path,
+) -> None:
+    monkeypatch.setitem(sys.modules, "ray", None)  # "import ray" now fails as if it were not installed
+    rc, _, err = tag(capsys, fast_model(models), images / "many" / "img0001.jpg", "--out", tmp_path / "o.jsonl",
+                     "--engine", "ray")
+    assert rc == 2 and err.count("\n") == 1 and 'pip install "attrtag[ray]"' in err, err
+    assert not (tmp_path / "o.jsonl").exists()

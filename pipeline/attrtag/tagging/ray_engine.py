@@ -73,30 +73,35 @@ def connect(address: str | None, *, num_cpus: int | None = None) -> bool:
         num_cpus: CPUs of a local instance (default: all).
 
     Returns:
-        True when this call started Ray (the caller shuts it down), False when it was already
-        initialised in this process.
+        True when this call started or joined Ray (the caller shuts it down), False when Ray
+        was already initialised in this process (e.g. by a program using attrtag as a library).
 
     Raises:
         AttrtagError: Ray is missing, or nothing answers at ``address``.
     """
     ray = import_ray()
-    if ray.is_initialized():
-        return False
     if address and address != "auto":
         _check_reachable(address)
-    try:
-        ray.init(
-            address=address or None, num_cpus=None if address else num_cpus, include_dashboard=False,
-            logging_level=logging.WARNING, log_to_driver=True,
-        )
-    except (ConnectionError, RuntimeError, ValueError, TimeoutError) as err:
-        where = f"--ray-address {address}" if address else "a local Ray instance"
-        raise AttrtagError(f"{where}: cannot connect ({first_line(err)}); start one with 'ray start --head'") from None
+    started = False
+    if not ray.is_initialized():
+        try:
+            ray.init(
+                address=address or None, num_cpus=None if address else num_cpus, include_dashboard=False,
+                logging_level=logging.WARNING, log_to_driver=True,
+            )
+        except (ConnectionError, RuntimeError, ValueError, TimeoutError) as err:
+            where = f"--ray-address {address}" if address else "a local Ray instance"
+            raise AttrtagError(f"{where}: cannot connect ({first_line(err)}); start one with 'ray start --head'") from None
+        started = True
+    # Ray Data logs each run's start and end at INFO, and warns that its progress bars are off
+    # (attrtag shows its own): neither belongs in attrtag's output.
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
+    logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
     context = ray.data.DataContext.get_current()
     context.execution_options.preserve_order = True  # records in input order, like the local engine
-    context.enable_progress_bars = False  # attrtag shows its own progress (images/s)
+    context.enable_progress_bars = False
     context.print_on_execution_start = False
-    return True
+    return started
 
 
 def shutdown() -> None:
