@@ -165,9 +165,8 @@ def run(args: argparse.Namespace) -> int:
     from tqdm.contrib.logging import logging_redirect_tqdm
 
     from ..data.images import DEFAULT_MAX_PIXELS
-    from ..runtime import model_kind, open_predictor, read_card
-    from ..runtime.model_file import CHECKPOINT
-    from ..runtime.threads import plan_threads, runs_on_gpu
+    from ..runtime import model_kind, read_card
+    from ..runtime.threads import open_with_thread_plan
     from ..tagging.header import output_format
     from ..tagging.inputs import expand_inputs
     from ..tagging.job import TagJob
@@ -189,17 +188,14 @@ def run(args: argparse.Namespace) -> int:
         if args.worker_kind != "thread":
             raise AttrtagError("--worker-kind process is for the local engine; Ray actors decode in threads")
     paths = expand_inputs(args.inputs)
-    backend = "torch" if model_kind(args.model) == CHECKPOINT else "onnx"
+    model_kind(args.model)  # a file that is not a model fails here, saying what it is
     max_pixels = args.max_pixels or DEFAULT_MAX_PIXELS
     predictor = None
     if args.engine == "local":
-        split = plan_threads(backend=backend, on_gpu=False, workers=args.workers, threads=args.threads)
-        predictor = open_predictor(
-            args.model, device=args.device, batch_size_hint=args.batch_size, trt_cache_dir=args.trt_cache_dir,
-            threads=split.model_threads,
+        predictor, split = open_with_thread_plan(
+            args.model, device=args.device, workers=args.workers, threads=args.threads,
+            batch_size_hint=args.batch_size, trt_cache_dir=args.trt_cache_dir,
         )
-        if runs_on_gpu(predictor.providers):  # the GPU runs the model: decoding gets the cores
-            split = plan_threads(backend=backend, on_gpu=True, workers=args.workers, threads=args.threads)
         _logger.info("%d decode threads, %d model threads", split.decode_workers, split.model_threads)
         card = predictor.card
     else:

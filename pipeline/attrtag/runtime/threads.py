@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Sequence
 
+from .api import Predictor
+from .model_file import CHECKPOINT, model_kind
 from .onnx_backend import GPU_PROVIDERS
 
 #: The decode threads a GPU run uses at most (Pillow's decoders scale to about this many cores).
@@ -78,3 +80,32 @@ def runs_on_gpu(providers: Sequence[str]) -> bool:
     """Whether a predictor's ``providers`` (best first) put the model on a GPU."""
     first = providers[0] if providers else ""
     return first in GPU_PROVIDERS or first.startswith("torch:cuda")
+
+
+def open_with_thread_plan(
+    model_path: str | os.PathLike[str], *, device: str = "auto", workers: int | None = None,
+    threads: int | None = None, **options: Any,
+) -> tuple[Predictor, ThreadPlan]:
+    """Open a model that will run beside decode threads, with the CPUs split between the two.
+
+    The model threads are chosen for a CPU run (they must be fixed when the session is made);
+    once the predictor says where it really runs, a GPU run gets its decode threads re-planned.
+
+    Args:
+        model_path: ``.onnx`` or checkpoint.
+        device: as :func:`attrtag.runtime.open_predictor`.
+        workers: explicit decode threads (None: planned).
+        threads: explicit model threads (None: planned).
+        options: passed to :func:`attrtag.runtime.open_predictor` (``batch_size_hint``, ...).
+
+    Returns:
+        ``(predictor, plan)``.
+    """
+    from . import open_predictor  # the package imports this module's neighbours, not the reverse
+
+    backend = "torch" if model_kind(model_path) == CHECKPOINT else "onnx"
+    split = plan_threads(backend=backend, on_gpu=False, workers=workers, threads=threads)
+    predictor = open_predictor(model_path, device=device, threads=split.model_threads, **options)
+    if runs_on_gpu(predictor.providers):
+        split = plan_threads(backend=backend, on_gpu=True, workers=workers, threads=threads)
+    return predictor, split

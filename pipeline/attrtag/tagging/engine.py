@@ -25,9 +25,8 @@ import numpy as np
 
 from ..data.batches import Decoded, decode_batches, decode_one, stack_inputs
 from ..data.images import DEFAULT_MAX_PIXELS, display_path
-from ..runtime import Predictor, open_predictor, parse_device
-from ..runtime.model_file import CHECKPOINT, model_kind
-from ..runtime.threads import plan_threads
+from ..runtime import Predictor
+from ..runtime.threads import open_with_thread_plan
 from ..schema import Schema
 from ..zeroshot.fields import CLASS_FIELDS, ClassTagging, class_tagging_for
 from .records import RecordLayout, TagRecord, round_probs
@@ -202,10 +201,8 @@ class TagWorker:
         Raises:
             AttrtagError: the model cannot be opened, or its schema is not ``layout``'s.
         """
-        split = plan_threads(backend="torch" if model_kind(model_path) == CHECKPOINT else "onnx",
-                             on_gpu=parse_device(device)[0] in ("cuda", "tensorrt"), workers=workers, threads=threads)
-        self.predictor = open_predictor(
-            model_path, device=device, threads=split.model_threads, batch_size_hint=batch_size
+        self.predictor, split = open_with_thread_plan(
+            model_path, device=device, workers=workers, threads=threads, batch_size_hint=batch_size
         )
         if layout is not None:
             self.predictor.schema.check_same(layout.schema, what=f"{model_path} is not the model this run was set up for")
