@@ -9,9 +9,10 @@
              processes, Ray start-up included; the tagging loop's own rate too)
 
 The large photos are the fashion-products images (224x224) upscaled to 3024x3024 and centred
-on a white 4032x3024 canvas (a 12-megapixel landscape photo), with Gaussian grain so that they
-compress like camera photos (about 2 MB each), saved as JPEG quality 92; every fourth one is
-stored rotated with EXIF orientation 6, as phones do. They are built once into --work-dir.
+on a white 4032x3024 canvas (a 12-megapixel landscape photo), saved as JPEG quality 92; every
+fourth one is stored rotated with EXIF orientation 6, as phones do. ``--grain 4`` adds Gaussian
+grain so that they compress like camera photos (about 2 MB instead of 0.3 MB; entropy decoding,
+which no DCT scaling skips, then costs twice as much). Built once into --work-dir.
 
 Every timed figure alternates its sides (A B C, C B A, ...) and uses medians over --repeats;
 each process is timed whole (Python start-up, model load, decode, inference, output).
@@ -37,7 +38,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_tagging import build_onnx, load_schema, log, print_table  # noqa: E402
+from bench_tagging import build_onnx, interleaved, load_schema, log, print_table  # noqa: E402
 
 PEERS = Path(__file__).resolve().parents[2] / "shared" / "peers" / "timm_inference.py"
 DEFAULT_IMAGES = "../shared/data/fashion-products/images"
@@ -45,15 +46,14 @@ PHOTO_SIZE = (4032, 3024)
 
 
 # -- the photo folder -----------------------------------------------------------------------------
-def build_photos(sources: Sequence[Path], folder: Path, *, grain: float = 4.0, rotate_every: int = 4) -> list[Path]:
-    """Large JPEG versions of ``sources`` in ``folder/photos/`` (built once; reused when present).
+def build_photos(sources: Sequence[Path], out_dir: Path, *, grain: float = 4.0, rotate_every: int = 4) -> list[Path]:
+    """Large JPEG versions of ``sources`` in ``out_dir`` (built once; reused when present).
 
     Returns:
         The photo paths, in the order of ``sources``.
     """
     from PIL import Image
 
-    out_dir = folder / "photos"  # timm's inference.py wants class sub-folders: this is the one class
     out_dir.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
     paths = []
@@ -93,8 +93,8 @@ def source_images(images: str, n: int, *, offset: int = 0) -> list[Path]:
 
 
 def small_folder(sources: Sequence[Path], folder: Path) -> Path:
-    """The original thumbnails, linked into ``folder/small/`` (same names, same count)."""
-    out = folder / "small"
+    """The original thumbnails, linked into ``folder/small/thumbs/`` (same names, same count)."""
+    out = folder / "small" / "thumbs"
     out.mkdir(parents=True, exist_ok=True)
     for src in sources:
         link = out / src.name
@@ -114,17 +114,6 @@ def run_process(cmd: Sequence[str], *, env: dict[str, str] | None = None) -> flo
     return seconds
 
 
-def alternate(runs: dict[str, Callable[[], float]], repeats: int) -> dict[str, list[float]]:
-    """Each runner ``repeats`` times, the order reversed every other round; seconds per call."""
-    names = list(runs)
-    out: dict[str, list[float]] = {n: [] for n in names}
-    for r in range(repeats):
-        for n in names if r % 2 == 0 else names[::-1]:
-            out[n].append(runs[n]())
-            log(f"  repeat {r + 1}/{repeats} {n}: {out[n][-1]:.1f}s")
-    return out
-
-
 def tag_cmd(model: Path, inputs: Path, out: Path, *extra: str) -> list[str]:
     return [sys.executable, "-m", "attrtag", "tag", str(model), str(inputs), "--out", str(out), "--overwrite",
             "--no-progress", "--device", "cpu", *extra]
@@ -138,11 +127,12 @@ def child_env() -> dict[str, str]:
 
 
 def setup(args: argparse.Namespace) -> tuple[Path, Path, list[Path], Path]:
-    """(work folder, ONNX model, photo paths, thumbnail folder)."""
+    """(work folder, ONNX model, photo paths, thumbnail folder); the photos are in ``work/large``."""
     work = Path(args.work_dir)
     sources = source_images(args.images, args.n_images)
-    log(f"building / reusing {len(sources)} photos of {PHOTO_SIZE[0]}x{PHOTO_SIZE[1]} in {work / 'photos'}")
-    photos = build_photos(sources, work)
+    # timm's inference.py reads class sub-folders of its root: large/ holds one, photos/.
+    log(f"building / reusing {len(sources)} photos of {PHOTO_SIZE[0]}x{PHOTO_SIZE[1]} in {work / 'large'}")
+    photos = build_photos(sources, work / "large" / "photos", grain=args.grain)
     args.groups, args.labels, args.seed, args.fresh = ["masterCategory", "gender", "usage", "baseColour"], None, 0, False
     schema, _ = load_schema(args)
     args.work_dir = str(work)
@@ -168,14 +158,14 @@ def bench_speed(args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="bench-photos-") as tmp:
         timm_out = Path(tmp) / "timm"
         runs = {
-            "attrtag tag, large photos": lambda: run_process(tag_cmd(model, work / "photos", Path(tmp) / "a.jsonl"), env=env),
+            "attrtag tag, large photos": lambda: run_process(tag_cmd(model, work / "large", Path(tmp) / "a.jsonl"), env=env),
             "attrtag tag, small originals": lambda: run_process(tag_cmd(model, small, Path(tmp) / "b.jsonl"), env=env),
             "timm inference.py, large photos": lambda: run_process(
-                [sys.executable, str(PEERS), str(work), "--model", args.backbone, "--num-classes", "12",
+                [sys.executable, str(PEERS), str(work / "large"), "--model", args.backbone, "--num-classes", "12",
                  "--checkpoint", str(rand), "--device", "cpu", "-b", "16", "-j", "2", "--topk", "3", "--channels-last",
                  "--results-dir", str(timm_out), "--results-format", "csv"], env=env),
         }
-        times = alternate(runs, args.repeats)
+        times = interleaved(runs, args.repeats)
     med = {k: statistics.median(v) for k, v in times.items()}
     vs_small = med["attrtag tag, small originals"] / med["attrtag tag, large photos"]
     vs_timm = med["timm inference.py, large photos"] / med["attrtag tag, large photos"]
@@ -216,15 +206,17 @@ def bench_threads(args: argparse.Namespace) -> dict[str, Any]:
     work, model, photos, _ = setup(args)
     ckpt = model.with_suffix(".pt")
     env = child_env()
-    grid = [("onnx", model, []), ("pt", ckpt, [])]
-    for w, t in ((1, 1), (1, 2), (2, 2)):
-        grid += [("onnx", model, ["--workers", str(w), "--threads", str(t)]), ("pt", ckpt, ["--workers", str(w), "--threads", str(t)])]
+    # The defaults, and each backend with the thread count the other plan would give it
+    # (PyTorch with every core, as before issue 7; ONNX Runtime with the cores decoding leaves).
+    cpus = len(os.sched_getaffinity(0))
+    grid = [("onnx", model, []), ("onnx", model, ["--threads", str(max(1, cpus - max(1, cpus // 4)))]),
+            ("pt", ckpt, []), ("pt", ckpt, ["--threads", str(cpus)])]
     load = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(args.load)]
     try:
         with tempfile.TemporaryDirectory(prefix="bench-threads-") as tmp:
             runs = {f"{kind} {' '.join(extra) or 'defaults'}": (lambda m=m, e=extra: run_process(
-                tag_cmd(m, work / "photos", Path(tmp) / "t.jsonl", *e), env=env)) for kind, m, extra in grid}
-            times = alternate(runs, args.repeats)
+                tag_cmd(m, work / "large", Path(tmp) / "t.jsonl", *e), env=env)) for kind, m, extra in grid}
+            times = interleaved(runs, args.repeats)
     finally:
         for p in load:
             p.kill()
@@ -244,7 +236,7 @@ def bench_ray(args: argparse.Namespace) -> dict[str, Any]:
         def go() -> float:
             out = Path(tmp) / "r.jsonl"
             t0 = time.perf_counter()
-            done = subprocess.run(tag_cmd(model, work / "photos", out, *extra), capture_output=True, text=True, env=env)
+            done = subprocess.run(tag_cmd(model, work / "large", out, *extra), capture_output=True, text=True, env=env)
             seconds = time.perf_counter() - t0
             if done.returncode != 0:
                 raise SystemExit(done.stderr[-3000:])
@@ -253,7 +245,7 @@ def bench_ray(args: argparse.Namespace) -> dict[str, Any]:
         return go
 
     with tempfile.TemporaryDirectory(prefix="bench-ray-") as tmp:
-        times = alternate({"local engine": timed("local engine"),
+        times = interleaved({"local engine": timed("local engine"),
                            "ray, 1 actor": timed("ray, 1 actor", "--engine", "ray", "--actors", "1"),
                            "ray, 2 actors": timed("ray, 2 actors", "--engine", "ray", "--actors", "2")}, args.repeats)
     n = len(photos)
@@ -286,8 +278,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--backbone", default="resnetv2_50")
     ap.add_argument("--image-size", type=int, default=224)
     ap.add_argument("--load", type=int, default=0, help="threads: busy-loop processes running beside the runs")
-    ap.add_argument("--work-dir", default="runs/bench_photos", help="photos, cached models and JSON results")
+    ap.add_argument("--grain", type=float, default=0.0,
+                    help="Gaussian grain (std, grey levels) added to the photos: 0 (default) gives smooth upscaled "
+                    "images (~0.3 MB), 4 camera-like files (~2 MB) that cost twice the CPU to decode")
+    ap.add_argument("--work-dir", default=None, help="photos, cached models and JSON results "
+                    "(default: runs/bench_photos, or runs/bench_photos-grainG with --grain G)")
     args = ap.parse_args(argv)
+    args.work_dir = args.work_dir or ("runs/bench_photos" + (f"-grain{args.grain:g}" if args.grain else ""))
     return RUNNERS[args.command](args)
 
 

@@ -44,7 +44,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--split", default="test", help="manifest split (default: test)")
     ap.add_argument("--n-images", type=int, default=600, help="images (default: 600; the issue asks >= 500)")
     ap.add_argument("--headroom", type=float, nargs="*", default=[2.0], help="extra headrooms to compare (default: 2)")
-    ap.add_argument("--work-dir", default="runs/bench_photos", help="where the photos are built (shared with bench_photos)")
+    ap.add_argument("--work-dir", default="runs/check_decode", help="where the photos are built")
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args(argv)
 
@@ -60,7 +60,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         raise SystemExit(f"{manifest}: only {len(rows)} images in split '{args.split}'")
     sources = [manifest.parent / r["path"] for r in rows]
     log(f"building / reusing {len(sources)} photos in {Path(args.work_dir) / 'photos'}")
-    photos = build_photos(sources, Path(args.work_dir))
+    photos = build_photos(sources, Path(args.work_dir) / "photos")
 
     ways: dict[str, tuple[Sequence[Path], Callable[[Path], np.ndarray]]] = {
         "full decode": (photos, lambda p: prep.pixels(load_rgb(p))),
