@@ -38,9 +38,10 @@ INTERPOLATIONS = {
 CROP_MODES = ("center", "squash", "border")
 
 #: How much larger than the resize target a JPEG is decoded (see :meth:`Preprocessing.decode_size`).
-#: 1.0, the smallest DCT scale that covers the target: on fashion photos upscaled to 12 MP the
-#: tags agree with full decoding (``scripts/check_reduced_decode.py``, figures in
-#: ``scripts/README.md``), and the next scale up costs 40% more decode time for no measured gain.
+#: 1.0, the smallest DCT scale that covers the target: on 600 labelled photos of 12 MP each
+#: group's top-1 agreed with full decoding on 99.67-100% of them and no accuracy moved by more
+#: than 0.17 points; 2.0 (the next scale up for 12 MP) agreed on 99.83-100% for a third more
+#: decode time (``scripts/check_reduced_decode.py``, figures in ``scripts/README.md``).
 DECODE_HEADROOM = 1.0
 
 # attrtag before 0.2 called it resize_mode: "center_crop" is timm's "center", and its "squash"

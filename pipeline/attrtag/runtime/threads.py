@@ -7,10 +7,12 @@ CPU the two compete, and the backends differ in how they wait:
 * PyTorch's OpenMP threads meet at a barrier after every operator. With more runnable threads
   than cores (its default, one per core, plus the decode threads, plus anything else on the
   machine), each barrier waits for a descheduled thread: ``--threads 1`` used to be 2-6x
-  faster under load. So PyTorch gets the cores the decode threads leave, never more.
-* ONNX Runtime's intra-op pool spins briefly, then sleeps, and does far less waiting per image:
-  giving it every core while one decode thread runs beside it measured faster on 2 cores than
-  splitting them (``scripts/bench_photos.py threads``, figures in ``scripts/README.md``).
+  faster under load. So PyTorch gets the cores the decode threads leave, never more (on the
+  shared 2-core machine: 1.39x faster than the old default; figures in ``scripts/README.md``).
+* ONNX Runtime's intra-op pool synchronises far less per image: with one decode thread beside
+  it, two model threads on 2 busy cores were only 4% slower than one, and on a quiet machine
+  the second core is what lets it reach model-only speed (``scripts/README.md``, end-to-end
+  0.91). So it keeps every core.
 
 Decode threads on a CPU: a quarter of the cores (at least 1, at most 8): a 224 px model costs
 about 50 ms of CPU per image and a 12 MP JPEG decoded at reduced scale about 15-25 ms, so a
