@@ -64,7 +64,7 @@ class TagJob:
             # The output was accepted (same model and settings, torn tail repaired): rewrite it
             # without this run's failed records, then resume as usual, which tags them again.
             self.writer.close(complete=False)
-            self.retried = drop_failed(out, {display_path(p) for p in paths}, fmt=fmt)
+            self.retried = drop_failed(out, {display_path(p) for p in paths}, columns=layout.columns, fmt=fmt)
             self.writer = open_output(out, meta, fmt=fmt)
         self.todo = [p for p in paths if display_path(p) not in self.writer.done]
         self.skipped = len(paths) - len(self.todo)

@@ -13,10 +13,12 @@ from pathlib import Path
 from typing import Callable, Collection, Sequence
 
 from .._files import atomic_path
-from .files import _csv_meta_path, _import_pyarrow, _ParquetWriter, _partial_path, _read_json
-from .header import OutputMeta, output_format
+from .files import _import_pyarrow, _ParquetWriter, _partial_path
+from .header import output_format
 
-def drop_failed(path: str | os.PathLike[str], paths: Collection[str], *, fmt: str | None = None) -> int:
+def drop_failed(
+    path: str | os.PathLike[str], paths: Collection[str], *, columns: Sequence[str], fmt: str | None = None
+) -> int:
     """Remove the error records of ``paths`` from an output, so that a resume tags them again.
 
     Every file holding records (the output, and a Parquet run's JSONL sidecar) is rewritten
@@ -28,6 +30,7 @@ def drop_failed(path: str | os.PathLike[str], paths: Collection[str], *, fmt: st
         path: an output that :func:`open_output` has accepted for this run (header checked,
             torn tail repaired).
         paths: display paths of this run's inputs; error records of other paths are kept.
+        columns: the output's flat columns (``RecordLayout.columns``), to read CSV rows.
         fmt: format override (default: from the extension).
 
     Returns:
@@ -39,7 +42,6 @@ def drop_failed(path: str | os.PathLike[str], paths: Collection[str], *, fmt: st
     if kind == "jsonl":
         return _drop_failed_lines(path, lambda line: _failed_json_path(line) in wanted)
     if kind == "csv":
-        columns = OutputMeta.from_dict(_read_json(_csv_meta_path(path)), source=str(path)).layout.columns
         return _drop_failed_lines(path, lambda line: _failed_csv_path(line, columns) in wanted)
     dropped = 0
     if path.exists():
