@@ -48,7 +48,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from attrtag.data.batches import default_decode_workers
+from attrtag.runtime.threads import plan_threads
 
 DEFAULT_IMAGES = "../shared/data/fashion-products/images"
 DEFAULT_GROUPS = ["masterCategory", "gender", "usage", "baseColour"]
@@ -238,7 +238,7 @@ def bench_end_to_end(args: argparse.Namespace) -> dict[str, Any]:
     ort_model = open_ort(onnx_path, args.threads)
     batches = decode(paths, ort_model.preprocessing, args.batch_size)  # also warms the page cache for both
     ort_model(batches[0])
-    workers = args.workers if args.workers is not None else default_decode_workers()
+    workers = args.workers if args.workers is not None else plan_threads(backend="onnx", on_gpu=False).decode_workers
     cli_rates: list[float] = []
 
     with tempfile.TemporaryDirectory(prefix="bench-e2e-") as tmp:
@@ -462,7 +462,7 @@ def bench_memory(args: argparse.Namespace) -> dict[str, Any]:
     meta = read_onnx_card(onnx_path)
     n, mark = args.n_images, args.mark
     source = list_images(args.images, None)[:n]
-    workers = args.workers if args.workers is not None else default_decode_workers()
+    workers = args.workers if args.workers is not None else plan_threads(backend="onnx", on_gpu=False).decode_workers
     samples: list[tuple[float, int, int, int]] = []  # (seconds, records, rss, hwm)
     with tempfile.TemporaryDirectory(prefix="bench-mem-") as tmp:
         # Distinct names (a list file repeating paths would be de-duplicated by the input expansion).
@@ -584,7 +584,7 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=helps[name], description=helps[name])
         add_common(p, name)
         if name in ("end-to-end", "memory"):
-            p.add_argument("--workers", type=int, help="attrtag tag decode workers (default: its own, half the CPUs, 1 to 8)")
+            p.add_argument("--workers", type=int, help="attrtag tag decode workers (default: its own, a quarter of the CPUs, 1 to 8)")
         if name == "int8":
             p.add_argument("--checkpoint", help="trained checkpoint (without one: random init, accuracy meaningless)")
             p.add_argument("--manifest", help="labelled images (default: labels.csv next to --images)")

@@ -26,11 +26,12 @@ from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence, Union
 import numpy as np
 from PIL import Image
 
-from .data.batches import Decoded, decode_batches, default_decode_workers, stack_inputs
+from .data.batches import Decoded, decode_batches, stack_inputs
 from .data.images import to_rgb
 from .data.manifest import Manifest, read_manifest
 from .errors import AttrtagError
 from .runtime import Predictor, open_predictor
+from .runtime.threads import open_with_thread_plan, plan_threads, runs_on_gpu
 from .schema import Schema
 from .tagging.engine import DEFAULT_BATCH_SIZE, predict_records
 from .tagging.inputs import expand_inputs
@@ -66,7 +67,10 @@ class Tagger:
         self.predictor = predictor
         self.layout = layout
         self.batch_size = batch_size
-        self.workers = default_decode_workers() if workers is None else workers
+        if workers is None:
+            backend = "torch" if predictor.providers[0].startswith("torch:") else "onnx"
+            workers = plan_threads(backend=backend, on_gpu=runs_on_gpu(predictor.providers)).decode_workers
+        self.workers = workers
 
     @property
     def card(self) -> "ModelCard":
@@ -132,7 +136,8 @@ class Tagger:
         if paths:
             if len(paths) != len(items):
                 raise AttrtagError("pass either paths or in-memory images to one call, not both")
-            yield from decode_batches(expand_inputs(paths), prep, batch_size=self.batch_size, workers=self.workers)
+            paths = expand_inputs(paths, must_exist=False)  # a missing file is a 'missing' record here
+            yield from decode_batches(paths, prep, batch_size=self.batch_size, workers=self.workers)
             return
         for start in range(0, len(items), self.batch_size):
             yield [
@@ -170,13 +175,15 @@ def load(
         class_top_k: classes listed per record.
         unknown_threshold: class ``unknown`` below this normalised probability.
         batch_size: images per model call.
-        workers: decoding threads (default: half the CPUs, 1 to 8).
-        threads: model runtime threads.
+        workers: decoding threads (default: :func:`attrtag.runtime.threads.plan_threads`).
+        threads: model runtime threads (default: the same plan).
 
     Returns:
         A :class:`Tagger`.
     """
-    predictor = open_predictor(model, device=device, batch_size_hint=batch_size, threads=threads)
+    predictor, split = open_with_thread_plan(model, device=device, workers=workers, threads=threads,
+                                             batch_size_hint=batch_size)
+    workers = split.decode_workers
     classes = class_tagging_for(
         predictor.schema, predictor.rules, rules, model_name=os.path.basename(model), top_k=class_top_k,
         unknown_threshold=unknown_threshold, warn=_logger.warning,

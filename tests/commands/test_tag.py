@@ -115,16 +115,48 @@ def test_csv_and_parquet_columns_are_flat(
     assert not (tmp_path / "t.parquet.partial.jsonl").exists()
 
 
-def test_missing_inputs_get_records_and_empty_matches_fail(
+def test_missing_list_entries_get_records_but_missing_inputs_and_empty_matches_fail(
     capsys: pytest.CaptureFixture[str], tmp_path: Path, models: dict[str, Path], images: Path
 ) -> None:
     out = tmp_path / "t.jsonl"
-    rc, stdout, _ = tag(capsys, models["a"], images / "many" / "img0001.jpg", tmp_path / "gone.jpg", "--out", out)
+    listing = tmp_path / "list.txt"
+    listing.write_text(f"{images / 'many' / 'img0001.jpg'}\ngone.jpg\n")
+    rc, stdout, _ = tag(capsys, models["a"], f"@{listing}", "--out", out)
     assert rc == 0 and "failed 1 (missing 1)" in stdout
     by_path = {r["path"]: r for r in read_output(out)[1]}
     assert by_path[display_path(tmp_path / "gone.jpg")]["error"] == "missing"
     rc, _, err = tag(capsys, models["a"], tmp_path / "nothing*.jpg", "--out", tmp_path / "u.jsonl")
     assert rc == 2 and err.count("\n") == 1 and "matches no image files" in err
+    # A typo on the command line stops the run before the model is even looked at (the
+    # MODEL here is not a model at all, and the error is about the INPUT).
+    rc, _, err = tag(capsys, listing, images / "many" / "img0001.jpg", tmp_path / "tpyo", "--out", tmp_path / "v.jsonl")
+    assert rc == 2 and err.count("\n") == 1 and "tpyo': no such file or folder" in err, err
+    assert not (tmp_path / "v.jsonl").exists()
+
+
+def test_a_file_that_is_not_a_model_says_what_it_is(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, images: Path
+) -> None:
+    schema = tmp_path / "schema.yaml"
+    schema.write_text("groups:\n  colour: [red, green]\n")
+    photo = images / "many" / "img0001.jpg"
+    for model, what in ((schema, "a text file starting with 'groups:'"), (photo, "a JPEG image")):
+        rc, _, err = tag(capsys, model, photo, "--out", tmp_path / "o.jsonl")
+        assert rc == 2 and err.count("\n") == 1, err
+        assert f"not an ONNX model or an attrtag checkpoint: it is {what}" in err and "weights_only" not in err, err
+    assert not (tmp_path / "o.jsonl").exists()
+
+
+def test_an_output_name_without_a_format_is_refused(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, models: dict[str, Path], images: Path
+) -> None:
+    one = images / "many" / "img0001.jpg"
+    for name in ("tags.xlsx", "tags"):
+        rc, _, err = tag(capsys, models["a"], one, "--out", tmp_path / name)
+        assert rc == 2 and err.count("\n") == 1 and "names no output format" in err and ".csv" in err, err
+        assert not (tmp_path / name).exists()
+    rc, _, _ = tag(capsys, models["a"], one, "--out", tmp_path / "tags.xlsx", "--format", "csv")
+    assert rc == 0 and read_output(tmp_path / "tags.xlsx", fmt="csv")[1][0]["path"] == display_path(one)
 
 
 def test_bad_options_fail_with_one_line(
@@ -250,3 +282,14 @@ def test_kill_9_then_rerun_tags_every_image_exactly_once(
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0 and f"tagged 0, failed 0, {N_IMAGES + 2} already in" in again.stdout
     assert read_output(out)[1] == clean_run
+
+
+def test_engine_ray_without_ray_installed_says_how_to_install_it(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path, models: dict[str, Path],
+    images: Path,
+) -> None:
+    monkeypatch.setitem(sys.modules, "ray", None)  # "import ray" now fails as if it were not installed
+    rc, _, err = tag(capsys, fast_model(models), images / "many" / "img0001.jpg", "--out", tmp_path / "o.jsonl",
+                     "--engine", "ray")
+    assert rc == 2 and err.count("\n") == 1 and 'pip install "attrtag[ray]"' in err, err
+    assert not (tmp_path / "o.jsonl").exists()

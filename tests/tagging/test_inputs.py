@@ -43,7 +43,7 @@ def test_glob_list_file_duplicates_and_order(tmp_path: Path, monkeypatch: pytest
     assert expand_inputs(["imgs/**"]) == expand_inputs(["imgs"])
 
 
-def test_inputs_that_match_nothing_are_errors_but_missing_files_are_kept(tmp_path: Path) -> None:
+def test_inputs_that_match_nothing_or_do_not_exist_are_errors(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     for bad in (str(tmp_path / "empty"), str(tmp_path / "*.jpg"), f"@{tmp_path / 'nolist.txt'}"):
         with pytest.raises(InputError, match="INPUT|list file"):
@@ -52,4 +52,8 @@ def test_inputs_that_match_nothing_are_errors_but_missing_files_are_kept(tmp_pat
     with pytest.raises(InputError, match="matches no image"):
         expand_inputs([str(tmp_path / "blank.txt")])
     missing = str(tmp_path / "missing.jpg")
-    assert expand_inputs([missing]) == [missing]
+    with pytest.raises(InputError, match=r"INPUT '.*missing\.jpg': no such file or folder"):
+        expand_inputs([missing])
+    assert expand_inputs([missing], must_exist=False) == [missing]  # the Python API records it
+    (tmp_path / "dangling.jpg").symlink_to(tmp_path / "nowhere.jpg")
+    assert expand_inputs([str(tmp_path / "dangling.jpg")]) == [str(tmp_path / "dangling.jpg")]  # broken_link record

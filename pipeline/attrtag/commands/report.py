@@ -47,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
 
     from tqdm import tqdm
 
-    from ..data.batches import default_decode_workers
+    from ..runtime.threads import usable_cpus
     from ..review.report import write_report
     from ..review.sources import load_tags
     from .tag import parse_thresholds
@@ -55,7 +55,8 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.exists() and not args.overwrite:
         raise AttrtagError(f"--out {out} exists; pass --overwrite to replace it, or choose another file")
-    workers = default_decode_workers() if args.workers is None else args.workers
+    # No model runs beside the thumbnails: every usable CPU may decode (up to 8).
+    workers = max(1, min(8, usable_cpus())) if args.workers is None else args.workers
     if workers < 0:
         raise AttrtagError(f"--workers must be 0 or more, got {workers}")
     tags = load_tags(args.tags, root=args.root)

@@ -56,7 +56,8 @@ def register(sub: Any) -> None:
         "(@list.txt or any .txt: one path per line, relative to the list's folder)",
     )
     p.add_argument(
-        "--out", required=True, metavar="FILE", help="output file: .jsonl, .csv or .parquet (other names: JSONL)"
+        "--out", required=True, metavar="FILE",
+        help="output file: .jsonl (.ndjson), .csv or .parquet (.pq); other names need --format",
     )
     p.add_argument(
         "--format", choices=("jsonl", "csv", "parquet"), help="output format (default: from --out's extension)"
@@ -64,7 +65,8 @@ def register(sub: Any) -> None:
     p.add_argument("--batch-size", type=int, default=32, help="images per model call (default: 32)")
     p.add_argument(
         "--workers", type=int, default=None,
-        help="parallel decoding workers; 0 decodes in the main thread (default: half the CPUs, 1 to 8)",
+        help="parallel decoding workers; 0 decodes in the main thread (default: a quarter of the CPUs, 1 to 8, "
+        "on a CPU; all CPUs but one when the model runs on a GPU)",
     )
     p.add_argument("--worker-kind", choices=("thread", "process"), default="thread",
                    help="decode in threads (default; PIL releases the GIL) or processes")
@@ -82,10 +84,24 @@ def register(sub: Any) -> None:
                        "(default: the rules embedded in the model, if any)")
     rules.add_argument("--no-rules", action="store_true", help="ignore rules embedded in the model")
     add_class_options(p)
-    p.add_argument("--threads", type=int, help="model runtime threads (default: the runtime's choice)")
+    p.add_argument("--threads", type=int, help="model runtime threads (default: the CPUs the decode workers leave "
+                   "for a .pt checkpoint, all CPUs for ONNX Runtime, 1 on a GPU)")
     p.add_argument("--trt-cache-dir", help="TensorRT engine cache folder (ONNX models on a GPU)")
     p.add_argument("--max-pixels", type=int, help="refuse larger images as decompression bombs")
     p.add_argument("--overwrite", action="store_true", help="start --out again instead of resuming it")
+    p.add_argument("--retry-failed", action="store_true",
+                   help="tag again the inputs that --out holds error records for (e.g. files fixed on disk), "
+                   "replacing those records")
+    ray = p.add_argument_group("Ray engine (pip install \"attrtag[ray]\")")
+    ray.add_argument("--engine", choices=("local", "ray"), default="local",
+                     help="local: threads in this process (default); ray: a Ray Data actor pool")
+    ray.add_argument("--ray-address", metavar="ADDR",
+                     help="head node HOST:PORT (from 'ray start --head'), ray://HOST:PORT or auto; "
+                     "default: start a local Ray instance")
+    ray.add_argument("--actors", type=int, help="actors, one model each (default: 1, or one per GPU with "
+                     "--gpus-per-actor)")
+    ray.add_argument("--gpus-per-actor", type=float, default=0.0, metavar="G",
+                     help="GPUs per actor (default: 0, the model runs on the CPU)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -149,9 +165,9 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
     from tqdm.contrib.logging import logging_redirect_tqdm
 
-    from ..data.batches import default_decode_workers
     from ..data.images import DEFAULT_MAX_PIXELS
-    from ..runtime import open_predictor
+    from ..runtime import model_kind, read_card
+    from ..runtime.threads import open_with_thread_plan
     from ..tagging.header import output_format
     from ..tagging.inputs import expand_inputs
     from ..tagging.job import TagJob
@@ -160,38 +176,77 @@ def run(args: argparse.Namespace) -> int:
     fmt = output_format(args.out, args.format)  # a bad --out fails before the model loads
     if args.batch_size < 1:
         raise AttrtagError(f"--batch-size must be at least 1, got {args.batch_size}")
-    if args.workers is None:
-        args.workers = default_decode_workers()
-    if args.workers < 0:
+    if args.workers is not None and args.workers < 0:
         raise AttrtagError(f"--workers must be 0 or more, got {args.workers}")
+    ray_options = [o for o, v in (("--ray-address", args.ray_address), ("--actors", args.actors),
+                                  ("--gpus-per-actor", args.gpus_per_actor)) if v]
+    if args.engine == "local" and ray_options:
+        raise AttrtagError(f"{', '.join(ray_options)} need --engine ray")
+    if args.engine == "ray":
+        from ..tagging.ray_engine import import_ray
+
+        import_ray()  # a missing install fails before any work
+        if args.worker_kind != "thread":
+            raise AttrtagError("--worker-kind process is for the local engine; Ray actors decode in threads")
     paths = expand_inputs(args.inputs)
-    predictor = open_predictor(
-        args.model, device=args.device, batch_size_hint=args.batch_size, trt_cache_dir=args.trt_cache_dir,
-        threads=args.threads,
-    )
-    layout = RecordLayout(
-        predictor.schema, top_k=args.top_k, thresholds=parse_thresholds(args.threshold, predictor.schema.names),
-        classes=classes_for_run(args, predictor.schema, predictor.rules, os.path.basename(args.model)),
-    )
-    with TagJob(predictor, paths, args.out, layout=layout, model_path=args.model, fmt=fmt,
-                overwrite=args.overwrite) as job:
-        if job.skipped:
-            _logger.info("resuming %s: %d of %d images already there", args.out, job.skipped, len(paths))
-        bar = tqdm(
-            total=len(job.todo), unit="img", desc="tagging", dynamic_ncols=True, file=sys.stderr,
-            disable=args.no_progress or None,  # None: off when stderr is not a terminal
+    model_kind(args.model)  # a file that is not a model fails here, saying what it is
+    max_pixels = args.max_pixels or DEFAULT_MAX_PIXELS
+    predictor = None
+    if args.engine == "local":
+        predictor, split = open_with_thread_plan(
+            args.model, device=args.device, workers=args.workers, threads=args.threads,
+            batch_size_hint=args.batch_size, trt_cache_dir=args.trt_cache_dir,
         )
-        with bar, logging_redirect_tqdm():
-            for records in job.run(batch_size=args.batch_size, workers=args.workers, worker_kind=args.worker_kind,
-                                   max_pixels=args.max_pixels or DEFAULT_MAX_PIXELS):
-                if job.failed:
-                    bar.set_postfix_str(f"failed {job.failed}", refresh=False)
-                bar.update(len(records))
+        _logger.info("%d decode threads, %d model threads", split.decode_workers, split.model_threads)
+        card = predictor.card
+    else:
+        card = read_card(args.model)
+    layout = RecordLayout(
+        card.schema, top_k=args.top_k, thresholds=parse_thresholds(args.threshold, card.schema.names),
+        classes=classes_for_run(args, card.schema, card.rules, os.path.basename(args.model)),
+    )
+    ray_started = False
+    try:
+        if args.engine == "ray":
+            from ..tagging import ray_engine
+
+            ray_started = ray_engine.connect(args.ray_address)
+            ray_plan = ray_engine.plan(args.model, actors=args.actors, gpus_per_actor=args.gpus_per_actor,
+                                       device=args.device, workers=args.workers, threads=args.threads)
+            _logger.info("Ray: %d actors, %d CPUs and %g GPUs each, %d decode and %d model threads each",
+                         ray_plan.actors, ray_plan.cpus_per_actor, ray_plan.gpus_per_actor, ray_plan.decode_workers,
+                         ray_plan.model_threads)
+        with TagJob(predictor, paths, args.out, layout=layout, model_path=args.model, fmt=fmt,
+                    overwrite=args.overwrite, retry_failed=args.retry_failed) as job:
+            if job.retried:
+                _logger.info("retrying %d images that failed before", job.retried)
+            if job.skipped:
+                _logger.info("resuming %s: %d of %d images already there", args.out, job.skipped, len(paths))
+            if args.engine == "ray":
+                batches = job.record(ray_engine.tag_with_ray(
+                    args.model, job.todo, layout, ray_plan, batch_size=args.batch_size, max_pixels=max_pixels))
+            else:
+                batches = job.run(batch_size=args.batch_size, workers=split.decode_workers,
+                                  worker_kind=args.worker_kind, max_pixels=max_pixels)
+            bar = tqdm(
+                total=len(job.todo), unit="img", desc="tagging", dynamic_ncols=True, file=sys.stderr,
+                disable=args.no_progress or None,  # None: off when stderr is not a terminal
+            )
+            with bar, logging_redirect_tqdm():
+                for records in batches:
+                    if job.failed:
+                        bar.set_postfix_str(f"failed {job.failed}", refresh=False)
+                    bar.update(len(records))
+    finally:
+        if ray_started:
+            ray_engine.shutdown()
 
     reasons = ", ".join(f"{k} {n}" for k, n in sorted(job.counts.items()) if k != "ok")
     print(
         f"tagged {job.tagged}, failed {job.failed}" + (f" ({reasons})" if reasons else "")
+        + (f", {job.retried} retried" if job.retried else "")
         + (f", {job.skipped} already in {args.out}" if job.skipped else "")
         + f"; {job.rate:.1f} images/s -> {args.out}"
     )
     return 0
+

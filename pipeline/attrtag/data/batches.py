@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
-import os
 from collections import deque
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -32,16 +31,6 @@ from .preprocess import Preprocessing
 _logger = logging.getLogger(__name__)
 
 WORKER_KINDS = ("thread", "process")
-
-
-def default_decode_workers() -> int:
-    """Decode threads beside inference: half the usable CPUs, between 1 and 8.
-
-    On a CPU-only machine the model's own threads need the cores (``scripts/bench_tagging.py
-    end-to-end`` measured it; figures in ``scripts/README.md``).
-    """
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, min(8, cpus // 2))
 
 
 @dataclass(frozen=True)

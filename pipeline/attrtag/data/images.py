@@ -62,6 +62,12 @@ IMAGE_EXTENSIONS = frozenset(
     {"jpg", "jpeg", "png", "bmp", "gif", "tif", "tiff", "webp", "ppm", "pgm", "pbm"}
 )
 
+# JPEG (and MPO, multi-picture JPEG from phones) can decode at 1/2, 1/4 or 1/8 scale in the DCT
+# domain; every other format must decode all its pixels.
+_SCALED_DECODE_FORMATS = ("JPEG", "MPO")
+_EXIF_ORIENTATION = 0x0112
+_TRANSPOSING_ORIENTATIONS = (5, 6, 7, 8)  # the ones that swap width and height
+
 _HIGH_DEPTH_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")
 
 # C0 and C1 control characters would break one-line logs and terminals; show them escaped.
@@ -139,7 +145,9 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")  # a copy when already RGB
 
 
-def load_rgb(path: PathArg, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+def load_rgb(
+    path: PathArg, *, max_pixels: int = DEFAULT_MAX_PIXELS, min_size: tuple[int, int] | None = None
+) -> Image.Image:
     """Decode one image file into a fully loaded 8-bit RGB image, EXIF orientation applied.
 
     Multi-frame files (animated GIF, multi-page TIFF, MPO) give their first frame.
@@ -149,6 +157,11 @@ def load_rgb(path: PathArg, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Im
         max_pixels: refuse images with more than ``width * height`` pixels, checked from the
             header before decoding. Pillow's ``Image.MAX_IMAGE_PIXELS`` still applies on top
             (twice it is a hard error inside Pillow, reported here as ``bomb`` too).
+        min_size: ``(width, height)`` the picture must still cover once oriented. A JPEG is
+            then decoded at the smallest DCT scale (1/2, 1/4 or 1/8: libjpeg's scaled inverse
+            DCT, through Pillow's ``Image.draft``) whose width and height are both at least
+            these, which for a 12-megapixel photo and a 224 px model skips most of the decoding
+            work. Other formats, and None, decode every pixel.
 
     Returns:
         A new ``RGB`` image, independent of the file.
@@ -168,11 +181,11 @@ def load_rgb(path: PathArg, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Im
     except OSError as err:
         raise _error("unreadable", path, f"cannot open: {err.strerror or err}") from None
     with fh:
-        image = _decode(fh, path, max_pixels)
+        image = _decode(fh, path, max_pixels, min_size)
     return image
 
 
-def _decode(fh: BinaryIO, path: PathArg, max_pixels: int) -> Image.Image:
+def _decode(fh: BinaryIO, path: PathArg, max_pixels: int, min_size: tuple[int, int] | None) -> Image.Image:
     """Open, size-check, load and convert; every Pillow failure becomes an ImageDecodeError."""
     try:
         try:
@@ -190,6 +203,8 @@ def _decode(fh: BinaryIO, path: PathArg, max_pixels: int) -> Image.Image:
                 "bomb", path, f"{width}x{height} = {width * height} pixels exceeds the limit of "
                 f"{max_pixels} (possible decompression bomb; raise max_pixels if it is genuine)"
             )
+        if min_size is not None and image.format in _SCALED_DECODE_FORMATS:
+            _draft(image, min_size, path)
         image.load()
         try:
             ImageOps.exif_transpose(image, in_place=True)
@@ -214,6 +229,25 @@ def _decode(fh: BinaryIO, path: PathArg, max_pixels: int) -> Image.Image:
         return to_rgb(image)
     except ValueError as err:
         raise _error("decode", path, f"unsupported pixel mode {image.mode!r}: {err}") from None
+
+
+def _draft(image: Image.Image, min_size: tuple[int, int], path: PathArg) -> None:
+    """Ask the JPEG decoder for the smallest DCT scale that still covers ``min_size`` once oriented.
+
+    The scale is applied while decoding, before the EXIF rotation, so a photo stored sideways
+    (orientation 5 to 8) must cover the target with width and height swapped.
+    """
+    width, height = min_size
+    try:
+        orientation = image.getexif().get(_EXIF_ORIENTATION, 1)
+    except Exception:  # noqa: BLE001 - unreadable EXIF: exif_transpose will say so after loading
+        orientation = 1
+    if orientation in _TRANSPOSING_ORIENTATIONS:
+        width, height = height, width
+    before = image.size
+    image.draft(image.mode, (max(1, int(width)), max(1, int(height))))
+    if image.size != before:
+        logger.debug("%s: decoding %dx%d at %dx%d", display_path(path), *before, *image.size)
 
 
 def _stat_regular_file(path: PathArg) -> os.stat_result:

@@ -12,6 +12,7 @@ reproduce an uninterrupted run.
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -54,6 +55,19 @@ def train_transform(prep: Preprocessing, *, scale: tuple[float, float] = (0.5, 1
     )
 
 
+def train_decode_size(prep: Preprocessing, *, scale: tuple[float, float] = (0.5, 1.0)) -> tuple[int, int]:
+    """``(width, height)`` a training image is decoded at, at least (JPEGs at a reduced DCT scale).
+
+    The smallest crop :func:`train_transform` takes is ``scale[0]`` of the area at aspect 3/4,
+    whose short side is ``sqrt(scale[0] * 3/4)`` (0.61) of the image's: decoding the image to
+    ``input_size / 0.61`` keeps even that crop at full resolution, so training sees the pixels
+    a full decode would give it while a 12-megapixel photo still decodes at 1/8 scale.
+    """
+    side = math.sqrt(scale[0] * 3 / 4)
+    h, w = prep.input_size
+    return math.ceil(w / side), math.ceil(h / side)
+
+
 class ImageDataset(Dataset):
     """Samples -> ``(augmented image [3,H,W] float32, targets [G] int64, index)``.
 
@@ -67,6 +81,7 @@ class ImageDataset(Dataset):
         self.seed = int(seed)
         self.epoch = 0
         self.aug = train_transform(prep)
+        self.decode_size = train_decode_size(prep)
 
     def set_epoch(self, epoch: int) -> None:
         """Select the augmentation stream of ``epoch`` (call before building the loader's iterator)."""
@@ -78,7 +93,7 @@ class ImageDataset(Dataset):
     def __getitem__(self, i: int) -> tuple[Any, ...]:
         sample = self.samples[i]
         try:
-            img = load_rgb(sample.path)
+            img = load_rgb(sample.path, min_size=self.decode_size)
         except ImageDecodeError as err:
             return None, None, i, str(err)
         # Seeded per sample, not per worker, so results do not depend on --workers.

@@ -1,18 +1,22 @@
 """Running a model: the predictor contract, its two backends, and :func:`open_predictor`.
 
-``.onnx`` files run on ONNX Runtime (:mod:`.onnx_backend`, torch is never imported on that
-path); anything else is read as a training checkpoint and runs on PyTorch
-(:mod:`.torch_backend`). Both fulfil :class:`~.api.Predictor` and report the devices really in
+ONNX files run on ONNX Runtime (:mod:`.onnx_backend`, torch is never imported on that path);
+training checkpoints run on PyTorch (:mod:`.torch_backend`); which one a file is comes from
+its first bytes (:mod:`.model_file`), and any other file is refused saying what it is. Both fulfil :class:`~.api.Predictor` and report the devices really in
 use in ``.providers``. Importing this package imports neither torch nor onnxruntime.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
-from ..errors import CheckpointError, DeviceUnavailableError
+from ..errors import DeviceUnavailableError
 from .api import DEVICES, Predictor, check_batch, parse_device
+from .model_file import ONNX, model_kind, read_card
 
-__all__ = ["DEVICES", "DeviceUnavailableError", "Predictor", "check_batch", "open_predictor", "parse_device"]
+__all__ = [
+    "DEVICES", "DeviceUnavailableError", "Predictor", "check_batch", "model_kind", "open_predictor", "parse_device",
+    "read_card",
+]
 
 
 def open_predictor(
@@ -40,14 +44,13 @@ def open_predictor(
         A :class:`Predictor`.
 
     Raises:
-        CheckpointError: missing or unreadable file, not an attrtag model.
+        CheckpointError: missing or unreadable file, not a model (what it is instead, from its
+            first bytes: :func:`.model_file.model_kind`), not an attrtag model.
         DeviceUnavailableError: ``device`` names a GPU backend that cannot run here.
     """
     path = Path(model_path)
     parse_device(device)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: model file not found (expected an exported .onnx or a checkpoint .pt)")
-    if path.suffix.lower() == ".onnx":
+    if model_kind(path) == ONNX:
         from .onnx_backend import OnnxModel  # lazy: this path must not import torch
 
         return OnnxModel(

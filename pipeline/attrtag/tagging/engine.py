@@ -25,7 +25,8 @@ import numpy as np
 
 from ..data.batches import Decoded, decode_batches, decode_one, stack_inputs
 from ..data.images import DEFAULT_MAX_PIXELS, display_path
-from ..runtime import Predictor, open_predictor
+from ..runtime import Predictor
+from ..runtime.threads import open_with_thread_plan
 from ..schema import Schema
 from ..zeroshot.fields import CLASS_FIELDS, ClassTagging, class_tagging_for
 from .records import RecordLayout, TagRecord, round_probs
@@ -172,36 +173,51 @@ class TagWorker:
         threads: int | None = None,
         top_k: int | None = None,
         thresholds: Mapping[str, float] | None = None,
-        workers: int = 4,
+        workers: int | None = None,
         max_pixels: int = DEFAULT_MAX_PIXELS,
         batch_size: int | None = None,
         rules: str | None = None,
         class_top_k: int = 5,
+        layout: RecordLayout | None = None,
     ) -> None:
         """Open the model.
 
         Args:
             model_path: ``.onnx`` file or training checkpoint.
             device: ``auto``, ``cpu`` or ``cuda`` (see :func:`attrtag.runtime.open_predictor`).
-            threads: model runtime threads (None: the runtime's default).
+            threads: model runtime threads (None: :func:`attrtag.runtime.threads.plan_threads`).
             top_k: keep the ``k`` most probable values per group.
             thresholds: group -> minimum top probability (marks ``uncertain``).
-            workers: decoding threads inside this worker (0: decode inline).
+            workers: decoding threads inside this worker (0: decode inline; None: the plan's).
             max_pixels: decompression-bomb limit.
             batch_size: the batch size Ray will pass (lets TensorRT build its engine for it).
             rules: a rules YAML file, or ``"embedded"`` for the rules in the model's card, to
                 add class fields (as ``attrtag tag --rules``); None: no class fields.
             class_top_k: classes kept per record when ``rules`` is set.
+            layout: the exact record layout to use (the Ray engine passes its run's, class
+                options included); ``top_k``, ``thresholds``, ``rules`` and ``class_top_k``
+                are then ignored.
+
+        Raises:
+            AttrtagError: the model cannot be opened, or its schema is not ``layout``'s.
         """
-        self.predictor = open_predictor(model_path, device=device, threads=threads, batch_size_hint=batch_size)
-        self.layout = RecordLayout(
-            self.predictor.schema, top_k=top_k, thresholds=dict(thresholds or {}),
-            classes=class_tagging_for(
-                self.predictor.schema, self.predictor.rules, False if rules is None else True if rules == "embedded" else rules,
-                model_name=os.path.basename(model_path), top_k=class_top_k, warn=_logger.warning,
-            ),
+        self.predictor, split = open_with_thread_plan(
+            model_path, device=device, workers=workers, threads=threads, batch_size_hint=batch_size
         )
+        if layout is not None:
+            self.predictor.schema.check_same(layout.schema, what=f"{model_path} is not the model this run was set up for")
+            self.layout = layout
+        else:
+            self.layout = RecordLayout(
+                self.predictor.schema, top_k=top_k, thresholds=dict(thresholds or {}),
+                classes=class_tagging_for(
+                    self.predictor.schema, self.predictor.rules,
+                    False if rules is None else True if rules == "embedded" else rules,
+                    model_name=os.path.basename(model_path), top_k=class_top_k, warn=_logger.warning,
+                ),
+            )
         self.max_pixels = max_pixels
+        workers = split.decode_workers
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="attrtag-decode") if workers else None
 
     def __call__(self, batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:

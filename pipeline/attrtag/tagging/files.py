@@ -424,3 +424,4 @@ def read_output(path: str | os.PathLike[str], *, fmt: str | None = None) -> tupl
     meta = _parquet_meta(path)
     rows = _import_pyarrow().parquet.read_table(path).to_pylist()
     return meta, [meta.layout.from_flat(r) for r in rows]
+

@@ -128,7 +128,7 @@ def model_fingerprint(path: str | os.PathLike[str]) -> str:
 
 
 def output_format(path: str | os.PathLike[str], fmt: str | None = None) -> str:
-    """The output format: ``fmt`` when given, else from the extension, else JSONL.
+    """The output format: ``fmt`` when given, else from the extension.
 
     Args:
         path: the output file.
@@ -136,6 +136,10 @@ def output_format(path: str | os.PathLike[str], fmt: str | None = None) -> str:
 
     Returns:
         One of :data:`FORMATS`.
+
+    Raises:
+        OutputError: an unknown ``fmt``, or (without ``fmt``) an extension that names no
+            format: ``tags.xlsx`` must not silently hold JSONL.
     """
     if fmt is not None:
         if fmt not in FORMATS:
@@ -143,7 +147,9 @@ def output_format(path: str | os.PathLike[str], fmt: str | None = None) -> str:
         return fmt
     ext = Path(path).suffix.lower()
     if ext not in _EXTENSIONS:
-        _logger.info("%s: writing JSONL (extension '%s' not recognised; pass --format to choose)", path, ext)
-        return "jsonl"
+        raise OutputError(
+            f"--out {path}: {f'extension {ext!r}' if ext else 'no extension'} names no output format; "
+            f"use {', '.join(_EXTENSIONS)} (or --format jsonl/csv/parquet to choose one for this name)"
+        )
     return _EXTENSIONS[ext]
 

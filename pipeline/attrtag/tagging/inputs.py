@@ -14,7 +14,10 @@ An INPUT is, in the order these rules are tried:
 * A pattern containing ``*``, ``?`` or ``[``: :func:`glob.glob` with ``recursive=True`` (so ``**``
   crosses folders). Matched folders are expanded as above and matched files are filtered by
   image extension, so ``photos/**`` selects what ``photos`` would.
-* Anything else: one image path, kept even if it does not exist (error record ``missing``).
+* Anything else: one image path. A broken symbolic link is kept (error record
+  ``broken_link``); a path that does not exist at all is an :class:`InputError` (a typo on the
+  command line should stop the run before the model loads, not end as "failed 1"), unless
+  ``must_exist=False`` (the Python API, which records it as ``missing``).
 
 An INPUT that yields nothing at all (an empty folder, a pattern with no match, an empty list
 file) is an :class:`InputError`, as is a list file that cannot be read: these are typos, not
@@ -39,24 +42,28 @@ _logger = logging.getLogger(__name__)
 _GLOB_CHARS = frozenset("*?[")
 
 
-def expand_inputs(inputs: Sequence[str]) -> list[str]:
+def expand_inputs(inputs: Sequence[str], *, must_exist: bool = True) -> list[str]:
     """Expand INPUT arguments (folders, files, globs, list files) into sorted image paths.
 
     Args:
         inputs: command-line INPUT strings, see the module docstring for each form.
+        must_exist: an INPUT naming a path that does not exist is an error (True), or kept
+            so that it gets a ``missing`` error record (False). Entries of list files are
+            always kept.
 
     Returns:
         Unique paths (``str``; undecodable bytes kept via the file system's surrogate escapes),
         sorted by their raw bytes.
 
     Raises:
-        InputError: no inputs, an INPUT that matches nothing, or an unreadable list file.
+        InputError: no inputs, an INPUT that matches nothing or does not exist, or an
+            unreadable list file.
     """
     if not inputs:
         raise InputError("no INPUT given; name image files, folders, glob patterns or @list.txt files")
     found: dict[str, str] = {}  # absolute key -> path as it will be reported
     for arg in inputs:
-        paths = list(_expand_one(arg))
+        paths = list(_expand_one(arg, must_exist))
         if not paths:
             raise InputError(f"INPUT '{arg}' matches no image files; check the path or pattern")
         for p in paths:
@@ -76,7 +83,7 @@ def is_glob(arg: str) -> bool:
     return any(c in _GLOB_CHARS for c in arg) and not os.path.lexists(arg)
 
 
-def _expand_one(arg: str) -> Iterable[str]:
+def _expand_one(arg: str, must_exist: bool) -> Iterable[str]:
     if arg.startswith("@"):
         return read_list_file(arg[1:])
     if arg.lower().endswith(".txt") and os.path.isfile(arg):
@@ -85,7 +92,9 @@ def _expand_one(arg: str) -> Iterable[str]:
         return walk_images(arg)
     if is_glob(arg):
         return _expand_glob(arg)
-    return [arg]  # a file, a broken link or a missing path: the decoder reports which
+    if must_exist and not os.path.lexists(arg):
+        raise InputError(f"INPUT '{arg}': no such file or folder; check the path")
+    return [arg]  # a file, a broken link or (not must_exist) a missing path: the decoder reports which
 
 
 def _expand_glob(pattern: str) -> list[str]:

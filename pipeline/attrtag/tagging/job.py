@@ -11,7 +11,7 @@ import os
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 from ..data.images import DEFAULT_MAX_PIXELS, display_path
 from ..runtime.api import Predictor
@@ -19,29 +19,34 @@ from .engine import DEFAULT_BATCH_SIZE, tag_paths
 from .files import open_output
 from .header import OutputMeta, model_fingerprint
 from .records import RecordLayout, TagRecord
+from .retry import drop_failed
 
 
 class TagJob:
     """Tag ``paths`` into ``out`` with ``predictor``; use as a context manager.
 
     Args:
-        predictor: the open model.
+        predictor: the open model; None when the records come from elsewhere (:meth:`record`,
+            e.g. the Ray engine, whose actors run the model).
         paths: image paths in output order (see :func:`attrtag.tagging.inputs.expand_inputs`).
         out: the output file (``.jsonl``, ``.csv`` or ``.parquet``).
         layout: record layout (schema, top-k, thresholds, class rules).
         model_path: the model file (its name and SHA-256 identify the model in the header).
         fmt: output format override (default: from ``out``'s extension).
         overwrite: start ``out`` again instead of resuming it.
+        retry_failed: remove the error records of ``paths`` from the output first
+            (:func:`.retry.drop_failed`), so those images are tagged again.
 
     Attributes:
         todo: the paths not yet in the output, in order.
         skipped: how many paths the output already had.
+        retried: how many error records were removed to be tried again.
         counts: ``ok`` and each error code, over the records written by this job.
     """
 
     def __init__(
         self,
-        predictor: Predictor,
+        predictor: Predictor | None,
         paths: Sequence[str],
         out: str | os.PathLike[str],
         *,
@@ -49,10 +54,18 @@ class TagJob:
         model_path: str | os.PathLike[str],
         fmt: str | None = None,
         overwrite: bool = False,
+        retry_failed: bool = False,
     ) -> None:
         self.predictor, self.layout, self.out = predictor, layout, Path(out)
         meta = OutputMeta(layout, model=os.path.basename(model_path), model_sha256=model_fingerprint(model_path))
         self.writer = open_output(out, meta, fmt=fmt, overwrite=overwrite)
+        self.retried = 0
+        if retry_failed and self.writer.done:
+            # The output was accepted (same model and settings, torn tail repaired): rewrite it
+            # without this run's failed records, then resume as usual, which tags them again.
+            self.writer.close(complete=False)
+            self.retried = drop_failed(out, {display_path(p) for p in paths}, columns=layout.columns, fmt=fmt)
+            self.writer = open_output(out, meta, fmt=fmt)
         self.todo = [p for p in paths if display_path(p) not in self.writer.done]
         self.skipped = len(paths) - len(self.todo)
         self.counts: Counter[str] = Counter()
@@ -67,12 +80,18 @@ class TagJob:
         max_pixels: int = DEFAULT_MAX_PIXELS,
     ) -> Iterator[list[TagRecord]]:
         """Tag :attr:`todo`, writing each batch before yielding it (see :func:`tag_paths`)."""
+        if self.predictor is None:
+            raise TypeError("TagJob.run needs a predictor; use TagJob.record for records made elsewhere")
+        return self.record(tag_paths(
+            self.predictor, self.todo, layout=self.layout, batch_size=batch_size, workers=workers,
+            worker_kind=worker_kind, max_pixels=max_pixels,
+        ))
+
+    def record(self, batches: Iterable[list[TagRecord]]) -> Iterator[list[TagRecord]]:
+        """Write each batch of records (of :attr:`todo`, in order) durably, then yield it."""
         start = time.perf_counter()
         try:
-            for records in tag_paths(
-                self.predictor, self.todo, layout=self.layout, batch_size=batch_size, workers=workers,
-                worker_kind=worker_kind, max_pixels=max_pixels,
-            ):
+            for records in batches:
                 self.writer.write(records)
                 self.counts.update(r.get("error") or "ok" for r in records)
                 yield records

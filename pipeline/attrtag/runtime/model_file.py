@@ -1,0 +1,84 @@
+"""What a MODEL file is, from its first bytes: an ONNX export, a PyTorch checkpoint, or neither.
+
+The name alone is not enough: a YAML schema passed where the model goes used to reach
+``torch.load`` and come back as PyTorch's ``weights_only`` text. Sniffing the bytes lets the
+error say what the file is instead, and lets the model card be read without building a session
+(the Ray engine's driver writes the output header without running the model).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..card import ModelCard
+from ..errors import CheckpointError
+
+ONNX, CHECKPOINT = "onnx", "checkpoint"
+
+_FIX = "pass the .onnx written by 'attrtag export' or the .pt checkpoint written by 'attrtag train'"
+# Magic numbers of files people pass by mistake, to say what the file is.
+_KNOWN = (
+    (b"\xff\xd8\xff", "a JPEG image"),
+    (b"\x89PNG", "a PNG image"),
+    (b"%PDF", "a PDF document"),
+    (b"\x1f\x8b", "a gzip archive"),
+    (b"PAR1", "a Parquet file"),
+)
+
+
+def model_kind(path: str | Path) -> str:
+    """``"onnx"`` or ``"checkpoint"``, from the file's first bytes; anything else is an error.
+
+    PyTorch checkpoints are zip archives (``PK\\x03\\x04``; since torch 1.6) or pickles
+    (``\\x80``); an ONNX file is a protobuf whose first field is ``ir_version`` (byte ``\\x08``).
+
+    Args:
+        path: the MODEL argument.
+
+    Returns:
+        :data:`ONNX` or :data:`CHECKPOINT`.
+
+    Raises:
+        CheckpointError: missing, unreadable, empty, or not a model; the message says what it is.
+    """
+    path = Path(path)
+    if not path.is_file():
+        what = "is a folder" if path.is_dir() else "not found"
+        raise CheckpointError(f"{path}: model file {what} (expected an exported .onnx or a checkpoint .pt)")
+    try:
+        with open(path, "rb") as f:
+            head = f.read(64)
+    except OSError as err:
+        raise CheckpointError(f"{path}: cannot read the model file ({err.strerror or err})") from None
+    if head.startswith(b"PK\x03\x04") or head.startswith(b"\x80"):
+        return CHECKPOINT
+    if head.startswith(b"\x08"):
+        return ONNX
+    raise CheckpointError(f"{path}: not an ONNX model or an attrtag checkpoint: {_describe(head)}; {_FIX}")
+
+
+def read_card(path: str | Path) -> ModelCard:
+    """The model card of an ONNX file or a checkpoint, without opening an inference session.
+
+    Raises:
+        CheckpointError: not a model, or not an attrtag one.
+    """
+    if model_kind(path) == ONNX:
+        from .onnx_backend import read_onnx_card  # lazy: keeps torch out of the ONNX path
+
+        return read_onnx_card(path)
+    from ..model.checkpoint import load_checkpoint
+
+    return load_checkpoint(path)["card"]
+
+
+def _describe(head: bytes) -> str:
+    if not head:
+        return "the file is empty"
+    for magic, what in _KNOWN:
+        if head.startswith(magic):
+            return f"it is {what}"
+    text = head.decode("utf-8", "replace").rstrip("\ufffd")  # the read may cut a character in two
+    if "\ufffd" in text or any(c < " " and c not in "\t\r\n" for c in text):
+        return f"it starts with bytes {head[:12]!r}"
+    first = text.strip().splitlines()[0][:40] if text.strip() else ""
+    return f"it is a text file starting with {first!r}"

@@ -1,0 +1,71 @@
+"""The CPU split between decoding and the model, and telling a model file from anything else."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from attrtag.errors import CheckpointError
+from attrtag.runtime.model_file import CHECKPOINT, ONNX, model_kind
+from attrtag.runtime.threads import plan_threads, runs_on_gpu
+
+
+@pytest.mark.parametrize("cpus", [1, 2, 3, 4, 7, 16, 64])
+def test_pytorch_never_gets_more_threads_than_decoding_leaves(cpus: int) -> None:
+    plan = plan_threads(backend="torch", on_gpu=False, cpus=cpus)
+    assert plan.decode_workers >= 1 and plan.model_threads >= 1
+    assert plan.decode_workers + plan.model_threads <= max(2, cpus)  # 1 core: one of each, no more
+    assert plan.decode_workers == max(1, min(8, cpus // 4))
+
+
+def test_onnx_runtime_keeps_every_core_and_a_gpu_run_gives_them_to_decoding() -> None:
+    assert (plan_threads(backend="onnx", on_gpu=False, cpus=16).decode_workers,
+            plan_threads(backend="onnx", on_gpu=False, cpus=16).model_threads) == (4, 16)
+    for backend in ("onnx", "torch"):
+        gpu = plan_threads(backend=backend, on_gpu=True, cpus=16)
+        assert (gpu.decode_workers, gpu.model_threads) == (15, 1)
+    assert plan_threads(backend="onnx", on_gpu=True, cpus=1).decode_workers == 1
+    assert plan_threads(backend="onnx", on_gpu=True, cpus=96).decode_workers == 32
+
+
+def test_explicit_workers_and_threads_are_kept() -> None:
+    plan = plan_threads(backend="torch", on_gpu=False, cpus=8, workers=0, threads=5)
+    assert (plan.decode_workers, plan.model_threads) == (0, 5)
+    assert plan_threads(backend="torch", on_gpu=False, cpus=8, workers=3).model_threads == 5
+
+
+def test_runs_on_gpu_reads_the_providers_really_used() -> None:
+    assert runs_on_gpu(["CUDAExecutionProvider", "CPUExecutionProvider"])
+    assert runs_on_gpu(["torch:cuda:1"])
+    assert not runs_on_gpu(["CPUExecutionProvider"]) and not runs_on_gpu(["torch:cpu"]) and not runs_on_gpu([])
+
+
+@pytest.mark.parametrize(
+    ("data", "kind"),
+    [(b"PK\x03\x04rest of a zip", CHECKPOINT), (b"\x80\x02\x8a\nlegacy pickle", CHECKPOINT), (b"\x08\x08\x12\x07pytorch", ONNX)],
+)
+def test_model_kind_from_the_first_bytes(tmp_path: Path, data: bytes, kind: str) -> None:
+    path = tmp_path / "model.bin"  # the name says nothing; the bytes decide
+    path.write_bytes(data)
+    assert model_kind(path) == kind
+
+
+@pytest.mark.parametrize(
+    ("data", "what"),
+    [
+        (b"", "the file is empty"),
+        (b"\x89PNG\r\n\x1a\n....", "it is a PNG image"),
+        ("groups:\n  colour: [röd, grün]\n".encode(), "it is a text file starting with 'groups:'"),
+        (b"\x00\x01\x02\x03binary", "it starts with bytes"),
+    ],
+)
+def test_a_file_that_is_not_a_model_is_described(tmp_path: Path, data: bytes, what: str) -> None:
+    path = tmp_path / "model.pt"
+    path.write_bytes(data)
+    with pytest.raises(CheckpointError, match="not an ONNX model or an attrtag checkpoint") as info:
+        model_kind(path)
+    assert what in str(info.value) and "attrtag export" in str(info.value)
+    with pytest.raises(CheckpointError, match="model file not found"):
+        model_kind(tmp_path / "absent.onnx")
+    with pytest.raises(CheckpointError, match="is a folder"):
+        model_kind(tmp_path)
