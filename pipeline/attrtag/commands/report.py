@@ -35,7 +35,7 @@ def register(sub: Any) -> None:
     p.add_argument("--thumb-size", type=int, default=128, metavar="PX", help="embedded thumbnail side (default: 128)")
     p.add_argument("--threshold", action="append", default=[], metavar="[GROUP=]P",
                    help="'uncertain' below P (all groups) or GROUP=P (one group); repeatable")
-    p.add_argument("--workers", type=int, default=None, help="thumbnail decode threads (default: half the CPUs)")
+    p.add_argument("--workers", type=int, default=None, help="thumbnail decode threads (default: the usable CPUs, 1 to 8)")
     p.add_argument("--overwrite", action="store_true", help="replace --out when it exists")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
