@@ -101,7 +101,7 @@ def descendants(pid: int) -> dict[int, str]:
 
 def records_on_disk(out: Path) -> int:
     try:
-        return out.read_bytes().count(b"\n") - 1
+        return out.read_bytes().count(b"\n")  # JSONL holds records only (the header is in FILE.meta.json)
     except FileNotFoundError:
         return 0
 
