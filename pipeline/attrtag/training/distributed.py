@@ -123,13 +123,37 @@ def init_distributed(device: str) -> DistContext:
         return DistContext(torch_device(device))
     rank, local = env_rank(), int(os.environ.get("LOCAL_RANK", "0"))
     dev = _process_device(device, local, world)
+    backend = "nccl" if dev.type == "cuda" else "gloo"
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
-        dist.init_process_group("nccl", device_id=dev)
+    store = _attempt_store(world)
+    if store is None:
+        dist.init_process_group(backend, device_id=dev if dev.type == "cuda" else None)
     else:
-        dist.init_process_group("gloo")
-    _logger.info("process %d of %d on %s (%s)", rank, world, dev, dist.get_backend())
+        dist.init_process_group(backend, store=store, rank=rank, world_size=world,
+                                device_id=dev if dev.type == "cuda" else None)
+    _logger.info("process %d of %d on %s (%s)", rank, world, dev, backend)
     return DistContext(dev, rank, world, local, owns_group=True)
+
+
+def _attempt_store(world: int) -> dist.Store | None:
+    """torchrun's shared store, in a namespace of this attempt's own; None: let env:// make one.
+
+    torchrun (PyTorch 2.14) keeps one store for the whole launch and hands it to the workers
+    of every attempt. After a restart, gloo then reads the addresses the failed processes
+    published and cannot connect ("connectFullMesh failed ... Connection refused"; PyTorch
+    issue 135712). Keys under a prefix per restart count are fresh each attempt. Every worker
+    of one machine sees the same count; across machines torchrun may count differently, so
+    multi-machine runs with restarts are safest with ``TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1``
+    (then each attempt gets a new store and this returns None).
+    """
+    if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True":
+        return None
+    from datetime import timedelta
+
+    client = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world, is_master=False,
+                           timeout=timedelta(minutes=30))
+    return dist.PrefixStore(f"attrtag/attempt_{os.environ.get(_RESTART_COUNT, '0')}", client)
 
 
 def _process_device(device: str, local_rank: int, world: int) -> torch.device:
@@ -166,16 +190,17 @@ def wrap_ddp(model: nn.Module, ctx: DistContext) -> nn.Module:
     """The module the training step calls: DDP around ``model`` with several processes, else ``model``.
 
     No ``find_unused_parameters``: the masked loss keeps every group in the graph even when a
-    process has no label for it. ``broadcast_buffers=False``: batch-norm running statistics
-    stay per process and are averaged by :func:`reduce_batchnorm_stats` (rank 0's would
-    otherwise overwrite every other process's at each forward).
+    process has no label for it. ``forward_sync_buffers=False`` (what ``broadcast_buffers``
+    was): batch-norm running statistics stay per process and are averaged by
+    :func:`reduce_batchnorm_stats`; otherwise rank 0's would overwrite every other process's at
+    each forward. They are still copied from rank 0 once, when DDP wraps the model.
     """
     if not ctx.active:
         return model
     from torch.nn.parallel import DistributedDataParallel
 
     ids = [ctx.device.index] if ctx.device.type == "cuda" else None
-    return DistributedDataParallel(model, device_ids=ids, broadcast_buffers=False)
+    return DistributedDataParallel(model, device_ids=ids, forward_sync_buffers=False)
 
 
 def reduce_batchnorm_stats(model: nn.Module, ctx: DistContext) -> None:
@@ -234,23 +259,25 @@ def launch_id() -> str | None:
 
 
 def restart_checkpoint(run_dir: Path) -> Path | None:
-    """After torchrun restarted the group: ``run_dir/last.pt`` if this launch wrote it.
+    """Under torchrun: ``run_dir/last.pt`` when this launch wrote it (so torchrun restarted us).
 
-    On the first attempt (or outside torchrun) there is nothing to resume by itself. A
-    ``last.pt`` from an earlier launch (another run id) is not resumed: this launch failed
-    before its first checkpoint and starts over. Give multi-machine launches a unique
-    ``--rdzv-id`` so that the test means something (``--standalone`` makes one).
+    The checkpoint records torchrun's run id; a ``last.pt`` of another launch is left alone
+    (that run is resumed only with ``--resume``). ``--standalone`` makes a fresh run id per
+    launch; several machines share the ``--rdzv-id`` they are given, so give each job its own.
+    Without one (run id ``none``), a restart count above 0 is required as well. The restart
+    count alone does not decide: torchrun may count restarts differently on each machine.
     """
-    restarts = int(os.environ.get(_RESTART_COUNT, "0"))
+    run_id = launch_id()
     last = run_dir / "last.pt"
-    if restarts == 0 or not last.is_file():
+    if run_id is None or not last.is_file():
+        return None
+    restarts = int(os.environ.get(_RESTART_COUNT, "0"))
+    if run_id == "none" and restarts == 0:
         return None
     from ..model import load_checkpoint
 
-    written_by = load_checkpoint(last).get("torchrun_run_id")
-    if written_by != launch_id():
-        _logger.warning("torchrun restart %d: %s belongs to another launch (run id %s); starting over",
-                        restarts, last, written_by)
+    ckpt = load_checkpoint(last)
+    if ckpt.get("torchrun_run_id") != run_id:
         return None
-    _logger.info("torchrun restart %d: resuming from %s", restarts, last)
+    _logger.info("torchrun restart %d: resuming from %s (epoch %d done)", restarts, last, int(ckpt["epoch"]) + 1)
     return last
