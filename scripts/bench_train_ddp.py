@@ -148,7 +148,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--batch-size", type=int, default=16, help="the global batch (split across processes)")
     ap.add_argument("--steps", type=int, default=4, help="timed steps of each kind (synced / no_sync) per launch")
     ap.add_argument("--repeats", type=int, default=3, help="launches per setting")
-    ap.add_argument("--photo-size", type=int, default=896, help="upscale the thumbnails to this (0: 224 px as they are)")
+    ap.add_argument("--photo-size", type=int, default=896, help="upscale the thumbnails to this (0: keep 224 px)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--smoke", action="store_true", help="tiny model and sizes: proves the script runs")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -181,7 +181,8 @@ def main(argv: list[str] | None = None) -> dict:
     (out / "result.json").write_text(json.dumps(summary, indent=1))
     print(f"\n{args.backbone} {args.image_size} px, global batch {args.batch_size}, {summary['photo_size']} px JPEGs, "
           f"{args.device}, median of {args.repeats} launches x {args.steps} steps:\n")
-    print("| processes x threads | images/s | step (ms) | data (ms) | grad all-reduce, exposed (ms) | small all-reduces (ms) |")
+    print("| processes x threads | images/s | step (ms) | data (ms) | grad all-reduce, exposed (ms) "
+          "| small all-reduces (ms) |")
     print("|---|---|---|---|---|---|")
     for n in (1, 2):
         m, t = med[n], runs[n][0]["threads"]

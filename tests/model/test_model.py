@@ -96,7 +96,7 @@ def test_pretrained_without_network_fails_at_once_in_one_line(no_network, tiny_d
         raise AssertionError("timm asked the unreachable Hub for weights")
 
     monkeypatch.setattr(timm.models._hub, "hf_hub_download", retrying_download)
-    with pytest.raises(AttrtagError, match=r"weights for 'test_resnet' are not in the local cache and http://127.0.0.1:9"):
+    with pytest.raises(AttrtagError, match=r"'test_resnet' are not in the local cache and http://127.0.0.1:9"):
         build_model(SCHEMA, "test_resnet", pretrained=True)
     code = main(["train", "--schema", str(tiny_data[0]), "--manifest", str(tiny_data[1]), "--out", str(tmp_path / "r"),
                  "--backbone", "test_resnet", "--pretrained", "--workers", "0"])

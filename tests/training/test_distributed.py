@@ -235,7 +235,8 @@ def _batch(rows: slice) -> Batch:
     """Rows of one fixed global batch of 8: 'band' labelled on rows 0-3 only, 'shape' on none."""
     g = torch.Generator().manual_seed(0)
     x = torch.randn(8, 3, 32, 32, generator=g)
-    y = torch.stack([torch.randint(0, 3, (8,), generator=g), torch.full((8,), -1), torch.randint(0, 2, (8,), generator=g)], 1)
+    colour, band = torch.randint(0, 3, (8,), generator=g), torch.randint(0, 2, (8,), generator=g)
+    y = torch.stack([colour, torch.full((8,), -1), band], 1)
     y[4:, 2] = -1  # process 1's half has no 'band' label; 'shape' has none in the whole batch
     y[5, 0] = -1
     return Batch(x[rows], y[rows], torch.arange(8)[rows], [])

@@ -172,7 +172,8 @@ def use_sync_batchnorm(model: nn.Module, ctx: DistContext) -> nn.Module:
     """Batch norm over the global batch (``--sync-bn``): CUDA only, as PyTorch's SyncBatchNorm.
 
     Raises:
-        AttrtagError: on the CPU, where SyncBatchNorm refuses to run (gloo has no kernel for it).
+        AttrtagError: on the CPU: under gloo, SyncBatchNorm's forward raises "SyncBatchNorm
+            expected input tensor to be on GPU" (checked with PyTorch 2.14, 2 processes).
     """
     if ctx.device.type != "cuda":
         raise AttrtagError(

@@ -37,8 +37,8 @@ from ..runtime.torch_backend import TorchPredictor, torch_device
 from ..schema import Schema
 from .config import TrainConfig
 from .distributed import (
-    DistContext, describe_world_change, gather_predictions, init_distributed, launch_id, reduce_batchnorm_stats, restart_checkpoint,
-    use_sync_batchnorm, val_shard, wrap_ddp,
+    DistContext, describe_world_change, gather_predictions, init_distributed, launch_id, reduce_batchnorm_stats,
+    restart_checkpoint, use_sync_batchnorm, val_shard, wrap_ddp,
 )
 from .history import write_history
 from .recipe import criterion_for, make_optimizer, make_scheduler
@@ -234,7 +234,7 @@ def train_one_epoch(run: TrainingRun, epoch: int, progress: Progress | None = No
         if hasattr(it, "set_postfix"):
             it.set_postfix(loss=f"{loss_sum / seen:.3f}", refresh=False)
     train_time = time.perf_counter() - t0
-    for failed in ctx.all_gather(run.failed)[1:] if ctx.active else ():  # rank 0's are there already
+    for failed in ctx.all_gather(dict(run.failed)):  # each process saw its own part of the images
         run.failed.update(failed)
     if not cfg.sync_bn:
         reduce_batchnorm_stats(model, ctx)  # before validation and checkpoints see them
