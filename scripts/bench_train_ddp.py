@@ -10,16 +10,17 @@ global-batch sampler, ``train_batch`` with DDP, gloo on the CPU / NCCL on CUDA) 
   step under ``no_sync()`` (the same step without it); the two kinds alternate, step by step.
 - small all-reduces: the label counts and the loss the loop all-reduces each step, timed alone.
 
-Launches alternate (1, 2, 2, 1, 1, 2, ...) and each setting's median over ``--repeats`` is
-reported with the ratio. Threads: the CPUs are shared out (2 cores: 1 process x 2 threads vs
-2 processes x 1 thread). The load average before each launch is recorded: anything else
-running shows there.
+Settings are ``PROCESSES x THREADS`` (default ``1x2 2x1``: the two cores of this machine
+shared out either way; add ``1x1`` for a baseline that a busy machine disturbs less, since a
+2-thread process stalls at every OpenMP barrier whose partner thread is descheduled). Launches
+alternate (A B, B A, ...) and each setting's median over ``--repeats`` is reported with the
+ratios. The load average before each launch is recorded: anything else running shows there.
 
 Photos: the fashion-products thumbnails (224 px) upscaled to ``--photo-size`` (default 896 px,
 JPEG q90) stand in for full-size photos, so decoding costs what users' photos cost; they are
 written once under ``--out``.
 
-    python scripts/bench_train_ddp.py                      # ~6 min on a 2-core CPU
+    python scripts/bench_train_ddp.py                      # 3-5 min per setting on a 2-core CPU
     python scripts/bench_train_ddp.py --smoke              # ~1 min: proves it runs; numbers mean nothing
 """
 from __future__ import annotations
@@ -127,8 +128,7 @@ def worker(args: argparse.Namespace) -> None:
     ctx.close()
 
 
-def launch(args: argparse.Namespace, nproc: int, manifest: Path, result: Path) -> dict:
-    threads = max(1, (os.cpu_count() or 2) // nproc)
+def launch(args: argparse.Namespace, nproc: int, threads: int, manifest: Path, result: Path) -> dict:
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", __file__,
            "--worker", "--manifest", str(manifest), "--result", str(result), "--data", str(args.data),
            "--backbone", args.backbone, "--image-size", str(args.image_size), "--batch-size", str(args.batch_size),
@@ -148,6 +148,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--batch-size", type=int, default=16, help="the global batch (split across processes)")
     ap.add_argument("--steps", type=int, default=4, help="timed steps of each kind (synced / no_sync) per launch")
     ap.add_argument("--repeats", type=int, default=3, help="launches per setting")
+    ap.add_argument("--settings", nargs="+", default=["1x2", "2x1"], help="PROCESSESxTHREADS, e.g. 1x2 2x1 1x1")
     ap.add_argument("--photo-size", type=int, default=896, help="upscale the thumbnails to this (0: keep 224 px)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--smoke", action="store_true", help="tiny model and sizes: proves the script runs")
@@ -163,20 +164,22 @@ def main(argv: list[str] | None = None) -> dict:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     manifest = photos(Path(args.data), out, args.batch_size * (1 + 2 * args.steps), args.photo_size)
-    runs: dict[int, list[dict]] = {1: [], 2: []}
+    runs: dict[str, list[dict]] = {s: [] for s in args.settings}
     for r in range(args.repeats):
-        for nproc in ((1, 2) if r % 2 == 0 else (2, 1)):
-            res = launch(args, nproc, manifest, out / "worker.json")
-            runs[nproc].append(res)
-            print(f"  repeat {r + 1}, {nproc} process(es): {res['images_per_s']:.2f} images/s "
+        for setting in (args.settings if r % 2 == 0 else args.settings[::-1]):
+            nproc, threads = (int(x) for x in setting.split("x"))
+            res = launch(args, nproc, threads, manifest, out / "worker.json")
+            runs[setting].append(res)
+            print(f"  repeat {r + 1}, {setting}: {res['images_per_s']:.2f} images/s "
                   f"(load avg {res['load_avg_before']:.1f})", flush=True)
-    med = {n: {k: statistics.median(x[k] for x in v) for k in ("images_per_s", "step_s", "load_s", "synced_s",
-                                                                 "grad_allreduce_s", "small_allreduce_s")}
-           for n, v in runs.items()}
+    keys = ("images_per_s", "step_s", "load_s", "synced_s", "grad_allreduce_s", "small_allreduce_s")
+    med = {s: {k: statistics.median(x[k] for x in v) for k in keys} for s, v in runs.items()}
     summary = {
         "backbone": args.backbone, "image_size": args.image_size, "global_batch": args.batch_size,
         "photo_size": args.photo_size or 224, "device": args.device, "repeats": args.repeats, "steps": args.steps,
-        "median": med, "ratio_2_over_1": med[2]["images_per_s"] / med[1]["images_per_s"], "runs": runs,
+        "median": med, "runs": runs,
+        "ratios": {f"{a} / {b}": med[a]["images_per_s"] / med[b]["images_per_s"]
+                   for a in args.settings for b in args.settings if int(a.split("x")[0]) > int(b.split("x")[0])},
     }
     (out / "result.json").write_text(json.dumps(summary, indent=1))
     print(f"\n{args.backbone} {args.image_size} px, global batch {args.batch_size}, {summary['photo_size']} px JPEGs, "
@@ -184,11 +187,11 @@ def main(argv: list[str] | None = None) -> dict:
     print("| processes x threads | images/s | step (ms) | data (ms) | grad all-reduce, exposed (ms) "
           "| small all-reduces (ms) |")
     print("|---|---|---|---|---|---|")
-    for n in (1, 2):
-        m, t = med[n], runs[n][0]["threads"]
-        print(f"| {n} x {t} | {m['images_per_s']:.2f} | {1e3 * m['step_s']:.0f} | {1e3 * m['load_s']:.0f} | "
+    for setting, m in med.items():
+        print(f"| {setting} | {m['images_per_s']:.2f} | {1e3 * m['step_s']:.0f} | {1e3 * m['load_s']:.0f} | "
               f"{1e3 * m['grad_allreduce_s']:.1f} | {1e3 * m['small_allreduce_s']:.2f} |")
-    print(f"\n2 processes / 1 process: {summary['ratio_2_over_1']:.3f}")
+    for name, ratio in summary["ratios"].items():
+        print(f"images/s {name}: {ratio:.3f}")
     return summary
 
 
