@@ -33,6 +33,10 @@ from attrtag.training.loop import prepare_run, train, train_batch
 
 from tests.helpers import make_dataset
 
+pytestmark = pytest.mark.skipif(
+    not (torch.distributed.is_available() and torch.distributed.is_gloo_available()), reason="no gloo in this torch"
+)
+
 ROOT = Path(__file__).resolve().parents[2]
 WORKER = Path(__file__).with_name("ddp_worker.py")
 # test_vit at its own 160 px; 48 training images, so 6 global batches of 8 per epoch.

@@ -140,7 +140,9 @@ def prepare_run(
         ckpt = load_checkpoint(resume)
         ckpt["card"].schema.check_same(schema, what=f"--resume {resume}: checkpoint schema vs --schema")
         stored = TrainConfig.from_dict(ckpt.get("config", {}), source=f"{resume} config")
-        cfg = TrainConfig.from_dict({**stored.to_dict(), "epochs": cfg.epochs, "workers": cfg.workers, "device": cfg.device})
+        # Where and how the run executes comes from this command; what it learns, from the checkpoint.
+        here = {k: getattr(cfg, k) for k in ("epochs", "workers", "device", "sync_bn")}
+        cfg = TrainConfig.from_dict({**stored.to_dict(), **here})
     ctx = dist if dist is not None else DistContext(torch_device(cfg.device))
     device = ctx.device
     train_samples, val_samples = split_samples(manifest, cfg.val_fraction)
@@ -342,8 +344,8 @@ def train(
 
     Args:
         cfg: the configuration (on resume, the checkpoint's configuration is used and only
-            ``epochs``, ``workers`` and ``device`` are taken from ``cfg``). ``batch_size`` is the
-            global batch when torchrun starts several processes.
+            ``epochs``, ``workers``, ``device`` and ``sync_bn`` are taken from ``cfg``).
+            ``batch_size`` is the global batch when torchrun starts several processes.
         schema: label schema; on resume it must equal the checkpoint's.
         manifest: samples with a split column, or all samples (then ``cfg.val_fraction`` is held out).
         run_dir: output folder.
