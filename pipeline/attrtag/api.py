@@ -225,7 +225,8 @@ def train(
 ) -> "TrainResult":
     """Train a model; ``config`` is any field of :class:`attrtag.training.config.TrainConfig`.
 
-    Writes ``out/last.pt``, ``out/best.pt`` and the history, as ``attrtag train`` does.
+    Writes ``out/last.pt``, ``out/best.pt`` and the history, as ``attrtag train`` does; under
+    ``torchrun`` every process calls it and they train one model (``batch_size`` is global).
     """
     from .training.config import TrainConfig
     from .training.loop import train as _train

@@ -75,3 +75,50 @@ def test_pretrained_from_local_weights_file(tmp_path):
         assert torch.equal(m.backbone.state_dict()[k], v), k
     with pytest.raises(AttrtagError, match="weights file not found"):
         build_model(SCHEMA, "test_resnet", pretrained=tmp_path / "none.pth")
+
+
+@pytest.fixture
+def no_network(tmp_path, monkeypatch):
+    """An empty Hugging Face cache and a Hub address where nothing listens."""
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    return tmp_path / "hub"
+
+
+def test_pretrained_without_network_fails_at_once_in_one_line(no_network, tiny_data, tmp_path, monkeypatch, capsys):
+    import timm.models._hub
+    from attrtag.cli import main
+
+    def retrying_download(*args, **kwargs):  # where huggingface_hub would retry for ~50 s
+        raise AssertionError("timm asked the unreachable Hub for weights")
+
+    monkeypatch.setattr(timm.models._hub, "hf_hub_download", retrying_download)
+    with pytest.raises(AttrtagError, match=r"'test_resnet' are not in the local cache and http://127.0.0.1:9"):
+        build_model(SCHEMA, "test_resnet", pretrained=True)
+    code = main(["train", "--schema", str(tiny_data[0]), "--manifest", str(tiny_data[1]), "--out", str(tmp_path / "r"),
+                 "--backbone", "test_resnet", "--pretrained", "--workers", "0"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "--pretrained PATH" in err
+
+
+def test_cached_hub_weights_load_without_network(no_network):
+    import timm
+    from huggingface_hub import constants
+    from safetensors.torch import save_file
+
+    src = timm.create_model("test_resnet", num_classes=0)
+    for p in src.parameters():
+        torch.nn.init.normal_(p)  # weights no fresh model has
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = no_network / f"models--{timm.models.get_pretrained_cfg('test_resnet').hf_hub_id.replace('/', '--')}"
+    (repo / "snapshots" / commit).mkdir(parents=True)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    save_file(src.state_dict(), str(repo / "snapshots" / commit / "model.safetensors"))
+    m = build_model(SCHEMA, "test_resnet", pretrained=True)
+    for k, v in src.state_dict().items():
+        assert torch.equal(m.backbone.state_dict()[k], v), k
+    assert constants.HF_HUB_OFFLINE is False  # offline only for that one load

@@ -78,3 +78,24 @@ def test_sigmoid_baseline_masks_missing_groups():
     assert torch.allclose(out["a"], ref) and out["b"].item() == 0.0
     out["loss"].backward()
     assert lg["b"].grad is not None
+
+
+def test_shares_over_global_label_counts_add_up_to_the_whole_batch():
+    # Under DDP each process divides by the label counts of the global batch: the shares (and
+    # their gradients) must add up to the whole batch's loss, even where a part has no label.
+    lg = logits(batch=6, seed=3)
+    t = torch.tensor([[0, 1, 6], [2, 0, -1], [1, -1, 3], [-1, -1, -1], [2, -1, -1], [0, -1, -1]])
+    cw = torch.tensor([0.5, 2.0, 1.0])
+    crit = MaskedGroupedCrossEntropy(SCHEMA, class_weights={"a": cw}, label_smoothing=0.1)
+    whole = crit(lg, t)
+    den = crit.denominators(t[:3]) + crit.denominators(t[3:])  # what the all-reduce sums
+    assert torch.equal(den, crit.denominators(t)) and den[0] == cw[[0, 2, 1, 2, 0]].sum()
+    parts = [crit({n: v[rows] for n, v in lg.items()}, t[rows], den) for rows in (slice(0, 3), slice(3, 6))]
+    assert parts[1]["b"].item() == 0.0 and parts[1]["c"].item() == 0.0  # this half has no label there
+    for key in ("loss", *SCHEMA.names):
+        assert torch.allclose(parts[0][key] + parts[1][key], whole[key]), key
+    g_whole = torch.autograd.grad(whole["loss"], list(lg.values()))
+    g_parts = torch.autograd.grad(parts[0]["loss"] + parts[1]["loss"], list(lg.values()))
+    assert all(torch.allclose(a, b) for a, b in zip(g_whole, g_parts))
+    zero = crit(lg, torch.full((6, 3), -1), torch.zeros(3))  # a global count of 0: zero, never NaN
+    assert zero["loss"].item() == 0.0

@@ -1,7 +1,12 @@
-"""``attrtag train``: train a grouped attribute model on a manifest."""
+"""``attrtag train``: train a grouped attribute model on a manifest.
+
+Under ``torchrun --nproc_per_node N -m attrtag train ...`` every process runs this command; only
+rank 0 prints (and the library makes only rank 0 write files).
+"""
 from __future__ import annotations
 
 import argparse
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +26,8 @@ def register(sub: Any) -> None:
     p.add_argument("--crop-mode", choices=("center", "squash", "border"),
                    help="evaluation crop, timm's meaning (default: the backbone's, usually center)")
     p.add_argument("--epochs", type=int)
-    p.add_argument("--batch-size", type=int)
+    p.add_argument("--batch-size", type=int,
+                   help="global batch: images per optimizer step, split across torchrun processes (default 32)")
     p.add_argument("--lr", type=float)
     p.add_argument("--weight-decay", type=float)
     p.add_argument("--warmup-epochs", type=float)
@@ -30,12 +36,15 @@ def register(sub: Any) -> None:
     p.add_argument("--group-weight", action="append", default=[], metavar="GROUP=W", help="loss weight of a group")
     p.add_argument("--seed", type=int)
     p.add_argument("--workers", type=int, help="data loading processes")
-    p.add_argument("--device", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--device", help="auto, cpu, cuda or cuda:N (under torchrun: each process takes its LOCAL_RANK GPU)")
+    p.add_argument("--sync-bn", action="store_true", default=None,
+                   help="several CUDA processes: batch norm over the global batch (SyncBatchNorm; not on the CPU)")
     p.add_argument("--max-steps-per-epoch", type=int, help="cap steps per epoch (quick runs)")
     p.add_argument("--skip-bad-rows", action="store_true", default=None,
                    help="skip manifest rows with unknown labels or missing files (counted) instead of failing")
     p.add_argument("--resume", nargs="?", const="", default=None, metavar="CKPT",
-                   help="continue a run from its last checkpoint (default OUT/last.pt)")
+                   help="continue a run from its last checkpoint (default OUT/last.pt); after a torchrun "
+                        "restart the run resumes from OUT/last.pt by itself")
     p.set_defaults(func=run)
 
 
@@ -45,6 +54,7 @@ FLAG_TO_FIELD = {
     "batch_size": "batch_size", "lr": "lr", "weight_decay": "weight_decay", "warmup_epochs": "warmup_epochs",
     "label_smoothing": "label_smoothing", "class_weights": "class_weights", "seed": "seed", "workers": "workers",
     "device": "device", "max_steps_per_epoch": "max_steps_per_epoch", "skip_bad_rows": "skip_bad_rows",
+    "sync_bn": "sync_bn",
 }
 
 
@@ -78,32 +88,42 @@ def run(args: argparse.Namespace) -> int:
     from ..data.manifest import coverage, format_coverage, read_manifest
     from ..evaluation.metrics import format_metrics
     from ..schema import Schema
+    from ..training.distributed import env_rank
     from ..training.loop import train
     from ._progress import tqdm_progress
 
+    main_process = env_rank() == 0
+    if not main_process:  # the other torchrun processes print nothing but warnings and errors
+        logging.getLogger("attrtag").setLevel(logging.WARNING)
+    say = print if main_process else _silent
     cfg = build_config(args)
     schema = Schema.load(args.schema)
     manifest = read_manifest(args.manifest, schema, skip_bad=cfg.skip_bad_rows)
     if manifest.skipped:
-        print(f"skipped {len(manifest.skipped)} bad manifest row(s); first: {manifest.skipped[0]}")
+        say(f"skipped {len(manifest.skipped)} bad manifest row(s); first: {manifest.skipped[0]}")
     resume = None
     if args.resume is not None:
         resume = Path(args.resume) if args.resume else Path(args.out) / "last.pt"
         if not resume.is_file():
             raise AttrtagError(f"--resume: checkpoint {resume} not found")
-    print(f"{len(manifest)} images in {args.manifest}; label coverage per group:")
-    print(format_coverage(coverage(schema, manifest.samples)))
+    say(f"{len(manifest)} images in {args.manifest}; label coverage per group:")
+    say(format_coverage(coverage(schema, manifest.samples)))
 
     def on_epoch(row: dict[str, Any], metrics: list[Any]) -> None:
         val = f", val loss {row['val_loss']:.3f}" if row.get("val_loss") is not None else ""
-        print(f"epoch {row['epoch']}/{cfg.epochs}: train loss {row['train_loss']:.3f}{val}, "
-              f"{row['train_images_per_s']:.1f} images/s")
+        procs = f" on {row['processes']} processes" if row.get("processes", 1) > 1 else ""
+        say(f"epoch {row['epoch']}/{cfg.epochs}: train loss {row['train_loss']:.3f}{val}, "
+            f"{row['train_images_per_s']:.1f} images/s{procs}")
         if metrics:
-            print(format_metrics(metrics), flush=True)
+            say(format_metrics(metrics), flush=True)
 
     result = train(cfg, schema, manifest, args.out, resume=resume, progress=tqdm_progress, on_epoch=on_epoch)
     if result.failed_images:
-        print(f"warning: {len(result.failed_images)} training image(s) could not be decoded and were skipped")
-    print(f"checkpoints: {result.last} and {result.best} (best val score {result.best_score:.3f})")
-    print(f"history: {result.run_dir / 'history.json'}, curves: {result.run_dir / 'curves.png'}")
+        say(f"warning: {len(result.failed_images)} training image(s) could not be decoded and were skipped")
+    say(f"checkpoints: {result.last} and {result.best} (best val score {result.best_score:.3f})")
+    say(f"history: {result.run_dir / 'history.json'}, curves: {result.run_dir / 'curves.png'}")
     return 0
+
+
+def _silent(*args: Any, **kwargs: Any) -> None:
+    """``print`` for the torchrun processes other than rank 0."""

@@ -127,22 +127,49 @@ def collate(samples: list[tuple[Any, ...]]) -> Batch:
     )
 
 
-def make_loader(
-    dataset: ImageDataset, *, batch_size: int, workers: int, shuffle: bool, seed: int = 0, epoch: int = 0,
-    drop_last: bool = False, pin_memory: bool = False,
-) -> DataLoader:
-    """A DataLoader whose order depends only on ``(seed, epoch)``."""
+def epoch_batches(
+    n: int, batch_size: int, *, steps: int, seed: int = 0, epoch: int = 0, rank: int = 0, world_size: int = 1
+) -> list[list[int]]:
+    """This process's part of each global batch of one epoch (dataset indices).
+
+    The epoch's order is one permutation of ``range(n)`` seeded by ``(seed, epoch)``; global
+    batch ``t`` is ``perm[t*B:(t+1)*B]`` and process ``rank`` of ``world_size`` takes a
+    contiguous slice of it (sizes differ by at most one). The union over processes of step
+    ``t`` is the batch one process would train on: ``batch_size`` is the global batch, and the
+    data order does not depend on the number of processes (DistributedSampler's idea, with the
+    global batch held fixed instead of the per-process one).
+
+    Args:
+        n: dataset size.
+        batch_size: the global batch.
+        steps: global batches in the epoch (the last one may be short).
+        seed, epoch: the order's seed.
+        rank, world_size: this process and the number of processes.
+    """
     gen = torch.Generator()
     gen.manual_seed(seed * 1_000_003 + epoch)
+    perm = torch.randperm(n, generator=gen).tolist()
+    out = []
+    for t in range(steps):
+        batch = perm[t * batch_size : (t + 1) * batch_size]
+        lo, hi = len(batch) * rank // world_size, len(batch) * (rank + 1) // world_size
+        out.append(batch[lo:hi])
+    return out
+
+
+def make_loader(
+    dataset: ImageDataset, *, batches: Sequence[list[int]], workers: int, epoch: int = 0, pin_memory: bool = False
+) -> DataLoader:
+    """A DataLoader over ``batches`` (see :func:`epoch_batches`) with ``epoch``'s augmentation."""
+    gen = torch.Generator()  # seeds the workers' base seed without drawing from the global RNG
+    gen.manual_seed(epoch)
     dataset.set_epoch(epoch)
     return DataLoader(
         dataset,
-        batch_size=batch_size,
-        shuffle=shuffle,
+        batch_sampler=list(batches),
         num_workers=workers,
         collate_fn=collate,
         generator=gen,
-        drop_last=drop_last,
         pin_memory=pin_memory,
         persistent_workers=False,  # workers must see set_epoch; they are re-created each epoch
     )

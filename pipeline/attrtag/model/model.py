@@ -20,6 +20,7 @@ from ..data.preprocess import Preprocessing
 from ..errors import AttrtagError, first_line
 from ..schema import Schema
 from .head import GroupedHead
+from .pretrained import weights_reachable
 
 _logger = logging.getLogger(__name__)
 
@@ -77,7 +78,8 @@ def create_backbone(name: str, *, pretrained: bool | str | Path = False) -> nn.M
     Args:
         name: any timm model name (``timm.list_models()``).
         pretrained: ``False`` for random initialisation; ``True`` for timm's own weights (the
-            hub; needs network access or a populated cache); a path for a local weights file
+            hub; needs network access or a populated cache, see :mod:`.pretrained`); a path for
+            a local weights file
             (``.safetensors``/``.pth``, timm's ``pretrained_cfg_overlay(file=...)`` mechanism).
 
     Returns:
@@ -97,6 +99,9 @@ def create_backbone(name: str, *, pretrained: bool | str | Path = False) -> nn.M
         kwargs["pretrained_cfg_overlay"] = {"file": str(path)}
         pretrained = True
     try:
+        if pretrained and "pretrained_cfg_overlay" not in kwargs:
+            with weights_reachable(name):  # cached or reachable, else an error in seconds
+                return timm.create_model(name, pretrained=True, **kwargs)
         return timm.create_model(name, pretrained=bool(pretrained), **kwargs)
     except (OSError, RuntimeError) as err:
         if pretrained:

@@ -11,7 +11,7 @@ from typing import Any
 from .config import TrainConfig
 
 _LAZY = {
-    "train": "loop", "TrainResult": "loop", "train_step": "loop", "split_samples": "loop", "make_criterion": "loop",
+    "train": "loop", "TrainResult": "loop", "train_step": "loop", "split_samples": "loop", "make_criterion": "recipe",
     "MaskedGroupedCrossEntropy": "loss", "MaskedSigmoidBCE": "loss",
 }
 __all__ = ["TrainConfig", *_LAZY]

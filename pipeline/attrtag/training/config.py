@@ -19,7 +19,7 @@ class TrainConfig:
     image_size: int | None = None  # None = the backbone's pretrained config
     crop_mode: str | None = None  # None = the backbone's (timm: center, squash or border)
     epochs: int = 10
-    batch_size: int = 32
+    batch_size: int = 32  # the global batch: images per optimizer step, over all torchrun processes
     lr: float = 1e-3
     weight_decay: float = 0.05
     warmup_epochs: float = 1.0
@@ -34,6 +34,7 @@ class TrainConfig:
     device: str = "auto"
     amp: bool = True  # CUDA only: float16 autocast + GradScaler
     channels_last: bool = True  # CUDA only
+    sync_bn: bool = False  # several CUDA processes: batch norm over the global batch (SyncBatchNorm)
     val_fraction: float = 0.1  # used only when the manifest has no split column
     skip_bad_rows: bool = False
     max_steps_per_epoch: int = 0  # 0 = whole epoch; >0 caps it (quick runs, benchmarks)

@@ -9,11 +9,15 @@ Reproducibility: each epoch reseeds torch from ``(seed, epoch)``, data order com
 generator seeded the same way and augmentation is seeded per sample, so an epoch's result
 depends only on the weights and optimizer state it starts from -- which is what ``last.pt``
 stores. ``--resume`` therefore yields the run an uninterrupted run would have produced.
+
+Several processes (``torchrun``, :mod:`.distributed`): ``cfg.batch_size`` is the global batch,
+split across processes (:func:`~attrtag.data.loader.epoch_batches`); :func:`train_batch`
+divides each group's loss by the label counts of the global batch, so N processes take the
+same steps as one process with the whole batch. Only rank 0 prints and writes files.
 """
 from __future__ import annotations
 
 import logging
-import math
 import time
 import zlib
 from dataclasses import dataclass, field
@@ -23,7 +27,7 @@ from typing import Any, Callable, Iterable
 import torch
 from torch import nn
 
-from ..data.loader import ImageDataset, make_loader
+from ..data.loader import Batch, ImageDataset, epoch_batches, make_loader
 from ..data.manifest import Manifest, Sample, label_counts
 from ..errors import AttrtagError
 from ..evaluation.evaluate import compute_metrics, predict, val_loss
@@ -32,8 +36,12 @@ from ..model import AttributeModel, build_model, check_input_size, load_checkpoi
 from ..runtime.torch_backend import TorchPredictor, torch_device
 from ..schema import Schema
 from .config import TrainConfig
+from .distributed import (
+    DistContext, describe_world_change, gather_predictions, init_distributed, launch_id, reduce_batchnorm_stats,
+    restart_checkpoint, use_sync_batchnorm, val_shard, wrap_ddp,
+)
 from .history import write_history
-from .loss import MaskedGroupedCrossEntropy, MaskedSigmoidBCE, class_weights_from_counts
+from .recipe import criterion_for, make_optimizer, make_scheduler
 
 _logger = logging.getLogger(__name__)
 
@@ -62,31 +70,16 @@ def train_step(
     targets: torch.Tensor,
     *,
     amp: bool = False,
+    denominators: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
-    """Forward + loss; returns ``{'loss', <group terms>, 'output'}`` (backward is the caller's)."""
+    """Forward + loss; returns ``{'loss', <group terms>, 'output'}`` (backward is the caller's).
+
+    ``denominators``: each group's label count to divide by (default: this batch's own).
+    """
     with torch.autocast(device_type=images.device.type, dtype=torch.float16, enabled=amp):
         output = model(images)
-    losses = criterion(output, targets)  # float32: the criterion upcasts logits
+    losses = criterion(output, targets, denominators)  # float32: the criterion upcasts logits
     return {**losses, "output": output}
-
-
-def make_criterion(cfg: TrainConfig, schema: Schema, class_weights: dict[str, torch.Tensor] | None) -> nn.Module:
-    """The loss named by ``cfg.loss``."""
-    if cfg.loss == "grouped_softmax":
-        return MaskedGroupedCrossEntropy(
-            schema, group_weights=cfg.group_weights, class_weights=class_weights, label_smoothing=cfg.label_smoothing
-        )
-    if cfg.loss == "sigmoid_bce":
-        return MaskedSigmoidBCE(schema)
-    raise AttrtagError(f"loss '{cfg.loss}' is not one of grouped_softmax, sigmoid_bce")
-
-
-def lr_lambda(step: int, *, warmup_steps: int, total_steps: int, min_ratio: float) -> float:
-    """Linear warm-up to 1, then cosine decay to ``min_ratio``."""
-    if warmup_steps > 0 and step < warmup_steps:
-        return (step + 1) / warmup_steps
-    t = (step - warmup_steps) / max(1, total_steps - warmup_steps)
-    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
 
 
 @dataclass
@@ -108,8 +101,9 @@ class TrainingRun:
     cfg: TrainConfig
     schema: Schema
     run_dir: Path
-    device: torch.device
+    dist: DistContext
     model: AttributeModel
+    net: nn.Module  # what the training step calls: DDP around ``model`` with several processes
     criterion: nn.Module
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LambdaLR
@@ -118,7 +112,6 @@ class TrainingRun:
     train_samples: list[Sample]
     val_samples: list[Sample]
     steps_per_epoch: int
-    drop_last: bool
     amp: bool
     start_epoch: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)
@@ -126,24 +119,40 @@ class TrainingRun:
     failed: dict[str, str] = field(default_factory=dict)
 
     @property
+    def device(self) -> torch.device:
+        return self.dist.device
+
+    @property
     def channels_last(self) -> bool:
         return self.device.type == "cuda" and self.cfg.channels_last
 
 
 def prepare_run(
-    cfg: TrainConfig, schema: Schema, manifest: Manifest, run_dir: Path, resume: str | Path | None
+    cfg: TrainConfig, schema: Schema, manifest: Manifest, run_dir: Path, resume: str | Path | None,
+    dist: DistContext | None = None,
 ) -> TrainingRun:
-    """Model, loss, data, optimizer and schedule of a run; on ``resume``, their saved state."""
+    """Model, loss, data, optimizer and schedule of a run; on ``resume``, their saved state.
+
+    ``dist``: this process's place among torchrun's (default: one process on ``cfg.device``).
+    """
     ckpt: dict[str, Any] | None = None
     if resume is not None:
         ckpt = load_checkpoint(resume)
         ckpt["card"].schema.check_same(schema, what=f"--resume {resume}: checkpoint schema vs --schema")
         stored = TrainConfig.from_dict(ckpt.get("config", {}), source=f"{resume} config")
-        cfg = TrainConfig.from_dict({**stored.to_dict(), "epochs": cfg.epochs, "workers": cfg.workers, "device": cfg.device})
-    device = torch_device(cfg.device)
+        # Where and how the run executes comes from this command; what it learns, from the checkpoint.
+        here = {k: getattr(cfg, k) for k in ("epochs", "workers", "device", "sync_bn")}
+        cfg = TrainConfig.from_dict({**stored.to_dict(), **here})
+    ctx = dist if dist is not None else DistContext(torch_device(cfg.device))
+    device = ctx.device
     train_samples, val_samples = split_samples(manifest, cfg.val_fraction)
     if not train_samples:
         raise AttrtagError(f"{manifest.source}: no training images (split column has no 'train' rows)")
+    if min(cfg.batch_size, len(train_samples)) < ctx.world_size:
+        raise AttrtagError(
+            f"--batch-size {cfg.batch_size} is the global batch, split over {ctx.world_size} processes "
+            f"({len(train_samples)} training images): each process needs at least one image per step"
+        )
 
     torch.manual_seed(cfg.seed)
     model = build_model(
@@ -156,41 +165,28 @@ def prepare_run(
         # The card records what the model was taught: zero-shot priors and rule lint need it.
         model.card = model.card.replace(label_counts=label_counts(schema, train_samples))
     check_input_size(model)
+    if cfg.sync_bn:
+        model = use_sync_batchnorm(model, ctx)
     model.to(device)
     if device.type == "cuda" and cfg.channels_last:
         model.to(memory_format=torch.channels_last)
 
-    class_weights = None
-    if cfg.class_weights:
-        counts = model.card.label_counts or label_counts(schema, train_samples)
-        class_weights = {n: class_weights_from_counts(torch.tensor(counts[n])) for n in schema.names}
-    criterion = make_criterion(cfg, schema, class_weights).to(device)
+    counts = model.card.label_counts or label_counts(schema, train_samples)  # the whole split's, on every process
+    criterion = criterion_for(cfg, schema, counts).to(device)
 
     train_set = ImageDataset(train_samples, model.card.preprocessing, seed=cfg.seed)
     drop_last = len(train_set) > cfg.batch_size  # a batch of 1 breaks BatchNorm
     steps_per_epoch = len(train_set) // cfg.batch_size if drop_last else 1
     if cfg.max_steps_per_epoch > 0:
         steps_per_epoch = min(steps_per_epoch, cfg.max_steps_per_epoch)
-    total_steps = steps_per_epoch * cfg.epochs
-    warmup_steps = int(round(cfg.warmup_epochs * steps_per_epoch))
-
-    # No weight decay on norms and biases (the usual AdamW recipe, as in timm's param_groups_weight_decay).
-    decay, no_decay = [], []
-    for p in model.parameters():
-        (no_decay if p.ndim <= 1 else decay).append(p)
-    optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr
-    )
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer,
-        lambda s: lr_lambda(s, warmup_steps=warmup_steps, total_steps=total_steps, min_ratio=cfg.min_lr_ratio),
-    )
+    optimizer = make_optimizer(cfg, model)
+    scheduler = make_scheduler(cfg, optimizer, steps_per_epoch)
     amp = cfg.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=amp)
     run = TrainingRun(
-        cfg=cfg, schema=schema, run_dir=run_dir, device=device, model=model, criterion=criterion,
+        cfg=cfg, schema=schema, run_dir=run_dir, dist=ctx, model=model, net=wrap_ddp(model, ctx), criterion=criterion,
         optimizer=optimizer, scheduler=scheduler, scaler=scaler, train_set=train_set, train_samples=train_samples,
-        val_samples=val_samples, steps_per_epoch=steps_per_epoch, drop_last=drop_last, amp=amp,
+        val_samples=val_samples, steps_per_epoch=steps_per_epoch, amp=amp,
     )
     if ckpt is not None:
         optimizer.load_state_dict(ckpt["optimizer"])
@@ -200,47 +196,50 @@ def prepare_run(
         run.start_epoch = int(ckpt["epoch"]) + 1
         run.history = list(ckpt.get("history", []))
         run.best_score = float(ckpt.get("best_score", -1.0))
-        _logger.info("resuming from %s at epoch %d/%d", resume, run.start_epoch + 1, cfg.epochs)
+        if ctx.is_main:
+            _logger.info("resuming from %s at epoch %d/%d", resume, run.start_epoch + 1, cfg.epochs)
+            before = int(ckpt.get("world_size", 1))
+            if before != ctx.world_size:
+                has_bn = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+                _logger.info("%s", describe_world_change(before, ctx.world_size, cfg.batch_size,
+                                                          per_process_bn=has_bn and not cfg.sync_bn))
     return run
 
 
 def train_one_epoch(run: TrainingRun, epoch: int, progress: Progress | None = None) -> dict[str, Any]:
     """One pass over the training data; returns the epoch's history row (train figures only)."""
-    cfg, model = run.cfg, run.model
-    torch.manual_seed(cfg.seed * 1_000_003 + epoch)
+    cfg, ctx, model = run.cfg, run.dist, run.model
+    # Random layers (dropout, drop-path) draw a stream of their own in each process, reproducible
+    # from (seed, epoch, rank); rank 0's is the one-process stream.
+    torch.manual_seed(cfg.seed * 1_000_003 + epoch + 1_000_000_007 * ctx.rank)
     model.train()
-    loader = make_loader(
-        run.train_set, batch_size=cfg.batch_size, workers=cfg.workers, shuffle=True, seed=cfg.seed, epoch=epoch,
-        drop_last=run.drop_last, pin_memory=run.device.type == "cuda",
+    batches = epoch_batches(
+        len(run.train_set), cfg.batch_size, steps=run.steps_per_epoch, seed=cfg.seed, epoch=epoch,
+        rank=ctx.rank, world_size=ctx.world_size,
     )
-    t0, seen, loss_sum, steps = time.perf_counter(), 0, 0.0, 0
-    it: Iterable[Any] = progress(loader, f"epoch {epoch + 1}/{cfg.epochs}", run.steps_per_epoch) if progress else loader
+    loader = make_loader(run.train_set, batches=batches, workers=cfg.workers, epoch=epoch,
+                         pin_memory=run.device.type == "cuda")
+    t0, seen, loss_sum = time.perf_counter(), 0, 0.0
+    it: Iterable[Any] = progress(loader, f"epoch {epoch + 1}/{cfg.epochs}", len(batches)) if progress else loader
     for batch in it:
         for i, reason in batch.failed:
             path = run.train_samples[i].path
             if path not in run.failed:
                 run.failed[path] = reason
                 _logger.warning("skipping undecodable training image: %s", reason)
-        if batch.images.numel() == 0:
+        step = train_batch(run, batch)
+        if step is None:
             continue
-        x = batch.images.to(run.device, non_blocking=True)
-        if run.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        y = batch.targets.to(run.device, non_blocking=True)
-        out = train_step(model, run.criterion, x, y, amp=run.amp)
-        run.optimizer.zero_grad(set_to_none=True)
-        run.scaler.scale(out["loss"]).backward()
-        run.scaler.step(run.optimizer)
-        run.scaler.update()
-        run.scheduler.step()
-        loss_sum += float(out["loss"].detach()) * len(x)
-        seen += len(x)
-        steps += 1
+        loss, n = step
+        loss_sum += loss * n
+        seen += n
         if hasattr(it, "set_postfix"):
             it.set_postfix(loss=f"{loss_sum / seen:.3f}", refresh=False)
-        if steps >= run.steps_per_epoch:
-            break
     train_time = time.perf_counter() - t0
+    for failed in ctx.all_gather(dict(run.failed)):  # each process saw its own part of the images
+        run.failed.update(failed)
+    if not cfg.sync_bn:
+        reduce_batchnorm_stats(model, ctx)  # before validation and checkpoints see them
     return {
         "epoch": epoch + 1,
         "train_loss": loss_sum / max(1, seen),
@@ -248,7 +247,44 @@ def train_one_epoch(run: TrainingRun, epoch: int, progress: Progress | None = No
         "train_images": seen,
         "train_images_per_s": seen / max(train_time, 1e-9),
         "skipped_images": len(run.failed),
+        "processes": ctx.world_size,
     }
+
+
+def train_batch(run: TrainingRun, batch: Batch) -> tuple[float, int] | None:
+    """One optimizer step on a global batch (this process holds its part of it).
+
+    Returns:
+        The global batch's loss and number of images; None when some process has no decodable
+        image in its part: every process then skips the step together (a process missing a
+        collective would leave the others waiting).
+    """
+    ctx = run.dist
+    n = len(batch.targets)
+    x = batch.images.to(run.device, non_blocking=True)
+    if run.channels_last and n:
+        x = x.contiguous(memory_format=torch.channels_last)
+    y = batch.targets.to(run.device, non_blocking=True)
+    # One small all-reduce per step: each group's label count, the images, the empty parts.
+    counts = torch.zeros(len(run.schema) + 2, device=run.device)
+    if n:
+        counts[:-2] = run.criterion.denominators(y)
+    counts[-2], counts[-1] = n, float(n == 0)
+    ctx.all_reduce_sum(counts)
+    if counts[-1] > 0:
+        return None
+    out = train_step(run.net, run.criterion, x, y, amp=run.amp, denominators=counts[:-2])
+    run.optimizer.zero_grad(set_to_none=True)
+    # out["loss"] is this process's share of the global batch's loss (its sums over the global
+    # label counts). DDP averages gradients over the N processes; scaling by N makes that
+    # average the sum of the shares' gradients: the gradient one process would get from the
+    # whole batch. (A per-process mean would weight the images of label-poor processes more.)
+    run.scaler.scale(out["loss"] * ctx.world_size).backward()
+    run.scaler.step(run.optimizer)
+    run.scaler.update()
+    run.scheduler.step()
+    loss = ctx.all_reduce_sum(out["loss"].detach().clone())
+    return float(loss), int(counts[-2])
 
 
 def validate(run: TrainingRun, row: dict[str, Any]) -> list[GroupMetrics]:
@@ -256,7 +292,9 @@ def validate(run: TrainingRun, row: dict[str, Any]) -> list[GroupMetrics]:
     if not run.val_samples:
         return []
     predictor = TorchPredictor(run.model, device=str(run.device))
-    preds = predict(predictor, run.val_samples, batch_size=run.cfg.batch_size * 2, workers=run.cfg.workers)
+    part = predict(predictor, val_shard(run.val_samples, run.dist), batch_size=run.cfg.batch_size * 2,
+                   workers=run.cfg.workers)
+    preds = gather_predictions(part, run.val_samples, run.dist)  # every val image once, in order
     metrics = compute_metrics(run.schema, preds)
     row["val_loss"] = val_loss(run.schema, preds)
     for m in metrics:
@@ -268,7 +306,7 @@ def validate(run: TrainingRun, row: dict[str, Any]) -> list[GroupMetrics]:
 
 
 def save_epoch(run: TrainingRun, epoch: int, row: dict[str, Any]) -> None:
-    """Append ``row`` to the history; write ``last.pt`` (and ``best.pt`` when it is the best so far)."""
+    """Append ``row`` to the history; rank 0 writes ``last.pt`` (and ``best.pt`` when it is the best so far)."""
     score = row.get("val_score", -row["train_loss"])
     run.history.append(row)
     is_best = score > run.best_score
@@ -281,7 +319,11 @@ def save_epoch(run: TrainingRun, epoch: int, row: dict[str, Any]) -> None:
         "scaler": run.scaler.state_dict() if run.amp else None,
         "history": run.history,
         "best_score": run.best_score,
+        "world_size": run.dist.world_size,
+        "torchrun_run_id": launch_id(),
     }
+    if not run.dist.is_main:
+        return
     save_checkpoint(run.run_dir / "last.pt", run.model, **state)
     if is_best:
         save_checkpoint(run.run_dir / "best.pt", run.model, **state)
@@ -302,27 +344,42 @@ def train(
 
     Args:
         cfg: the configuration (on resume, the checkpoint's configuration is used and only
-            ``epochs``, ``workers`` and ``device`` are taken from ``cfg``).
+            ``epochs``, ``workers``, ``device`` and ``sync_bn`` are taken from ``cfg``).
+            ``batch_size`` is the global batch when torchrun starts several processes.
         schema: label schema; on resume it must equal the checkpoint's.
         manifest: samples with a split column, or all samples (then ``cfg.val_fraction`` is held out).
         run_dir: output folder.
-        resume: a checkpoint to continue from (normally ``run_dir/last.pt``).
-        progress: wraps an iterable for progress display, ``progress(iterable, desc, total)``.
-        on_epoch: called after each epoch with the history row and the validation metrics.
+        resume: a checkpoint to continue from (normally ``run_dir/last.pt``). After torchrun
+            restarts a failed group, the ``run_dir/last.pt`` this launch wrote wins.
+        progress: wraps an iterable for progress display, ``progress(iterable, desc, total)``
+            (rank 0 only).
+        on_epoch: called after each epoch with the history row and the validation metrics
+            (rank 0 only).
 
     Returns:
         The paths of the checkpoints and the history.
     """
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    run = prepare_run(cfg, schema, manifest, run_dir, resume)
-    for epoch in range(run.start_epoch, run.cfg.epochs):
-        row = train_one_epoch(run, epoch, progress)
-        metrics = validate(run, row)
-        save_epoch(run, epoch, row)
-        if on_epoch is not None:
-            on_epoch(row, metrics)
-    if run.failed:
+    ctx = init_distributed(cfg.device)
+    finished = False
+    try:
+        if ctx.is_main:
+            run_dir.mkdir(parents=True, exist_ok=True)
+        # Rank 0 decides, so every process resumes from the same file (or none).
+        resume = ctx.broadcast((restart_checkpoint(run_dir) or resume) if ctx.is_main else None)
+        run = prepare_run(cfg, schema, manifest, run_dir, resume, ctx)
+        if not ctx.is_main:
+            progress = on_epoch = None
+        for epoch in range(run.start_epoch, run.cfg.epochs):
+            row = train_one_epoch(run, epoch, progress)
+            metrics = validate(run, row)
+            save_epoch(run, epoch, row)
+            if on_epoch is not None:
+                on_epoch(row, metrics)
+        finished = True
+    finally:
+        ctx.close(wait=finished)  # after a failure, waiting for the other processes could hang
+    if run.failed and ctx.is_main:
         _logger.warning("%d training image(s) could not be decoded and were skipped", len(run.failed))
     return TrainResult(
         run_dir=run_dir, last=run_dir / "last.pt", best=run_dir / "best.pt", history=run.history,

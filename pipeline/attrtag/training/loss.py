@@ -2,6 +2,12 @@
 
 Targets are ``[B, G]`` integer tensors, one column per group in schema order, with ``-1`` where
 an image has no label for that group (nanoGPT's ``ignore_index=-1`` convention).
+
+Each group's term is a sum over the labelled images divided by that group's label count
+(:meth:`denominators`). Passing the counts of a larger batch (``forward(..., denominators=d)``)
+makes the term this batch's share of that batch's mean: under DistributedDataParallel the
+training loop passes the counts summed over processes, so the shares add up to the loss of the
+global batch, exactly, however the labels fall across processes.
 """
 from __future__ import annotations
 
@@ -55,8 +61,24 @@ class MaskedGroupedCrossEntropy(nn.Module):
             # Buffers move with .to(device) and are saved with the module.
             self.register_buffer(f"cw_{name}", None if w is None else w.detach().float().clone(), persistent=False)
 
-    def forward(self, logits: Mapping[str, torch.Tensor], targets: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Returns ``{'loss': total, <group>: term, ...}``; every term is a finite scalar."""
+    def denominators(self, targets: torch.Tensor) -> torch.Tensor:
+        """Each group's label count ``(G,)`` float32: labelled images, or their summed class weights."""
+        labelled = (targets != IGNORE).float()  # (B, G)
+        cols = []
+        for j, name in enumerate(self.names):
+            cw = getattr(self, f"cw_{name}")
+            cols.append(labelled[:, j] if cw is None else cw[targets[:, j].clamp(min=0)] * labelled[:, j])
+        return torch.stack(cols, 1).sum(0)  # (G,)
+
+    def forward(
+        self, logits: Mapping[str, torch.Tensor], targets: torch.Tensor, denominators: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
+        """Returns ``{'loss': total, <group>: term, ...}``; every term is a finite scalar.
+
+        ``denominators`` (``(G,)``, default :meth:`denominators` of ``targets``): the label
+        counts to divide by, e.g. those of the global batch under DDP.
+        """
+        den = self.denominators(targets) if denominators is None else denominators
         total = None
         out: dict[str, torch.Tensor] = {}
         for j, name in enumerate(self.names):
@@ -66,11 +88,10 @@ class MaskedGroupedCrossEntropy(nn.Module):
             # reduction='none' gives w[t] * ce per image and exactly 0 where t == -1; dividing by
             # the summed weights of the labelled images is F.cross_entropy's weighted mean, without
             # boolean indexing (no host sync on CUDA). With no labels the sum is a zero that is still
-            # connected to this group's logits, so every parameter takes part in the graph.
+            # connected to this group's logits, so every parameter takes part in the graph, and a
+            # zero count divides by 1, not 0: the term is 0, never NaN.
             per = F.cross_entropy(x, t, weight=cw, ignore_index=IGNORE, reduction="none", label_smoothing=self.label_smoothing)
-            labelled = (t != IGNORE).to(per.dtype)
-            denom = (labelled if cw is None else cw[t.clamp(min=0)] * labelled).sum()
-            term = per.sum() / torch.where(denom > 0, denom, torch.ones_like(denom))
+            term = per.sum() / torch.where(den[j] > 0, den[j], torch.ones_like(den[j]))
             term = term * self.group_weights[name]
             out[name] = term
             total = term if total is None else total + term
@@ -103,7 +124,15 @@ class MaskedSigmoidBCE(nn.Module):
         super().__init__()
         self.names = schema.names
 
-    def forward(self, logits: Mapping[str, torch.Tensor], targets: torch.Tensor) -> dict[str, torch.Tensor]:
+    def denominators(self, targets: torch.Tensor) -> torch.Tensor:
+        """Each group's number of labelled images ``(G,)`` float32."""
+        return (targets != IGNORE).float().sum(0)
+
+    def forward(
+        self, logits: Mapping[str, torch.Tensor], targets: torch.Tensor, denominators: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
+        """As :meth:`MaskedGroupedCrossEntropy.forward`."""
+        den = self.denominators(targets) if denominators is None else denominators
         total = None
         out: dict[str, torch.Tensor] = {}
         for j, name in enumerate(self.names):
@@ -112,8 +141,7 @@ class MaskedSigmoidBCE(nn.Module):
             labelled = (t != IGNORE).to(x.dtype)  # (B,)
             onehot = F.one_hot(t.clamp(min=0), x.shape[1]).to(x.dtype)
             per = F.binary_cross_entropy_with_logits(x, onehot, reduction="none").mean(1) * labelled
-            denom = labelled.sum()
-            term = per.sum() / torch.where(denom > 0, denom, torch.ones_like(denom))
+            term = per.sum() / torch.where(den[j] > 0, den[j], torch.ones_like(den[j]))
             out[name] = term
             total = term if total is None else total + term
         out["loss"] = total  # type: ignore[assignment]

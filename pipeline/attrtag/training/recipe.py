@@ -1,0 +1,66 @@
+"""The optimisation recipe: which loss, AdamW with its parameter groups, warm-up + cosine schedule.
+
+Built once per run by :func:`attrtag.training.loop.prepare_run`; options that change what is
+optimised (loss weighting, schedules) belong here rather than in the loop.
+"""
+from __future__ import annotations
+
+import math
+from typing import Mapping, Sequence
+
+import torch
+from torch import nn
+
+from ..errors import AttrtagError
+from ..schema import Schema
+from .config import TrainConfig
+from .loss import MaskedGroupedCrossEntropy, MaskedSigmoidBCE, class_weights_from_counts
+
+
+def make_criterion(cfg: TrainConfig, schema: Schema, class_weights: dict[str, torch.Tensor] | None) -> nn.Module:
+    """The loss named by ``cfg.loss``."""
+    if cfg.loss == "grouped_softmax":
+        return MaskedGroupedCrossEntropy(
+            schema, group_weights=cfg.group_weights, class_weights=class_weights, label_smoothing=cfg.label_smoothing
+        )
+    if cfg.loss == "sigmoid_bce":
+        return MaskedSigmoidBCE(schema)
+    raise AttrtagError(f"loss '{cfg.loss}' is not one of grouped_softmax, sigmoid_bce")
+
+
+def criterion_for(cfg: TrainConfig, schema: Schema, counts: Mapping[str, Sequence[int]]) -> nn.Module:
+    """:func:`make_criterion` with class weights from the training label ``counts`` when asked for."""
+    class_weights = None
+    if cfg.class_weights:
+        class_weights = {n: class_weights_from_counts(torch.tensor(counts[n])) for n in schema.names}
+    return make_criterion(cfg, schema, class_weights)
+
+
+def lr_lambda(step: int, *, warmup_steps: int, total_steps: int, min_ratio: float) -> float:
+    """Linear warm-up to 1, then cosine decay to ``min_ratio``."""
+    if warmup_steps > 0 and step < warmup_steps:
+        return (step + 1) / warmup_steps
+    t = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
+
+
+def make_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
+    """AdamW without weight decay on norms and biases (timm's ``param_groups_weight_decay``)."""
+    decay, no_decay = [], []
+    for p in model.parameters():
+        (no_decay if p.ndim <= 1 else decay).append(p)
+    return torch.optim.AdamW(
+        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr
+    )
+
+
+def make_scheduler(
+    cfg: TrainConfig, optimizer: torch.optim.Optimizer, steps_per_epoch: int
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """Per-step schedule: ``cfg.warmup_epochs`` of linear warm-up, then cosine to ``lr * min_lr_ratio``."""
+    total_steps = steps_per_epoch * cfg.epochs
+    warmup_steps = int(round(cfg.warmup_epochs * steps_per_epoch))
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer,
+        lambda s: lr_lambda(s, warmup_steps=warmup_steps, total_steps=total_steps, min_ratio=cfg.min_lr_ratio),
+    )
