@@ -9,7 +9,9 @@ predicts and how to feed it, so that nothing is typed in by hand at inference ti
 * ``precision``: what the weights compute in (``fp32``, ``fp16``, ``int8``);
 * ``rules``: zero-shot class rules embedded at export time (optional);
 * ``label_counts``: training label counts per group and value (optional; zero-shot priors);
-* ``calibration``: a zero-shot calibration chosen on labelled data (optional).
+* ``calibration``: a zero-shot calibration chosen on labelled data (optional);
+* ``training``: the options the weights were learnt with (optional; ``TrainConfig.learning_options``:
+  loss, EMA, logit adjustment, label completion, group balance), so an exported file says too.
 
 The same two functions serialise it for every container: :meth:`ModelCard.to_dict` /
 :meth:`ModelCard.from_dict`. A checkpoint stores that dict under ``"card"``; an ONNX file
@@ -29,7 +31,7 @@ from .data.preprocess import Preprocessing
 from .errors import CheckpointError
 from .schema import Schema
 
-#: 2: ``crop_mode`` replaced ``resize_mode``; optional ``label_counts`` and ``calibration``.
+#: 2: ``crop_mode`` replaced ``resize_mode``; optional ``label_counts``, ``calibration``, ``training``.
 FORMAT_VERSION = 2
 PRECISIONS = ("fp32", "fp16", "int8")
 #: The backbone a new model gets unless told otherwise (timm name).
@@ -37,7 +39,7 @@ DEFAULT_BACKBONE = "resnetv2_50"
 #: Prefix of the card's entries in ONNX ``metadata_props``.
 METADATA_PREFIX = "attrtag."
 _REQUIRED = ("schema", "preprocessing", "backbone")
-_OPTIONAL = ("precision", "rules", "label_counts", "calibration")
+_OPTIONAL = ("precision", "rules", "label_counts", "calibration", "training")
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,8 @@ class ModelCard:
         rules: class rules in their dict form (``{"classes": {...}}``), or None.
         label_counts: ``{group: [count per value]}`` of the training labels, or None.
         calibration: ``{"gamma": float, ...}`` for zero-shot scoring, or None.
+        training: ``{option: value}`` the weights were learnt with (``ema_decay`` present: they
+            are the exponential moving average), or None.
     """
 
     schema: Schema
@@ -61,6 +65,7 @@ class ModelCard:
     rules: Mapping[str, Any] | None = None
     label_counts: Mapping[str, tuple[int, ...]] | None = None
     calibration: Mapping[str, Any] | None = field(default=None)
+    training: Mapping[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
@@ -93,6 +98,8 @@ class ModelCard:
             d["label_counts"] = {g: [int(c) for c in v] for g, v in self.label_counts.items()}
         if self.calibration is not None:
             d["calibration"] = _plain(self.calibration)
+        if self.training is not None:
+            d["training"] = _plain(self.training)
         return d
 
     @classmethod
@@ -119,7 +126,7 @@ class ModelCard:
             raise CheckpointError(f"{source}: 'preprocessing' must be a mapping, got {type(prep).__name__}")
         if not isinstance(backbone, str):
             raise CheckpointError(f"{source}: 'backbone' must be a string, got {backbone!r}")
-        for key in ("rules", "label_counts", "calibration"):
+        for key in ("rules", "label_counts", "calibration", "training"):
             if d.get(key) is not None and not isinstance(d[key], Mapping):
                 raise CheckpointError(f"{source}: '{key}' must be a mapping, got {type(d[key]).__name__}")
         counts = d.get("label_counts")
@@ -131,6 +138,7 @@ class ModelCard:
             rules=d.get("rules"),
             label_counts=None if counts is None else {str(g): tuple(int(c) for c in v) for g, v in counts.items()},
             calibration=d.get("calibration"),
+            training=d.get("training"),
         )
 
     def to_metadata(self) -> dict[str, str]:

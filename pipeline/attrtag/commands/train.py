@@ -11,9 +11,11 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import AttrtagError
+from ..training.config import COMPLETIONS, GROUP_BALANCES, LOSSES, TrainConfig
 
 
 def register(sub: Any) -> None:
+    D = TrainConfig()  # the defaults the help states
     p = sub.add_parser("train", help="train a grouped-softmax attribute model", description=__doc__)
     p.add_argument("--schema", required=True, help="schema YAML (groups and their values)")
     p.add_argument("--manifest", required=True, help="CSV or JSONL manifest of images and labels")
@@ -34,6 +36,31 @@ def register(sub: Any) -> None:
     p.add_argument("--label-smoothing", type=float)
     p.add_argument("--class-weights", action="store_true", default=None, help="inverse-sqrt-frequency class weights")
     p.add_argument("--group-weight", action="append", default=[], metavar="GROUP=W", help="loss weight of a group")
+    p.add_argument("--loss", choices=LOSSES, help="grouped_softmax (default) or the sigmoid_bce baseline")
+    learn = p.add_argument_group(
+        "partial and unbalanced labels", "which to use when: README's training section; measured in scripts/README.md")
+    learn.add_argument("--ema", action=argparse.BooleanOptionalAction, default=None,
+                       help="keep an exponential moving average of the weights (timm ModelEmaV3); it is what "
+                            "validation scores and best.pt/last.pt hold, so evaluate/export/tag use it")
+    learn.add_argument("--ema-decay", type=float, metavar="D",
+                       help=f"the average's decay after warm-up (default {D.ema_decay})")
+    learn.add_argument("--logit-adjust", type=float, metavar="TAU",
+                       help="long-tail correction: add TAU*log(training prior) to the logits in the loss (Menon et "
+                            f"al. 2021; 1 = balanced softmax; default {D.logit_adjust:g}; 0 = off); inference is "
+                            "unchanged")
+    learn.add_argument("--complete", choices=COMPLETIONS,
+                       help="fill missing labels with the EMA teacher's confident predictions, as hard or soft "
+                            f"targets (needs --ema; default {D.complete}); given labels are never changed")
+    learn.add_argument("--complete-threshold", type=float, metavar="P",
+                       help=f"teacher confidence needed at the end of the curriculum (default {D.complete_threshold})")
+    learn.add_argument("--complete-start", type=float, metavar="EPOCHS",
+                       help="epochs before completion starts; the threshold then falls from 1 to P "
+                            f"(default {D.complete_start:g})")
+    learn.add_argument("--complete-weight", type=float, metavar="W",
+                       help=f"weight of a filled label relative to a given one (default {D.complete_weight:g})")
+    learn.add_argument("--group-balance", choices=GROUP_BALANCES,
+                       help="log: divide each group's loss by log(number of values), weights of mean 1 "
+                            f"(default {D.group_balance})")
     p.add_argument("--seed", type=int)
     p.add_argument("--workers", type=int, help="data loading processes")
     p.add_argument("--device", help="auto, cpu, cuda or cuda:N (under torchrun: each process takes its LOCAL_RANK GPU)")
@@ -54,7 +81,9 @@ FLAG_TO_FIELD = {
     "batch_size": "batch_size", "lr": "lr", "weight_decay": "weight_decay", "warmup_epochs": "warmup_epochs",
     "label_smoothing": "label_smoothing", "class_weights": "class_weights", "seed": "seed", "workers": "workers",
     "device": "device", "max_steps_per_epoch": "max_steps_per_epoch", "skip_bad_rows": "skip_bad_rows",
-    "sync_bn": "sync_bn",
+    "sync_bn": "sync_bn", "loss": "loss", "ema": "ema", "ema_decay": "ema_decay", "logit_adjust": "logit_adjust",
+    "complete": "complete", "complete_threshold": "complete_threshold", "complete_start": "complete_start",
+    "complete_weight": "complete_weight", "group_balance": "group_balance",
 }
 
 

@@ -9,6 +9,10 @@ from .._yaml import load_yaml
 from ..errors import AttrtagError
 from ..card import DEFAULT_BACKBONE
 
+LOSSES = ("grouped_softmax", "sigmoid_bce")
+COMPLETIONS = ("none", "hard", "soft")
+GROUP_BALANCES = ("none", "log")
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -38,6 +42,53 @@ class TrainConfig:
     val_fraction: float = 0.1  # used only when the manifest has no split column
     skip_bad_rows: bool = False
     max_steps_per_epoch: int = 0  # 0 = whole epoch; >0 caps it (quick runs, benchmarks)
+    # Learning from partial, unbalanced labels (issue 11; scripts/README.md has the measurements).
+    ema: bool = False  # keep an EMA of the weights (timm ModelEmaV3); validated, saved and exported
+    ema_decay: float = 0.999  # the EMA's decay, reached after timm's warm-up (short runs average faster)
+    logit_adjust: float = 0.0  # tau: logits + tau*log(prior) in the loss (Menon et al. 2021); 1 = balanced softmax
+    complete: str = "none"  # fill missing labels from the EMA teacher: none, hard or soft
+    complete_threshold: float = 0.9  # teacher confidence a filled label needs at the end of the curriculum
+    complete_start: float = 1.0  # epochs before the first filled label (the teacher learns first)
+    complete_weight: float = 1.0  # a filled label's weight relative to a given one
+    group_balance: str = "none"  # or "log": each group's term divided by log(its number of values)
+
+    def __post_init__(self) -> None:
+        choices = {"loss": LOSSES, "complete": COMPLETIONS, "group_balance": GROUP_BALANCES}
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise AttrtagError(f"{name} '{getattr(self, name)}' is not one of {', '.join(allowed)}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise AttrtagError(f"ema_decay {self.ema_decay} must be in [0, 1) (e.g. 0.999)")
+        if self.logit_adjust < 0:
+            raise AttrtagError(f"logit_adjust {self.logit_adjust} must be >= 0 (0 = off, 1 = balanced softmax)")
+        if not 0.0 < self.complete_threshold <= 1.0 or self.complete_weight < 0 or self.complete_start < 0:
+            raise AttrtagError(
+                f"complete_threshold {self.complete_threshold} must be in (0, 1], complete_weight "
+                f"{self.complete_weight} and complete_start {self.complete_start} >= 0"
+            )
+        if self.complete != "none" and not self.ema:
+            raise AttrtagError(f"complete '{self.complete}' needs ema: the EMA of the weights is the teacher "
+                               "that fills missing labels (add --ema)")
+
+    def learning_options(self) -> dict[str, Any]:
+        """The options that change what the weights learn from partial, unbalanced labels.
+
+        What a model card records as ``training`` and ``attrtag evaluate`` reports; options
+        that are off are left out except the loss (an empty dict would hide which one ran).
+        """
+        out: dict[str, Any] = {"loss": self.loss}
+        if self.ema:
+            out["ema_decay"] = self.ema_decay
+        if self.logit_adjust:
+            out["logit_adjust"] = self.logit_adjust
+        if self.complete != "none":
+            out.update(complete=self.complete, complete_threshold=self.complete_threshold,
+                       complete_start=self.complete_start, complete_weight=self.complete_weight)
+        if self.group_balance != "none":
+            out["group_balance"] = self.group_balance
+        if self.class_weights:
+            out["class_weights"] = True
+        return out
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -55,7 +106,11 @@ class TrainConfig:
         for k in data:
             if k not in known:
                 raise AttrtagError(f"{source}: unknown config key '{k}' (known: {', '.join(sorted(known))})")
-        return replace(cls(), **{k: _coerce(known[k].type, v, f"{source}: {k}") for k, v in data.items()})
+        values = {k: _coerce(known[k].type, v, f"{source}: {k}") for k, v in data.items()}
+        try:
+            return replace(cls(), **values)
+        except AttrtagError as err:  # a value or a combination __post_init__ refuses
+            raise AttrtagError(f"{source}: {err}") from None
 
     @classmethod
     def load(cls, path: str | Path) -> "TrainConfig":

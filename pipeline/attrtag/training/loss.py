@@ -1,17 +1,25 @@
-"""Masked grouped cross-entropy for partially labelled images.
+"""Masked grouped losses for partially labelled images.
 
 Targets are ``[B, G]`` integer tensors, one column per group in schema order, with ``-1`` where
-an image has no label for that group (nanoGPT's ``ignore_index=-1`` convention).
+an image has no label for that group (nanoGPT's ``ignore_index=-1`` convention). Labels filled in
+by a teacher (:mod:`.completion`) come separately, as ``filled = {group: (probs [B, n], weight
+[B])}``: a distribution per image (one-hot for hard labels) and its weight, 0 where nothing was
+filled; they only ever sit where the given target is ``-1``.
 
-Each group's term is a sum over the labelled images divided by that group's label count
-(:meth:`denominators`). Passing the counts of a larger batch (``forward(..., denominators=d)``)
-makes the term this batch's share of that batch's mean: under DistributedDataParallel the
-training loop passes the counts summed over processes, so the shares add up to the loss of the
-global batch, exactly, however the labels fall across processes.
+Each group's term is a sum over the labelled images (given and filled, weighted) divided by that
+group's label count (:meth:`denominators`). Passing the counts of a larger batch
+(``forward(..., denominators=d)``) makes the term this batch's share of that batch's mean: under
+DistributedDataParallel the training loop passes the counts summed over processes, so the shares
+add up to the loss of the global batch, exactly, however the labels fall across processes.
+
+``logit_offsets`` (logit adjustment, Menon et al. 2021, "Long-tail learning via logit
+adjustment", eq. 10) are added to the logits inside the loss only: the model learns logits whose
+plain softmax is balanced across values, so inference, ONNX export and tagging stay unchanged.
 """
 from __future__ import annotations
 
-from typing import Mapping
+import math
+from typing import Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -21,13 +29,18 @@ from ..schema import Schema
 
 IGNORE = -1
 
+#: ``{group: (probs (B, n), weight (B,))}``: teacher-filled labels, weight 0 where none.
+Filled = Mapping[str, tuple[torch.Tensor, torch.Tensor]]
 
-class MaskedGroupedCrossEntropy(nn.Module):
-    """Sum over groups of each group's mean cross-entropy over the images labelled for it.
+
+class MaskedGroupLoss(nn.Module):
+    """Sum over groups of each group's mean loss over the images labelled for it.
 
     A group with no labels in the batch contributes exactly ``0`` -- a zero that is still
     connected to that group's logits, so every parameter takes part in the graph and gradients
     are well defined under DistributedDataParallel without ``find_unused_parameters``.
+    Subclasses give the per-image loss (:meth:`per_image`) and what a teacher's logits mean
+    (:meth:`probabilities`).
 
     Args:
         schema: group order and sizes (targets' columns follow it).
@@ -35,7 +48,9 @@ class MaskedGroupedCrossEntropy(nn.Module):
         class_weights: optional ``{group: tensor[n_values]}`` per-class weights (see
             :func:`class_weights_from_counts`); the group's mean is then weighted, as in
             ``F.cross_entropy(weight=...)``.
-        label_smoothing: as in ``F.cross_entropy``.
+        label_smoothing: as in ``F.cross_entropy`` (softmax losses only).
+        logit_offsets: optional ``{group: tensor[n_values]}`` added to the logits in the loss
+            (see :func:`logit_adjustment`).
     """
 
     def __init__(
@@ -45,58 +60,114 @@ class MaskedGroupedCrossEntropy(nn.Module):
         group_weights: Mapping[str, float] | None = None,
         class_weights: Mapping[str, torch.Tensor] | None = None,
         label_smoothing: float = 0.0,
+        logit_offsets: Mapping[str, torch.Tensor] | None = None,
     ) -> None:
         super().__init__()
         self.names = schema.names
-        unknown = set(group_weights or {}) | set(class_weights or {})
+        unknown = set(group_weights or {}) | set(class_weights or {}) | set(logit_offsets or {})
         unknown -= set(self.names)
         if unknown:
             raise ValueError(f"loss weights name unknown groups {sorted(unknown)}; groups are {list(self.names)}")
         self.group_weights = {n: float((group_weights or {}).get(n, 1.0)) for n in self.names}
         self.label_smoothing = float(label_smoothing)
         for name, size in zip(self.names, schema.sizes):
-            w = (class_weights or {}).get(name)
-            if w is not None and tuple(w.shape) != (size,):
-                raise ValueError(f"class weights of group '{name}' must have shape ({size},), got {tuple(w.shape)}")
-            # Buffers move with .to(device) and are saved with the module.
-            self.register_buffer(f"cw_{name}", None if w is None else w.detach().float().clone(), persistent=False)
+            for prefix, given in (("cw", class_weights), ("offset", logit_offsets)):
+                w = (given or {}).get(name)
+                if w is not None and tuple(w.shape) != (size,):
+                    raise ValueError(f"{prefix} of group '{name}' must have shape ({size},), got {tuple(w.shape)}")
+                # Buffers move with .to(device); not saved: the recipe rebuilds them from the config.
+                self.register_buffer(f"{prefix}_{name}", None if w is None else w.detach().float().clone(),
+                                     persistent=False)
 
-    def denominators(self, targets: torch.Tensor) -> torch.Tensor:
-        """Each group's label count ``(G,)`` float32: labelled images, or their summed class weights."""
+    def adjusted(self, name: str, x: torch.Tensor) -> torch.Tensor:
+        """Group ``name``'s logits as the loss sees them (float32, plus the logit offsets)."""
+        offset = getattr(self, f"offset_{name}")
+        x = x.float()
+        return x if offset is None else x + offset
+
+    def probabilities(self, name: str, x: torch.Tensor) -> torch.Tensor:
+        """What the loss fits to the labels: the distribution of group ``name`` given its logits."""
+        raise NotImplementedError
+
+    def per_image(self, x: torch.Tensor, target: torch.Tensor, cw: torch.Tensor | None) -> torch.Tensor:
+        """``(B,)`` loss of each image: ``target`` is ``(B,)`` indices (-1: 0 loss) or ``(B, n)`` probabilities."""
+        raise NotImplementedError
+
+    def denominators(self, targets: torch.Tensor, filled: Filled | None = None) -> torch.Tensor:
+        """Each group's label count ``(G,)`` float32: labelled images (their class weights) plus filled weights."""
         labelled = (targets != IGNORE).float()  # (B, G)
         cols = []
         for j, name in enumerate(self.names):
             cw = getattr(self, f"cw_{name}")
-            cols.append(labelled[:, j] if cw is None else cw[targets[:, j].clamp(min=0)] * labelled[:, j])
+            col = labelled[:, j] if cw is None else cw[targets[:, j].clamp(min=0)] * labelled[:, j]
+            if filled is not None and name in filled:
+                probs, weight = filled[name]
+                col = col + (weight if cw is None else weight * (probs.float() @ cw))
+            cols.append(col)
         return torch.stack(cols, 1).sum(0)  # (G,)
 
     def forward(
-        self, logits: Mapping[str, torch.Tensor], targets: torch.Tensor, denominators: torch.Tensor | None = None
+        self, logits: Mapping[str, torch.Tensor], targets: torch.Tensor, denominators: torch.Tensor | None = None,
+        filled: Filled | None = None,
     ) -> dict[str, torch.Tensor]:
         """Returns ``{'loss': total, <group>: term, ...}``; every term is a finite scalar.
 
-        ``denominators`` (``(G,)``, default :meth:`denominators` of ``targets``): the label
-        counts to divide by, e.g. those of the global batch under DDP.
+        ``denominators`` (``(G,)``, default :meth:`denominators` of ``targets`` and ``filled``):
+        the label counts to divide by, e.g. those of the global batch under DDP.
         """
-        den = self.denominators(targets) if denominators is None else denominators
+        den = self.denominators(targets, filled) if denominators is None else denominators
         total = None
         out: dict[str, torch.Tensor] = {}
         for j, name in enumerate(self.names):
-            x = logits[name].float()  # (B, n)
-            t = targets[:, j]  # (B,)
+            x = self.adjusted(name, logits[name])  # (B, n)
             cw = getattr(self, f"cw_{name}")
-            # reduction='none' gives w[t] * ce per image and exactly 0 where t == -1; dividing by
-            # the summed weights of the labelled images is F.cross_entropy's weighted mean, without
-            # boolean indexing (no host sync on CUDA). With no labels the sum is a zero that is still
-            # connected to this group's logits, so every parameter takes part in the graph, and a
-            # zero count divides by 1, not 0: the term is 0, never NaN.
-            per = F.cross_entropy(x, t, weight=cw, ignore_index=IGNORE, reduction="none", label_smoothing=self.label_smoothing)
-            term = per.sum() / torch.where(den[j] > 0, den[j], torch.ones_like(den[j]))
-            term = term * self.group_weights[name]
+            # Sums without boolean indexing (no host sync on CUDA). With no labels the sum is a
+            # zero still connected to this group's logits, so every parameter takes part in the
+            # graph, and a zero count divides by 1, not 0: the term is 0, never NaN.
+            total_g = self.per_image(x, targets[:, j], cw).sum()
+            if filled is not None and name in filled:
+                probs, weight = filled[name]
+                total_g = total_g + (weight * self.per_image(x, probs.to(x.dtype), cw)).sum()
+            term = total_g / torch.where(den[j] > 0, den[j], torch.ones_like(den[j])) * self.group_weights[name]
             out[name] = term
             total = term if total is None else total + term
         out["loss"] = total  # type: ignore[assignment]
         return out
+
+
+class MaskedGroupedCrossEntropy(MaskedGroupLoss):
+    """The grouped softmax: each group's mean cross-entropy over the images labelled for it."""
+
+    def probabilities(self, name: str, x: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self.adjusted(name, x), dim=1)
+
+    def per_image(self, x: torch.Tensor, target: torch.Tensor, cw: torch.Tensor | None) -> torch.Tensor:
+        # reduction='none' gives w[t] * ce per image and exactly 0 where t == -1; dividing by
+        # the summed weights of the labelled images is F.cross_entropy's weighted mean.
+        # Probability targets give -sum_c w_c p_c log q_c, the same for a one-hot p.
+        kw = {"ignore_index": IGNORE} if target.dim() == 1 else {}
+        return F.cross_entropy(x, target, weight=cw, reduction="none", label_smoothing=self.label_smoothing, **kw)
+
+
+class MaskedSigmoidBCE(MaskedGroupLoss):
+    """The common multi-label recipe, kept as a baseline: independent sigmoids + BCE on one-hot targets.
+
+    Each group's target is the one-hot of its value (or a filled label's probabilities); each
+    image's loss is its mean BCE over the group's outputs, times its class weight. Label
+    smoothing does not apply.
+    """
+
+    def probabilities(self, name: str, x: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.adjusted(name, x))
+
+    def per_image(self, x: torch.Tensor, target: torch.Tensor, cw: torch.Tensor | None) -> torch.Tensor:
+        if target.dim() == 1:
+            labelled = (target != IGNORE).to(x.dtype)  # (B,)
+            onehot = F.one_hot(target.clamp(min=0), x.shape[1]).to(x.dtype)
+            w = labelled if cw is None else labelled * cw[target.clamp(min=0)]
+            return F.binary_cross_entropy_with_logits(x, onehot, reduction="none").mean(1) * w
+        per = F.binary_cross_entropy_with_logits(x, target, reduction="none").mean(1)
+        return per if cw is None else per * (target @ cw)
 
 
 def class_weights_from_counts(counts: torch.Tensor, *, power: float = 0.5) -> torch.Tensor:
@@ -112,37 +183,26 @@ def class_weights_from_counts(counts: torch.Tensor, *, power: float = 0.5) -> to
     return w / w[present].mean() if present.any() else w
 
 
-class MaskedSigmoidBCE(nn.Module):
-    """The common multi-label recipe, kept as a baseline: independent sigmoids + BCE on one-hot targets.
+def logit_adjustment(counts: torch.Tensor, tau: float, *, sigmoid: bool = False) -> torch.Tensor:
+    """``tau * log(prior)`` per value from training label counts (``tau * log-odds`` for sigmoids).
 
-    Each group's target is the one-hot of its value; groups without a label are masked out.
-    Terms are the mean BCE over the labelled images' outputs of each group, summed over groups,
-    so the returned dict has the same shape as :class:`MaskedGroupedCrossEntropy`'s.
+    Added to the logits in the loss, it makes the model learn logits that are balanced across
+    values (tau = 1 is Ren et al. 2020's balanced softmax). A value never labelled counts as
+    seen once: ``log 0`` would push its loss logit to ``-inf`` and leave its real one untrained.
     """
+    c = counts.double().clamp(min=1)
+    prior = c / c.sum()
+    log_prior = torch.log(prior) - (torch.log1p(-prior.clamp(max=1 - 1e-6)) if sigmoid else 0)
+    return (tau * log_prior).float()
 
-    def __init__(self, schema: Schema) -> None:
-        super().__init__()
-        self.names = schema.names
 
-    def denominators(self, targets: torch.Tensor) -> torch.Tensor:
-        """Each group's number of labelled images ``(G,)`` float32."""
-        return (targets != IGNORE).float().sum(0)
+def log_size_weights(sizes: Sequence[int]) -> list[float]:
+    """Group weights ``1 / log(n_values)``, normalised to mean 1 (``--group-balance log``).
 
-    def forward(
-        self, logits: Mapping[str, torch.Tensor], targets: torch.Tensor, denominators: torch.Tensor | None = None
-    ) -> dict[str, torch.Tensor]:
-        """As :meth:`MaskedGroupedCrossEntropy.forward`."""
-        den = self.denominators(targets) if denominators is None else denominators
-        total = None
-        out: dict[str, torch.Tensor] = {}
-        for j, name in enumerate(self.names):
-            x = logits[name].float()  # (B, n)
-            t = targets[:, j]
-            labelled = (t != IGNORE).to(x.dtype)  # (B,)
-            onehot = F.one_hot(t.clamp(min=0), x.shape[1]).to(x.dtype)
-            per = F.binary_cross_entropy_with_logits(x, onehot, reduction="none").mean(1) * labelled
-            term = per.sum() / torch.where(den[j] > 0, den[j], torch.ones_like(den[j]))
-            out[name] = term
-            total = term if total is None else total + term
-        out["loss"] = total  # type: ignore[assignment]
-        return out
+    A softmax over ``n`` values starts at a loss of ``log n``: without this, a 43-value group's
+    term starts five times a 2-value group's and takes that share of the gradient. Normalising
+    the weights to mean 1 keeps the total's scale, so the learning rate means the same.
+    """
+    inv = [1.0 / math.log(max(int(n), 2)) for n in sizes]
+    mean = sum(inv) / len(inv)
+    return [w / mean for w in inv]

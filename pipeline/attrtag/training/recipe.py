@@ -14,26 +14,37 @@ from torch import nn
 from ..errors import AttrtagError
 from ..schema import Schema
 from .config import TrainConfig
-from .loss import MaskedGroupedCrossEntropy, MaskedSigmoidBCE, class_weights_from_counts
+from .loss import (
+    MaskedGroupedCrossEntropy, MaskedGroupLoss, MaskedSigmoidBCE, class_weights_from_counts, log_size_weights,
+    logit_adjustment,
+)
 
 
-def make_criterion(cfg: TrainConfig, schema: Schema, class_weights: dict[str, torch.Tensor] | None) -> nn.Module:
-    """The loss named by ``cfg.loss``."""
-    if cfg.loss == "grouped_softmax":
-        return MaskedGroupedCrossEntropy(
-            schema, group_weights=cfg.group_weights, class_weights=class_weights, label_smoothing=cfg.label_smoothing
-        )
-    if cfg.loss == "sigmoid_bce":
-        return MaskedSigmoidBCE(schema)
-    raise AttrtagError(f"loss '{cfg.loss}' is not one of grouped_softmax, sigmoid_bce")
+def make_criterion(
+    cfg: TrainConfig, schema: Schema, class_weights: dict[str, torch.Tensor] | None = None,
+    logit_offsets: dict[str, torch.Tensor] | None = None,
+) -> MaskedGroupLoss:
+    """The loss named by ``cfg.loss``, its group weights (``group_weights`` times ``group_balance``)."""
+    weights = {n: float(cfg.group_weights.get(n, 1.0)) for n in cfg.group_weights}
+    if cfg.group_balance == "log":
+        for name, w in zip(schema.names, log_size_weights(schema.sizes)):
+            weights[name] = weights.get(name, 1.0) * w
+    kind = {"grouped_softmax": MaskedGroupedCrossEntropy, "sigmoid_bce": MaskedSigmoidBCE}.get(cfg.loss)
+    if kind is None:
+        raise AttrtagError(f"loss '{cfg.loss}' is not one of grouped_softmax, sigmoid_bce")
+    return kind(schema, group_weights=weights, class_weights=class_weights, label_smoothing=cfg.label_smoothing,
+                logit_offsets=logit_offsets)
 
 
-def criterion_for(cfg: TrainConfig, schema: Schema, counts: Mapping[str, Sequence[int]]) -> nn.Module:
-    """:func:`make_criterion` with class weights from the training label ``counts`` when asked for."""
-    class_weights = None
+def criterion_for(cfg: TrainConfig, schema: Schema, counts: Mapping[str, Sequence[int]]) -> MaskedGroupLoss:
+    """:func:`make_criterion` with what the training label ``counts`` give: class weights, logit adjustment."""
+    class_weights = offsets = None
     if cfg.class_weights:
         class_weights = {n: class_weights_from_counts(torch.tensor(counts[n])) for n in schema.names}
-    return make_criterion(cfg, schema, class_weights)
+    if cfg.logit_adjust:
+        offsets = {n: logit_adjustment(torch.tensor(counts[n]), cfg.logit_adjust, sigmoid=cfg.loss == "sigmoid_bce")
+                   for n in schema.names}
+    return make_criterion(cfg, schema, class_weights, offsets)
 
 
 def lr_lambda(step: int, *, warmup_steps: int, total_steps: int, min_ratio: float) -> float:

@@ -1,0 +1,195 @@
+"""A training run's state: build it once (model, EMA, loss, data, optimizer, schedule), restore it on resume.
+
+:func:`prepare_run` builds a :class:`TrainingRun`; :func:`checkpoint_state` is what ``last.pt``
+stores besides the card and the weights. Everything an epoch's result depends on is in there
+(weights, EMA, optimizer, scheduler, scaler), which is what makes ``--resume`` reproduce an
+uninterrupted run (see :mod:`.loop`).
+"""
+from __future__ import annotations
+
+import logging
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..data.loader import ImageDataset
+from ..data.manifest import Manifest, Sample, label_counts
+from ..errors import AttrtagError
+from ..model import AttributeModel, build_model, check_input_size, load_checkpoint
+from ..runtime.torch_backend import torch_device
+from ..schema import Schema
+from .config import TrainConfig
+from .distributed import DistContext, describe_world_change, launch_id, use_sync_batchnorm, wrap_ddp
+from .ema import make_ema, output_model, restore
+from .loss import MaskedGroupLoss
+from .recipe import criterion_for, make_optimizer, make_scheduler
+
+_logger = logging.getLogger(__name__)
+
+
+def split_samples(manifest: Manifest, val_fraction: float) -> tuple[list[Sample], list[Sample]]:
+    """Train/val samples: the manifest's ``split`` column, else a stable hash of the path.
+
+    Without a split column, ``val_fraction`` of the images (chosen by CRC32 of the path, so the
+    split does not move when rows are added or reordered) are held out for validation.
+    """
+    if manifest.has_splits:
+        return manifest.split("train"), manifest.split("val")
+    val, train = [], []
+    for s in manifest.samples:
+        (val if zlib.crc32(s.path.encode("utf-8", "surrogateescape")) % 1000 < val_fraction * 1000 else train).append(s)
+    return train, val
+
+
+@dataclass
+class TrainingRun:
+    """Everything one run holds between epochs (built once by :func:`prepare_run`)."""
+
+    cfg: TrainConfig
+    schema: Schema
+    run_dir: Path
+    dist: DistContext
+    model: AttributeModel
+    net: nn.Module  # what the training step calls: DDP around ``model`` with several processes
+    criterion: MaskedGroupLoss
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    scaler: torch.amp.GradScaler
+    train_set: ImageDataset
+    train_samples: list[Sample]
+    val_samples: list[Sample]
+    steps_per_epoch: int
+    amp: bool
+    ema: Any = None  # timm.utils.ModelEmaV3 with --ema (see .ema)
+    start_epoch: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best_score: float = -1.0
+    failed: dict[str, str] = field(default_factory=dict)
+    filled_labels: torch.Tensor = field(default_factory=lambda: torch.zeros(0))  # this epoch's, per group
+
+    @property
+    def device(self) -> torch.device:
+        return self.dist.device
+
+    @property
+    def channels_last(self) -> bool:
+        return self.device.type == "cuda" and self.cfg.channels_last
+
+    @property
+    def output(self) -> AttributeModel:
+        """The model validated and saved as the run's weights: the EMA's with ``--ema``."""
+        return output_model(self.model, self.ema)
+
+    @property
+    def steps_done(self) -> int:
+        """Optimizer steps taken since the run began (the scheduler counts them, and resumes with them)."""
+        return int(self.scheduler.last_epoch)
+
+
+def prepare_run(
+    cfg: TrainConfig, schema: Schema, manifest: Manifest, run_dir: Path, resume: str | Path | None,
+    dist: DistContext | None = None,
+) -> TrainingRun:
+    """Model, EMA, loss, data, optimizer and schedule of a run; on ``resume``, their saved state.
+
+    ``dist``: this process's place among torchrun's (default: one process on ``cfg.device``).
+    """
+    ckpt: dict[str, Any] | None = None
+    if resume is not None:
+        ckpt = load_checkpoint(resume)
+        ckpt["card"].schema.check_same(schema, what=f"--resume {resume}: checkpoint schema vs --schema")
+        stored = TrainConfig.from_dict(ckpt.get("config", {}), source=f"{resume} config")
+        # Where and how the run executes comes from this command; what it learns, from the checkpoint.
+        here = {k: getattr(cfg, k) for k in ("epochs", "workers", "device", "sync_bn")}
+        cfg = TrainConfig.from_dict({**stored.to_dict(), **here})
+    ctx = dist if dist is not None else DistContext(torch_device(cfg.device))
+    device = ctx.device
+    train_samples, val_samples = split_samples(manifest, cfg.val_fraction)
+    if not train_samples:
+        raise AttrtagError(f"{manifest.source}: no training images (split column has no 'train' rows)")
+    if min(cfg.batch_size, len(train_samples)) < ctx.world_size:
+        raise AttrtagError(
+            f"--batch-size {cfg.batch_size} is the global batch, split over {ctx.world_size} processes "
+            f"({len(train_samples)} training images): each process needs at least one image per step"
+        )
+
+    torch.manual_seed(cfg.seed)
+    model = build_model(
+        schema, cfg.backbone, pretrained=_pretrained_arg(cfg), drop_rate=cfg.drop_rate, image_size=cfg.image_size,
+        crop_mode=cfg.crop_mode, card=ckpt["card"] if ckpt is not None else None,
+    )
+    if ckpt is None:
+        # The card records what the model was taught: zero-shot priors and rule lint need it.
+        model.card = model.card.replace(label_counts=label_counts(schema, train_samples))
+    model.card = model.card.replace(training=cfg.learning_options())
+    check_input_size(model)
+    if cfg.sync_bn:
+        model = use_sync_batchnorm(model, ctx)
+    model.to(device)
+    if device.type == "cuda" and cfg.channels_last:
+        model.to(memory_format=torch.channels_last)
+    ema = make_ema(cfg, model)
+    if ckpt is not None:
+        restore(model, ema, ckpt)
+
+    counts = model.card.label_counts or label_counts(schema, train_samples)  # the whole split's, on every process
+    criterion = criterion_for(cfg, schema, counts).to(device)
+
+    train_set = ImageDataset(train_samples, model.card.preprocessing, seed=cfg.seed)
+    drop_last = len(train_set) > cfg.batch_size  # a batch of 1 breaks BatchNorm
+    steps_per_epoch = len(train_set) // cfg.batch_size if drop_last else 1
+    if cfg.max_steps_per_epoch > 0:
+        steps_per_epoch = min(steps_per_epoch, cfg.max_steps_per_epoch)
+    optimizer = make_optimizer(cfg, model)
+    scheduler = make_scheduler(cfg, optimizer, steps_per_epoch)
+    amp = cfg.amp and device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=amp)
+    run = TrainingRun(
+        cfg=cfg, schema=schema, run_dir=run_dir, dist=ctx, model=model, net=wrap_ddp(model, ctx), criterion=criterion,
+        optimizer=optimizer, scheduler=scheduler, scaler=scaler, train_set=train_set, train_samples=train_samples,
+        val_samples=val_samples, steps_per_epoch=steps_per_epoch, amp=amp, ema=ema,
+    )
+    if ckpt is not None:
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        if ckpt.get("scaler"):
+            scaler.load_state_dict(ckpt["scaler"])
+        run.start_epoch = int(ckpt["epoch"]) + 1
+        run.history = list(ckpt.get("history", []))
+        run.best_score = float(ckpt.get("best_score", -1.0))
+        if ctx.is_main:
+            _logger.info("resuming from %s at epoch %d/%d", resume, run.start_epoch + 1, cfg.epochs)
+            before = int(ckpt.get("world_size", 1))
+            if before != ctx.world_size:
+                has_bn = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+                _logger.info("%s", describe_world_change(before, ctx.world_size, cfg.batch_size,
+                                                          per_process_bn=has_bn and not cfg.sync_bn))
+    return run
+
+
+def checkpoint_state(run: TrainingRun, epoch: int) -> dict[str, Any]:
+    """What a checkpoint stores besides the card and the weights it is used with (``model``)."""
+    state = {
+        "config": run.cfg.to_dict(),
+        "epoch": epoch,
+        "optimizer": run.optimizer.state_dict(),
+        "scheduler": run.scheduler.state_dict(),
+        "scaler": run.scaler.state_dict() if run.amp else None,
+        "history": run.history,
+        "best_score": run.best_score,
+        "world_size": run.dist.world_size,
+        "torchrun_run_id": launch_id(),
+    }
+    if run.ema is not None:  # "model" holds the EMA; the optimizer's weights are for --resume only
+        state["training_model"] = run.model.state_dict()
+    return state
+
+
+def _pretrained_arg(cfg: TrainConfig) -> bool | str:
+    if not cfg.pretrained:
+        return False
+    return True if cfg.pretrained == "timm" else cfg.pretrained
