@@ -203,6 +203,10 @@ def evaluate(
 ) -> "Evaluation":
     """Per-group metrics (and with ``rules`` the zero-shot figures) of a model on a manifest.
 
+    ``split``: ``test``, ``val``, ``train`` or ``all``; None scores the held-out images: the test
+    split when the manifest has one, else val (``result.note`` says which, and
+    ``result.includes_training`` whether training images were among them).
+
     ``options`` go to :func:`attrtag.evaluation.evaluate.evaluate` (``class_column``,
     ``unseen``, ``batch_size``, ``workers``).
     """

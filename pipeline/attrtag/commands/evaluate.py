@@ -1,5 +1,9 @@
 """``attrtag evaluate``: per-group accuracy, macro-F1, label counts and confusion matrices.
 
+Held-out images by default: the test split when the manifest has one, else val; training images
+only with ``--split train`` or ``--split all``, and the printout and report say which images were
+scored. The report also lists the options the model was trained with (its card's ``training``).
+
 With ``--rules R`` and a manifest with a class column, also zero-shot class accuracy (see
 :mod:`attrtag.zeroshot.evaluation`): ZSL top-1/top-5 over the unseen classes and GZSL seen/unseen/H,
 uncalibrated and with calibrated stacking (gamma chosen on the val split), on the test split.
@@ -8,14 +12,18 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
+
+from ..data.manifest import SPLITS
 
 
 def register(sub: Any) -> None:
     p = sub.add_parser("evaluate", help="evaluate a checkpoint on a manifest", description=__doc__)
     p.add_argument("--checkpoint", required=True, help="training checkpoint (best.pt / last.pt)")
     p.add_argument("--manifest", required=True, help="CSV or JSONL manifest with labels")
-    p.add_argument("--split", choices=("train", "val", "test"), help="evaluate only this split (default: all rows)")
+    p.add_argument("--split", choices=(*SPLITS, "all"),
+                   help="the images to score (default: the test split when the manifest has one, else val); "
+                        "train and all include images the model was trained on, and the report says so")
     p.add_argument("--out", help="report folder (default: next to the checkpoint)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--workers", type=int, default=2)
@@ -54,8 +62,11 @@ def run(args: argparse.Namespace) -> int:
     extra: dict[str, Any] = {
         "checkpoint": str(args.checkpoint),
         "manifest": str(args.manifest),
-        "split": args.split,
-        "images": len(manifest.split(args.split)),
+        "split": result.split,
+        "split_note": result.note,
+        "includes_training_images": result.includes_training,
+        "images": len(preds.samples) + len(preds.failed),
+        "training": result.training,
         "failed_images": [{"path": p, "reason": r} for p, r in preds.failed],
     }
     if result.zero_shot is not None:
@@ -66,7 +77,10 @@ def run(args: argparse.Namespace) -> int:
             **result.zero_shot.to_dict(),
         }
     written = write_report(out, schema, result.metrics, extra=extra)
-    print(f"evaluated {len(preds.samples)} image(s) from {args.manifest}" + (f" (split {args.split})" if args.split else ""))
+    print(f"evaluated {len(preds.samples)} image(s) from {args.manifest}: {result.note}")
+    if result.includes_training:
+        print("note: these figures include training images; score held-out images (--split test) to judge the model")
+    print(f"trained with: {describe_training(result.training)}")
     if preds.failed:
         print(f"warning: {len(preds.failed)} image(s) could not be decoded; listed in the report")
     print(format_metrics(result.metrics))
@@ -75,3 +89,11 @@ def run(args: argparse.Namespace) -> int:
         print(format_zero_shot(result.zero_shot, title=f"zero-shot classes ({args.rules}; {where})"))
     print(f"report: {written['json']} (+ {len(written) - 1} confusion matrix PNG(s) in {out})")
     return 0
+
+
+def describe_training(options: Mapping[str, Any] | None) -> str:
+    """The learning options a model's card records, in one line ("not recorded" for older models)."""
+    if options is None:
+        return "not recorded (a model trained before attrtag recorded its options)"
+    text = ", ".join(f"{k} {v}" for k, v in options.items())
+    return text + ("; the weights are the EMA" if "ema_decay" in options else "")

@@ -16,7 +16,7 @@ import numpy as np
 
 from .._files import write_text
 from ..data.batches import decode_batches, stack_inputs
-from ..data.manifest import Manifest, Sample
+from ..data.manifest import SPLITS, Manifest, Sample
 from ..errors import AttrtagError
 from ..runtime.api import Predictor
 from ..schema import Schema
@@ -131,12 +131,50 @@ def val_loss(schema: Schema, preds: Predictions) -> float | None:
 
 @dataclass
 class Evaluation:
-    """What :func:`evaluate` measured."""
+    """What :func:`evaluate` measured, and on which images (``split``, ``note``)."""
 
     metrics: list[GroupMetrics]
     predictions: Predictions
-    split: str | None
+    split: str  # test, val, train or all
     zero_shot: ZeroShotReport | None = None
+    note: str = ""  # which images these are, in words (printed and written into the report)
+    includes_training: bool = False  # some scored images may have been trained on
+    training: dict[str, Any] | None = None  # the learning options the model card records
+
+
+def choose_split(manifest: Manifest, split: str | None) -> tuple[list[Sample], str, str, bool]:
+    """The images to score: ``(samples, split, note, includes_training)``.
+
+    ``split=None`` is the honest default: the test split when the manifest has one, else val.
+    Training images are scored only when asked for (``train`` or ``all``), and the note says so.
+
+    Raises:
+        AttrtagError: an unknown or empty split, or no held-out rows for the default.
+    """
+    if split is not None and split not in (*SPLITS, "all"):
+        raise AttrtagError(f"split '{split}' is not one of {', '.join(SPLITS)}, all (or None: test, else val)")
+    if split is None:
+        for name, note in (("test", "the held-out test split"),
+                           ("val", "the val split (no test rows; training chose best.pt on it)")):
+            if manifest.split(name):
+                return manifest.split(name), name, note, False
+        raise AttrtagError(
+            f"{manifest.source}: no 'test' or 'val' rows (split column), so any row may have been trained on; "
+            "pass --split all to score every row anyway (the report then says so)"
+        )
+    if split == "all":
+        trained = len(manifest.split("train"))
+        if manifest.has_splits:
+            note = f"every row, {trained} of them from the train split the model was trained on"
+        else:
+            note = "every row; without a split column, training held out only a share of them (val_fraction)"
+        return list(manifest.samples), "all", note, trained > 0 or not manifest.has_splits
+    samples = manifest.split(split)
+    if not samples:
+        raise AttrtagError(f"{manifest.source}: no rows in split '{split}'")
+    if split == "train":
+        return samples, split, "the train split: the model was trained on these images, so the figures flatter it", True
+    return samples, split, f"the {split} split", False
 
 
 def class_names(samples: Sequence[Sample], column: str) -> list[str | None]:
@@ -164,7 +202,8 @@ def evaluate(
     Args:
         predictor: the model.
         manifest: labelled samples.
-        split: the split to score (None: every row).
+        split: ``test``, ``val``, ``train`` or ``all`` (every row); None: the test split when the
+            manifest has one, else val (:func:`choose_split`).
         rules: class rules; needs a ``class_column`` in the manifest.
         class_column: the manifest column holding each image's class.
         unseen: the unseen classes (default: the classes with no image in the train split).
@@ -178,9 +217,7 @@ def evaluate(
     Raises:
         AttrtagError: an empty split, or rules without what zero-shot evaluation needs.
     """
-    samples = manifest.split(split)
-    if not samples:
-        raise AttrtagError(f"{manifest.source}: no rows in split '{split}'")
+    samples, split, note, includes_training = choose_split(manifest, split)
     zs_samples: list[Sample] = []
     if rules is not None:
         zs_samples = _zero_shot_samples(manifest, class_column, unseen)
@@ -191,7 +228,9 @@ def evaluate(
     every = predict(predictor, [s for s in manifest.samples if id(s) in wanted], batch_size=batch_size,
                     workers=workers, progress=progress)
     preds = every.take(samples) if zs_samples else every
-    result = Evaluation(compute_metrics(predictor.schema, preds), preds, split)
+    recorded = predictor.card.training
+    result = Evaluation(compute_metrics(predictor.schema, preds), preds, split, note=note,
+                        includes_training=includes_training, training=None if recorded is None else dict(recorded))
     if rules is not None:
         train_classes = [c for c in class_names(manifest.split("train"), class_column) if c]
         seen, unseen_ = seen_and_unseen(rules, train_classes, unseen)
