@@ -60,16 +60,34 @@ def test_learns_the_colour_group(tiny_data, tmp_path):
     assert last["val_acc/colour"] >= 0.8  # majority baseline is ~0.4
 
 
-def test_resume_reproduces_the_uninterrupted_run(tiny_data, tmp_path):
-    straight = run(tiny_data, tmp_path / "a", epochs=3)
+# Every option that changes what is learnt, on: the EMA and what it filled in must resume too.
+COMPLETE = dict(ema=True, ema_decay=0.9, complete_start=1.0, complete_threshold=0.4)
+RESUME_OPTIONS = {
+    "plain": {},
+    "ema+soft completion+logit adjustment+balance": dict(COMPLETE, complete="soft", logit_adjust=1.0,
+                                                         group_balance="log", class_weights=True),
+    "sigmoid+ema+hard completion+logit adjustment": dict(COMPLETE, complete="hard", loss="sigmoid_bce",
+                                                         logit_adjust=0.5),
+}
+
+
+@pytest.mark.parametrize("options", RESUME_OPTIONS.values(), ids=RESUME_OPTIONS.keys())
+def test_resume_reproduces_the_uninterrupted_run(tiny_data, tmp_path, options):
+    straight = run(tiny_data, tmp_path / "a", epochs=3, **options)
     with pytest.raises(Killed):  # the same 3-epoch run, killed after its first epoch
-        run(tiny_data, tmp_path / "b", epochs=3, on_epoch=kill_after(1))
+        run(tiny_data, tmp_path / "b", epochs=3, on_epoch=kill_after(1), **options)
     resumed = run(tiny_data, tmp_path / "b", epochs=3, resume=tmp_path / "b" / "last.pt")
-    a = load_checkpoint(straight.last)["model"]
-    b = load_checkpoint(resumed.last)["model"]
-    for k in a:
-        assert torch.allclose(a[k].float(), b[k].float(), atol=1e-6), k
+    ca, cb = load_checkpoint(straight.last), load_checkpoint(resumed.last)
+    assert ca.keys() == cb.keys() and ("training_model" in ca) == bool(options.get("ema"))
+    for key in ("model", "training_model") if "training_model" in ca else ("model",):
+        for k in ca[key]:
+            assert torch.allclose(ca[key][k].float(), cb[key][k].float(), atol=1e-6), (key, k)
     assert [h["train_loss"] for h in straight.history] == pytest.approx([h["train_loss"] for h in resumed.history], abs=1e-6)
+    filled = [{k: v for k, v in h.items() if k.startswith("filled/")} for h in straight.history]
+    assert filled == [{k: v for k, v in h.items() if k.startswith("filled/")} for h in resumed.history]
+    if options.get("complete"):
+        assert sum(sum(f.values()) for f in filled[1:]) > 0  # labels were filled after the resume point
+    assert cb["card"].training == TrainConfig.from_dict({**FAST, **options}).learning_options()
 
 
 def test_resume_with_a_different_schema_is_refused(tiny_data, tmp_path):

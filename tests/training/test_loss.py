@@ -99,3 +99,99 @@ def test_shares_over_global_label_counts_add_up_to_the_whole_batch():
     assert all(torch.allclose(a, b) for a, b in zip(g_whole, g_parts))
     zero = crit(lg, torch.full((6, 3), -1), torch.zeros(3))  # a global count of 0: zero, never NaN
     assert zero["loss"].item() == 0.0
+
+
+def test_logit_adjustment_is_tau_log_prior_added_in_the_loss_only():
+    from attrtag.training.loss import logit_adjustment
+
+    counts = torch.tensor([90, 9, 1, 0, 0, 0, 0])  # group c (7 values): two never labelled
+    off = logit_adjustment(counts, 0.5)
+    prior = torch.tensor([90, 9, 1, 1, 1, 1, 1], dtype=torch.float64)  # unseen values count as one
+    assert torch.allclose(off.double(), 0.5 * torch.log(prior / prior.sum()), atol=1e-6)
+    lg = logits(seed=4)
+    t = torch.tensor([[0, 1, 2], [2, -1, 0], [1, 0, -1], [-1, 1, 6], [0, -1, 0], [2, 0, 1]])
+    crit = MaskedGroupedCrossEntropy(SCHEMA, logit_offsets={"c": off})
+    out = crit(lg, t)
+    keep = t[:, 2] >= 0
+    assert torch.allclose(out["c"], F.cross_entropy(lg["c"][keep] + off, t[keep, 2]))
+    assert torch.allclose(out["a"], MaskedGroupedCrossEntropy(SCHEMA)(lg, t)["a"])  # other groups untouched
+    assert torch.allclose(crit.probabilities("c", lg["c"]), torch.softmax(lg["c"] + off, 1))
+    sig = logit_adjustment(torch.tensor([3, 1]), 1.0, sigmoid=True)  # log-odds of the prior
+    assert torch.allclose(sig, torch.log(torch.tensor([3.0, 1 / 3])), atol=1e-6)
+
+
+def test_logit_adjusted_training_balances_what_the_plain_softmax_predicts():
+    # Features that say nothing: the best logits are the prior's log without adjustment, and
+    # flat with tau = 1 (Menon et al. 2021), so the rare value's probability rises to 1/n.
+    from attrtag.training.loss import logit_adjustment
+
+    schema = Schema.from_dict({"g": ["common", "middle", "rare"]})
+    targets = torch.tensor([0] * 90 + [1] * 9 + [2] * 1).unsqueeze(1)
+    probs = {}
+    for tau in (0.0, 1.0):
+        z = torch.zeros(1, 3, requires_grad=True)
+        crit = MaskedGroupedCrossEntropy(schema, logit_offsets={"g": logit_adjustment(torch.tensor([90, 9, 1]), tau)})
+        opt = torch.optim.SGD([z], lr=5.0)
+        for _ in range(500):
+            opt.zero_grad()
+            crit({"g": z.expand(100, 3)}, targets)["loss"].backward()
+            opt.step()
+        probs[tau] = torch.softmax(z.detach(), 1)[0]
+    assert torch.allclose(probs[0.0], torch.tensor([0.90, 0.09, 0.01]), atol=2e-3)
+    assert torch.allclose(probs[1.0], torch.full((3,), 1 / 3), atol=2e-3)
+
+
+def test_filled_labels_join_the_mean_and_the_shares_still_add_up():
+    lg = logits(batch=6, seed=5)
+    t = torch.tensor([[0, 1, 6], [2, -1, -1], [-1, -1, 3], [-1, 0, -1], [2, -1, -1], [-1, -1, -1]])
+    g = torch.Generator().manual_seed(1)
+    soft = torch.softmax(torch.randn(6, 3, generator=g), 1)
+    w = torch.tensor([0.0, 0.0, 0.5, 1.0, 0.0, 1.0])  # filled where 'a' is missing
+    cw = torch.tensor([0.5, 2.0, 1.0])
+    crit = MaskedGroupedCrossEntropy(SCHEMA, class_weights={"a": cw})
+    filled = {"a": (soft, w)}
+    out = crit(lg, t, filled=filled)
+    logq = torch.log_softmax(lg["a"], 1)
+    given = [0, 1, 4]
+    num = sum(-cw[t[i, 0]] * logq[i, t[i, 0]] for i in given) + sum(-w[i] * (cw * soft[i] * logq[i]).sum() for i in range(6))
+    den = cw[t[given, 0]].sum() + (w * (soft @ cw)).sum()
+    assert torch.allclose(out["a"], num / den)
+    assert torch.allclose(crit.denominators(t, filled)[0], den)
+    assert torch.equal(crit.denominators(t, filled)[1:], crit.denominators(t)[1:])
+    # Under DDP each part divides by the global counts (given + filled): the parts add up.
+    den_all = crit.denominators(t[:3], {"a": (soft[:3], w[:3])}) + crit.denominators(t[3:], {"a": (soft[3:], w[3:])})
+    parts = [crit({n: v[r] for n, v in lg.items()}, t[r], den_all, {"a": (soft[r], w[r])}) for r in (slice(0, 3), slice(3, 6))]
+    assert torch.allclose(parts[0]["loss"] + parts[1]["loss"], out["loss"])
+    hard = F.one_hot(soft.argmax(1), 3).float()
+    as_given = t.clone()
+    as_given[w > 0, 0] = soft.argmax(1)[w > 0]
+    ones = torch.where(w > 0, torch.ones_like(w), torch.zeros_like(w))
+    assert torch.allclose(crit(lg, t, filled={"a": (hard, ones)})["a"], crit(lg, as_given)["a"])  # hard = given
+
+
+def test_log_group_balance_gives_each_group_the_same_starting_loss():
+    from attrtag.training.loss import log_size_weights
+
+    sizes = [2, 43, 7]
+    w = log_size_weights(sizes)
+    assert sum(w) / 3 == pytest.approx(1.0)
+    # A uniform prediction costs log(n): after weighting every group starts at the same value.
+    starts = [wi * math.log(n) for wi, n in zip(w, sizes)]
+    assert max(starts) == pytest.approx(min(starts)) and w[0] > w[2] > w[1]
+
+
+def test_the_sigmoid_baseline_takes_filled_labels_and_offsets_too():
+    from attrtag.training.loss import MaskedSigmoidBCE
+
+    lg = logits(seed=6)
+    t = torch.tensor([[0, -1, 6], [-1, -1, -1], [-1, -1, 3], [1, -1, -1], [-1, -1, 0], [2, -1, -1]])
+    off = torch.tensor([0.3, -0.2, 0.1])
+    crit = MaskedSigmoidBCE(SCHEMA, logit_offsets={"a": off})
+    probs = torch.full((6, 3), 0.2)
+    w = torch.tensor([0.0, 1.0, 0.0, 0.0, 1.0, 0.0])
+    out = crit(lg, t, filled={"a": (probs, w)})
+    x = lg["a"] + off
+    ref_given = F.binary_cross_entropy_with_logits(x[[0, 3, 5]], F.one_hot(t[[0, 3, 5], 0], 3).float(), reduction="sum") / 3
+    ref_filled = F.binary_cross_entropy_with_logits(x[[1, 4]], probs[[1, 4]], reduction="sum") / 3
+    assert torch.allclose(out["a"], (ref_given + ref_filled) / 5)
+    assert torch.allclose(crit.probabilities("a", lg["a"]), torch.sigmoid(x))

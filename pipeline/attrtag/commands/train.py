@@ -103,14 +103,14 @@ def parse_group_weights(items: list[str]) -> dict[str, float]:
 def build_config(args: argparse.Namespace) -> Any:
     from ..training.config import TrainConfig
 
-    base = TrainConfig.load(args.config).to_dict() if args.config else {}
+    base = TrainConfig.read(args.config) if args.config else {}
     for flag, field_name in FLAG_TO_FIELD.items():
         value = getattr(args, flag)
         if value is not None:
             base[field_name] = value
     if args.group_weight:
         base["group_weights"] = parse_group_weights(args.group_weight)
-    return TrainConfig.from_dict(base, source="command line")
+    return TrainConfig.from_dict(base, source=f"{args.config} with the command line" if args.config else "command line")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -115,15 +115,24 @@ class TrainConfig:
     @classmethod
     def load(cls, path: str | Path) -> "TrainConfig":
         """Read a YAML config file (a flat mapping of the fields above)."""
+        return cls.from_dict(cls.read(path), source=str(path))
+
+    @classmethod
+    def read(cls, path: str | Path) -> dict[str, Any]:
+        """A config file's mapping, unknown keys refused with their line; checked as a whole by :meth:`from_dict`.
+
+        Kept apart from :meth:`load` so that command-line flags can complete a file (``--ema``
+        with a file that sets ``complete: hard``) before the combination is judged.
+        """
         doc = load_yaml(path, raw_scalars=False)
         if doc.data is None:
-            return cls()
+            return {}
         if not isinstance(doc.data, dict):
             raise AttrtagError(f"{doc.where()}: a config file must be a mapping of option: value")
         for k in doc.data:
             if k not in {f.name for f in fields(cls)}:
                 raise AttrtagError(f"{doc.where(k)}: unknown config key '{k}'")
-        return cls.from_dict(doc.data, source=str(path))
+        return dict(doc.data)
 
 
 def _coerce(typ: Any, value: Any, where: str) -> Any:
