@@ -246,15 +246,29 @@ def _batch(rows: slice) -> Batch:
     return Batch(x[rows], y[rows], torch.arange(8)[rows], [])
 
 
-def _one_step(rank: int, world: int, data: tuple[Path, Path], tmp: Path) -> dict:
+#: Every option that changes the loss: filled labels (the EMA teacher fills 'shape', which has no
+#: label in the batch, and the missing 'band' and 'colour' labels), logit offsets, group and class weights.
+LEARN = dict(ema=True, complete="soft", complete_start=0.0, logit_adjust=1.0, group_balance="log", class_weights=True)
+
+
+def _one_step(rank: int, world: int, data: tuple[Path, Path], tmp: Path, options: dict | None = None) -> dict:
     """One training step of this process's half (or the whole batch in one process); its gradients."""
+    import attrtag.training.loop as loop
+
     schema = Schema.load(data[0])
     ctx = DistContext(torch.device("cpu"), rank=rank, world_size=world)
-    cfg = TrainConfig.from_dict({"backbone": "test_resnet", "image_size": 32, "batch_size": 8, "workers": 0})
+    cfg = TrainConfig.from_dict({"backbone": "test_resnet", "image_size": 32, "batch_size": 8, "workers": 0,
+                                 **(options or {})})
     run = prepare_run(cfg, schema, read_manifest(data[1], schema), tmp, None, ctx)
     run.model.eval()  # batch norm on running statistics: the forward no longer depends on the batch
-    loss, n = train_batch(run, _batch(slice(rank * 8 // world, (rank + 1) * 8 // world)))
-    return {"loss": loss, "n": n, "grads": {k: p.grad for k, p in run.model.named_parameters()}}
+    threshold = loop.curriculum_threshold
+    loop.curriculum_threshold = lambda cfg, epochs: 0.0  # a random teacher: let it fill every missing label now
+    try:
+        loss, n = train_batch(run, _batch(slice(rank * 8 // world, (rank + 1) * 8 // world)))
+    finally:
+        loop.curriculum_threshold = threshold
+    return {"loss": loss, "n": n, "grads": {k: p.grad for k, p in run.model.named_parameters()},
+            "filled": run.filled_labels.tolist()}
 
 
 def _two_process_checks(rank: int, init_file: str, data: tuple[Path, Path], tmp: Path) -> None:
@@ -291,6 +305,7 @@ def _two_process_checks(rank: int, init_file: str, data: tuple[Path, Path], tmp:
     assert merged.targets[:, 0].tolist() == [0, 1, 2, 1, 2, 0] and merged.failed == [("3.png", "truncated")]
 
     torch.save(_one_step(rank, 2, data, tmp / f"run{rank}"), tmp / f"step{rank}.pt")
+    torch.save(_one_step(rank, 2, data, tmp / f"learn{rank}", LEARN), tmp / f"learn{rank}.pt")
     dist.destroy_process_group()
 
 
@@ -304,3 +319,13 @@ def test_two_processes_agree_and_their_step_has_the_gradient_of_the_whole_batch(
             # DDP averages over processes; the loss's x2 and the global label counts undo that exactly.
             torch.testing.assert_close(half["grads"][k], g, rtol=1e-4, atol=1e-7, msg=k)
     assert torch.count_nonzero(whole["grads"]["head.fc.weight"][3:10]) == 0  # 'shape': no label, zero, not NaN
+    # The same with every learning option on: labels the teacher filled count in the global
+    # label counts, so the two halves still take the step of the whole batch.
+    whole = _one_step(0, 1, data, tmp_path / "learn", LEARN)
+    assert whole["filled"] == [1, 8, 4]  # every missing label of _batch, none of the given ones
+    for rank in (0, 1):
+        half = torch.load(tmp_path / f"learn{rank}.pt")
+        assert half["filled"] == whole["filled"] and half["loss"] == pytest.approx(whole["loss"], rel=1e-6)
+        for k, g in whole["grads"].items():
+            torch.testing.assert_close(half["grads"][k], g, rtol=1e-4, atol=1e-7, msg=k)
+    assert torch.count_nonzero(whole["grads"]["head.fc.weight"][3:10]) > 0  # 'shape' learns from filled labels

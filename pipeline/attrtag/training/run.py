@@ -152,6 +152,7 @@ def prepare_run(
         cfg=cfg, schema=schema, run_dir=run_dir, dist=ctx, model=model, net=wrap_ddp(model, ctx), criterion=criterion,
         optimizer=optimizer, scheduler=scheduler, scaler=scaler, train_set=train_set, train_samples=train_samples,
         val_samples=val_samples, steps_per_epoch=steps_per_epoch, amp=amp, ema=ema,
+        filled_labels=torch.zeros(len(schema)),
     )
     if ckpt is not None:
         optimizer.load_state_dict(ckpt["optimizer"])
