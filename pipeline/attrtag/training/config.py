@@ -47,7 +47,7 @@ class TrainConfig:
     ema_decay: float = 0.999  # the EMA's decay, reached after timm's warm-up (short runs average faster)
     logit_adjust: float = 0.0  # tau: logits + tau*log(prior) in the loss (Menon et al. 2021); 1 = balanced softmax
     complete: str = "none"  # fill missing labels from the EMA teacher: none, hard or soft
-    complete_threshold: float = 0.9  # teacher confidence a filled label needs at the end of the curriculum
+    complete_threshold: float = 0.8  # teacher confidence a filled label needs at the end of the curriculum
     complete_start: float = 1.0  # epochs before the first filled label (the teacher learns first)
     complete_weight: float = 1.0  # a filled label's weight relative to a given one
     group_balance: str = "none"  # or "log": each group's term divided by log(its number of values)
