@@ -9,12 +9,13 @@ from __future__ import annotations
 import csv
 import glob
 import io
+import itertools
 import json
 import logging
 import os
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from .._files import append_durably, atomic_path, fsync_dir, write_bytes
 from ..errors import OutputError, OutputMismatchError
@@ -376,3 +377,44 @@ def read_output(path: str | os.PathLike[str], *, fmt: str | None = None) -> tupl
     meta = _parquet_meta(path)
     rows = _import_pyarrow().parquet.read_table(path).to_pylist()
     return meta, [meta.layout.from_flat(r) for r in rows]
+
+
+def iter_output(
+    path: str | os.PathLike[str], *, fmt: str | None = None, chunk: int = 4096
+) -> tuple[OutputMeta, Iterator[list[TagRecord]]]:
+    """:func:`read_output`, ``chunk`` records at a time: memory stays bounded whatever the size.
+
+    JSONL and CSV are read twice: the existing scanner checks every line and finds the header,
+    keeping nothing; then records are parsed chunk by chunk (a header object on line 1 skipped).
+    """
+    path = Path(path)
+    kind = output_format(path, fmt)
+    if kind == "parquet":
+        meta = _parquet_meta(path)
+        batches = _import_pyarrow().parquet.ParquetFile(path).iter_batches(batch_size=chunk)
+        return meta, ([meta.layout.from_flat(r) for r in b.to_pylist()] for b in batches)
+    if kind == "jsonl":
+        found, _ = _scan_jsonl(path, repair=False, keep=lambda r: None)
+        if found is None:
+            raise OutputError(f"{path}: empty file, not an attrtag tag output")
+        records: Iterator[TagRecord] = (r for n, r in _numbered_json(path) if not (n == 1 and HEADER_KEY in r))
+        return found, _chunks(records, chunk)
+    meta = OutputMeta.from_dict(_read_json(_csv_meta_path(path)), source=str(_csv_meta_path(path)))
+    _scan_csv(path, meta.layout.columns, repair=False, keep=lambda r: None)
+    return meta, _chunks(_csv_records(path, meta), chunk)
+
+
+def _numbered_json(path: Path) -> Iterator[tuple[int, Any]]:
+    with open(path, "rb") as f:
+        yield from ((n, json.loads(line)) for n, line in enumerate(f, start=1))
+
+
+def _csv_records(path: Path, meta: OutputMeta) -> Iterator[TagRecord]:
+    with open(path, encoding="utf-8", newline="") as f:
+        rows = csv.reader(f, strict=True)
+        next(rows, None)  # the column names, checked by _scan_csv
+        yield from (meta.layout.from_flat(dict(zip(meta.layout.columns, row))) for row in rows)
+
+
+def _chunks(records: Iterator[TagRecord], size: int) -> Iterator[list[TagRecord]]:
+    return iter(lambda: list(itertools.islice(records, size)), [])
