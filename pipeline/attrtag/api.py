@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence, Union
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence, Union
 
 import numpy as np
 from PIL import Image
@@ -41,6 +41,7 @@ from .zeroshot.rules import Rules, RulesSource, resolve_rules
 
 if TYPE_CHECKING:
     from .card import ModelCard
+    from .evaluation.calibrate import CalibrationResult
     from .evaluation.evaluate import Evaluation
     from .training.loop import TrainResult
 
@@ -206,6 +207,76 @@ def evaluate(
         manifest = read_manifest(manifest, predictor.schema)
     loaded = None if rules is None else _rules(rules, predictor.schema)
     return _evaluate(predictor, manifest, split=split, rules=loaded, **options)
+
+
+def calibrate(
+    model: str | os.PathLike,
+    manifest: str | os.PathLike | Manifest,
+    *,
+    out: str | os.PathLike | None = None,
+    in_place: bool = False,
+    rules: RulesSource | None = None,
+    priors: bool = True,
+    device: str = "auto",
+    skip_bad_rows: bool = False,
+    warn: Callable[[str], Any] | None = None,
+    **options: Any,
+) -> "CalibrationResult":
+    """Choose the zero-shot calibration of a model and store it, with the rules, in a model file.
+
+    The model is not modified unless ``in_place``: the calibrated model is written to ``out``
+    (atomically either way). ``attrtag tag`` and ``classify`` then apply the calibration by default.
+
+    Args:
+        model: an ``.onnx`` file or a checkpoint.
+        manifest: labelled images with a class column (see
+            :func:`attrtag.evaluation.calibrate.choose_calibration`).
+        out: the calibrated model to write (same suffix as ``model``).
+        in_place: replace ``model`` itself instead.
+        rules: class rules (default: the ones embedded in the model).
+        priors: divide scores by the model's label priors (when it stores label counts).
+        device: where the model runs.
+        skip_bad_rows: skip manifest rows that cannot be read instead of failing.
+        warn: called with each lint warning of the rules (default: logged).
+        options: ``class_column``, ``unseen``, ``batch_size``, ``workers``, ``progress``.
+
+    Returns:
+        The calibration and the figures before and after it.
+
+    Raises:
+        AttrtagError: neither or both of ``out`` and ``in_place``, a suffix that differs, no
+            rules, or what :func:`~attrtag.evaluation.calibrate.choose_calibration` refuses.
+    """
+    from .evaluation.calibrate import choose_calibration
+
+    src = Path(model)
+    if (out is None) == (not in_place):
+        raise AttrtagError("calibrate: give --out FILE (a new model file) or --in-place (replace MODEL), one of them")
+    target = src if out is None else Path(out)
+    if out is not None and (target.suffix.lower() != src.suffix.lower() or target.resolve() == src.resolve()):
+        raise AttrtagError(f"--out {target}: must be another file with {src.name}'s suffix '{src.suffix}' "
+                           "(or pass --in-place to replace the model)")
+    predictor = open_predictor(src, device=device)
+    counts = predictor.card.label_counts if priors else None
+    if rules is None and predictor.rules is None:
+        raise AttrtagError(f"{src}: the model embeds no rules; pass the rules to calibrate for (--rules R)")
+    loaded, warnings = resolve_rules(predictor.rules if rules is None else rules, predictor.schema,
+                                     source=f"{src.name} metadata", label_counts=counts)
+    for message in warnings:
+        (warn or _logger.warning)(message)
+    if not isinstance(manifest, Manifest):
+        manifest = read_manifest(manifest, predictor.schema, skip_bad=skip_bad_rows)
+    result = choose_calibration(predictor, manifest, loaded, priors=priors, **options)
+    card = predictor.card.replace(rules=loaded.to_dict(), calibration=result.calibration.to_dict())
+    if src.suffix.lower() == ".onnx":
+        from attrtag_onnx.metadata import restamp
+
+        restamp(src, card, out=target)
+    else:
+        from .model.checkpoint import replace_card
+
+        replace_card(src, card, out=target)
+    return result
 
 
 def train(

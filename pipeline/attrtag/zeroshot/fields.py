@@ -150,7 +150,7 @@ class ClassTagging:
         """Inverse of :meth:`to_dict`; ``source`` names the file in errors."""
         rules_source = str(d.get("rules_source") or "")
         where = f"{source} (class rules{' from ' + rules_source if rules_source else ''})"
-        counts, cal = d.get("priors"), d.get("calibration")  # absent in headers of attrtag <= 0.2
+        counts, cal = d.get("priors"), d.get("calibration")  # absent from headers written before priors travelled
         return cls(
             Rules.from_dict(d["rules"], schema, source=where),
             top_k=int(d["top_k"]),
@@ -212,7 +212,7 @@ def class_tagging_for(
         warn: called with each lint warning of the rules, and with the reason when
             ``calibration`` does not hold for these rules (default: ignored).
         label_counts: the model's training label counts: scores are divided by their priors
-            (None: no priors, as before attrtag 0.3).
+            (None: no priors).
         calibration: the model's calibration; applied when it was chosen for these rules and
             this scoring (:func:`~attrtag.zeroshot.calibration.resolve_calibration`).
 
