@@ -384,7 +384,8 @@ def lint(
                         f"'{c.group}'; the constraint carries no information (drop it)"
                     )
                 counts = (label_counts or {}).get(c.group)
-                for v in c.values if counts is not None and c.group in schema else ():
+                known = c.group in schema and counts is not None and len(counts) == len(schema[c.group])
+                for v in c.values if known else ():  # counts that do not fit: the scorer says so
                     if v in schema[c.group].values and counts[schema[c.group].index(v)] == 0:
                         warnings.append(
                             f"{c.where or r.where or 'rules'}: class '{r.name}' depends on {c.group}={v}, which no "
