@@ -35,6 +35,7 @@ from .schema import Schema
 from .tagging.engine import DEFAULT_BATCH_SIZE, predict_records
 from .tagging.inputs import expand_inputs
 from .tagging.records import RecordLayout, TagRecord
+from .zeroshot.calibration import priors_from_counts, resolve_calibration
 from .zeroshot.classifier import ClassScorer, ZeroShotResult
 from .zeroshot.fields import DEFAULT_TOP_K, class_tagging_for
 from .zeroshot.rules import Rules, RulesSource, resolve_rules
@@ -115,16 +116,22 @@ class Tagger:
                  **options: Any) -> ZeroShotResult:
         """Score classes from probabilities (of :meth:`predict`) with ``rules`` (default: the tagger's).
 
-        ``options`` go to :class:`~attrtag.zeroshot.classifier.ClassScorer`'s call
-        (``overrides``, ``unknown_threshold``, ``top_k``, ``temperature``).
+        Scored as :meth:`tag` scores them: with the tagger's priors, and with its calibration
+        when ``rules`` are the ones it was chosen for. ``options`` go to
+        :class:`~attrtag.zeroshot.classifier.ClassScorer`'s call (``overrides``,
+        ``unknown_threshold``, ``top_k``, ``temperature``).
         """
+        classes = self.layout.classes
         if rules is None:
-            if self.layout.classes is None:
+            if classes is None:
                 raise AttrtagError("no class rules: pass rules=..., or load the tagger with rules")
-            loaded = self.layout.classes.rules
-        else:
-            loaded = _rules(rules, self.schema)
-        return ClassScorer(loaded, self.schema)(probs, **options)
+            return classes.scorer(self.schema)(probs, **options)
+        loaded = _rules(rules, self.schema)
+        counts = classes.label_counts if classes is not None else None
+        cal, _ = resolve_calibration(classes.calibration if classes else None, loaded, priors=counts is not None,
+                                     source="tagger")
+        return ClassScorer(loaded, self.schema, priors=None if counts is None else priors_from_counts(counts),
+                           gamma=cal.gamma if cal else 0.0, seen=cal.seen if cal else ())(probs, **options)
 
     def _decoded(self, images: Images) -> Iterable[list[Decoded]]:
         items = [images] if isinstance(images, (str, os.PathLike, Image.Image, np.ndarray)) else list(images)
@@ -154,6 +161,8 @@ def load(
     thresholds: Mapping[str, float] | None = None,
     class_top_k: int = DEFAULT_TOP_K,
     unknown_threshold: float = 0.0,
+    priors: bool = True,
+    calibration: bool = True,
     batch_size: int = DEFAULT_BATCH_SIZE,
     workers: int | None = None,
     threads: int | None = None,
@@ -170,6 +179,9 @@ def load(
         thresholds: group -> minimum top probability (marks ``uncertain``).
         class_top_k: classes listed per record.
         unknown_threshold: class ``unknown`` below this normalised probability.
+        priors: divide class scores by the training label priors stored in the model.
+        calibration: apply the calibration stored in the model (``attrtag calibrate``), when
+            it was chosen for these rules and this scoring (else a warning is logged).
         batch_size: images per model call.
         workers: decoding threads (default: half the CPUs, 1 to 8).
         threads: model runtime threads.
@@ -181,6 +193,8 @@ def load(
     classes = class_tagging_for(
         predictor.schema, predictor.rules, rules, model_name=os.path.basename(model), top_k=class_top_k,
         unknown_threshold=unknown_threshold, warn=_logger.warning,
+        label_counts=predictor.card.label_counts if priors else None,
+        calibration=predictor.card.calibration if calibration else None,
     )
     layout = RecordLayout(predictor.schema, top_k=top_k, thresholds=dict(thresholds or {}), classes=classes)
     return Tagger(predictor, layout, batch_size=batch_size, workers=workers)

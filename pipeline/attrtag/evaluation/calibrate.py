@@ -119,10 +119,12 @@ def choose_calibration(
                            "be told from unseen ones; pass --unseen A,B,...")
     train = [c for c in class_names(manifest.split("train"), class_column) if c]
     seen, unseen_ = seen_and_unseen(rules, train, unseen)
-    if not seen or not unseen_:
-        which = "seen (no class of the rules has images in the train split)" if not seen else "unseen"
-        raise AttrtagError(f"{manifest.source}: no {which} class, so there is nothing to calibrate; "
-                           "name the unseen classes with --unseen A,B,...")
+    if not seen:
+        raise AttrtagError(f"{manifest.source}: no seen class (none of the rules' classes has train-split images "
+                           "and is left out of --unseen), so there is nothing to calibrate against")
+    if not unseen_:
+        raise AttrtagError(f"{manifest.source}: no unseen class (every class of the rules has images in the train "
+                           "split); name the unseen classes with --unseen A,B,...")
     splits = ("val", "test") if manifest.has_splits else (None,)
     rows = [(s, (s.extra.get(class_column) or "").strip()) for split in splits for s in manifest.split(split)]
     wanted = [s for s, c in rows if c in rules.names]  # only the images that can count

@@ -82,7 +82,7 @@ class ClassTagging:
                 schema, a calibration naming a class the rules do not have.
         """
         self.rules.check(schema)
-        self._scorer(schema)  # compiles priors and calibration: fail before the first batch
+        self.scorer(schema)  # compiles priors and calibration: fail before the first batch
         for group, value in self.overrides.items():
             if group not in schema:
                 raise AttrtagError(
@@ -105,7 +105,7 @@ class ClassTagging:
         """
         if not probs or next(iter(probs.values())).shape[0] == 0:
             return []
-        result = self._scorer(schema)(
+        result = self.scorer(schema)(
             probs, overrides=dict(self.overrides), unknown_threshold=self.unknown_threshold, top_k=self.top_k
         )
         names = result.class_names
@@ -122,8 +122,11 @@ class ClassTagging:
             })
         return out
 
-    def _scorer(self, schema: Schema) -> ClassScorer:
-        # Compiled once per schema and kept: every batch of a run reuses the same matrices.
+    def scorer(self, schema: Schema) -> ClassScorer:
+        """The compiled scorer of these rules, priors and calibration for ``schema``.
+
+        Compiled once per schema and kept: every batch of a run reuses the same matrices.
+        """
         scorer = self._scorers.get(schema)
         if scorer is None:
             cal = self.calibration
