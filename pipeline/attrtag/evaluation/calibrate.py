@@ -25,7 +25,7 @@ from ..zeroshot.calibration import Calibration, priors_from_counts, rules_digest
 from ..zeroshot.evaluation import labelled_scores, seen_and_unseen
 from ..zeroshot.metrics import GzslAccuracy, choose_gamma, evaluate_gzsl, seen_unseen_curve
 from ..zeroshot.rules import Rules
-from .evaluate import Progress, class_names, predict
+from .evaluate import Progress, check_class_column, class_names, predict
 
 
 @dataclass(frozen=True)
@@ -111,12 +111,7 @@ def choose_calibration(
             without images of both.
     """
     source = os.path.basename(manifest.source) or "manifest"
-    if not any(class_column in s.extra for s in manifest.samples):
-        raise AttrtagError(f"{manifest.source}: no '{class_column}' column; calibration needs each image's class "
-                           "(name the column with --class-column)")
-    if not manifest.has_splits and not unseen:
-        raise AttrtagError(f"{manifest.source}: no split column, so seen classes (those with training images) cannot "
-                           "be told from unseen ones; pass --unseen A,B,...")
+    check_class_column(manifest, class_column, unseen)
     train = [c for c in class_names(manifest.split("train"), class_column) if c]
     seen, unseen_ = seen_and_unseen(rules, train, unseen)
     if not seen:

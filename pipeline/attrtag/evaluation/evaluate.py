@@ -212,19 +212,25 @@ def evaluate(
     return result
 
 
-def _zero_shot_samples(manifest: Manifest, column: str, unseen: Sequence[str] | None) -> list[Sample]:
-    """The images the zero-shot report needs: val and test (all rows without a split column)."""
+def check_class_column(manifest: Manifest, column: str, unseen: Sequence[str] | None) -> None:
+    """Refuse a manifest that cannot tell zero-shot figures: no class column, or neither a split
+    column (seen classes are those with train-split images) nor named unseen classes."""
     if not any(column in s.extra for s in manifest.samples):
         raise AttrtagError(
-            f"{manifest.source}: no '{column}' column; --rules needs each image's class "
+            f"{manifest.source}: no '{column}' column; zero-shot figures need each image's class "
             "(name the column with --class-column)"
         )
+    if not manifest.has_splits and not unseen:
+        raise AttrtagError(
+            f"{manifest.source}: no split column, so unseen classes cannot be told from training images; "
+            "pass --unseen A,B,..."
+        )
+
+
+def _zero_shot_samples(manifest: Manifest, column: str, unseen: Sequence[str] | None) -> list[Sample]:
+    """The images the zero-shot report needs: val and test (all rows without a split column)."""
+    check_class_column(manifest, column, unseen)
     if not manifest.has_splits:
-        if not unseen:
-            raise AttrtagError(
-                f"{manifest.source}: no split column, so unseen classes cannot be told from training images; "
-                "pass --unseen A,B,..."
-            )
         return list(manifest.samples)
     if not manifest.split("test"):
         raise AttrtagError(f"{manifest.source}: no 'test' rows; the zero-shot report is computed on the test split")
