@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import json
 from pathlib import Path
 
 import numpy as np
@@ -315,3 +316,28 @@ def test_calibrate_needs_out_or_in_place_and_rules(capsys: pytest.CaptureFixture
     assert info.value.code == 2 and "--out" in capsys.readouterr().err
     rc, _, err = run(capsys, "calibrate", world["model"], "--manifest", world["manifest"], "--in-place")
     assert rc == 2 and "embeds no rules" in err
+
+
+def test_evaluate_reports_the_stored_calibration_and_ausuc(
+    capsys: pytest.CaptureFixture[str], world: dict, tmp_path: Path
+) -> None:
+    model = crafted(world, 0.25, "evaluate.pt")
+    rc, stdout, err = run(capsys, "evaluate", "--checkpoint", model, "--manifest", world["manifest"], "--rules",
+                          world["rules"], "--out", tmp_path, "--workers", "0", "--device", "cpu")
+    assert rc == 0, err
+    zs = json.loads((tmp_path / "metrics.json").read_text())["zero_shot"]
+    stored = zs["gzsl"]["stored_calibration"]
+    assert stored["gamma"] == 0.25 and "stored in the model (gamma 0.25)" in stdout
+    assert zs["ausuc"] is not None and "AUSUC" in stdout and "divided by the training label priors" in stdout
+    # The stored gamma's figures are the test images' GZSL at that gamma, priors included.
+    rules = world["rules_obj"]
+    names = {p.name: i for i, p in enumerate(sorted((world["dir"] / "imgs").glob("*.png")))}
+    test = [r for r in world["rows"] if r["split"] == "test"]
+    scores = world["scores"][[names[r["path"]] for r in test]]
+    labels = np.array([rules.index(r["class"]) for r in test])
+    want = evaluate_gzsl(scores, labels, [rules.index(c) for c in SEEN], [rules.index(c) for c in UNSEEN], gamma=0.25)
+    assert (stored["seen"], stored["unseen"]) == pytest.approx((want.seen, want.unseen))
+    rc, _, _ = run(capsys, "evaluate", "--checkpoint", model, "--manifest", world["manifest"], "--rules",
+                   world["rules"], "--out", tmp_path, "--workers", "0", "--device", "cpu", "--no-priors")
+    zs = json.loads((tmp_path / "metrics.json").read_text())["zero_shot"]
+    assert rc == 0 and zs["gzsl"]["stored_calibration"] is None  # chosen with priors: does not hold

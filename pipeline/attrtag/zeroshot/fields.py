@@ -183,8 +183,7 @@ class ClassTagging:
         if self.label_counts is not None:
             parts.append("divided by the model's training label priors (--no-priors to turn off)")
         if self.calibration is not None:
-            parts.append(f"calibrated: {self.calibration.describe()} subtracted from seen classes "
-                         "(--no-calibration to turn off)")
+            parts.append(f"calibrated: {self.calibration.describe()} (--no-calibration to turn off)")
         return ("class scores " + "; ".join(parts)) if parts else None
 
 
