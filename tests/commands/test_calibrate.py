@@ -341,3 +341,20 @@ def test_evaluate_reports_the_stored_calibration_and_ausuc(
                    world["rules"], "--out", tmp_path, "--workers", "0", "--device", "cpu", "--no-priors")
     zs = json.loads((tmp_path / "metrics.json").read_text())["zero_shot"]
     assert rc == 0 and zs["gzsl"]["stored_calibration"] is None  # chosen with priors: does not hold
+
+
+def test_classify_calibration_options_errors_are_one_line(
+    capsys: pytest.CaptureFixture[str], world: dict, tmp_path: Path
+) -> None:
+    tags = tmp_path / "t.jsonl"
+    bare_rules = ["--rules", str(world["rules"])]
+    assert run(capsys, "tag", make_checkpoint(tmp_path / "bare.pt"), f"@{world['list']}", "--out", tags,
+               *bare_rules, "--workers", "0", "--no-progress", "--device", "cpu")[0] == 0
+    for extra, fragment in (
+        (["--seen", "red_top"], "--seen names the classes --gamma applies to"),
+        (["--gamma", "0.3", "--no-calibration"], "contradict each other"),
+        (["--gamma", "0.3"], "which classes are seen?"),  # tagged without a calibration
+        (["--gamma", "0.3", "--seen", "zebra"], "--seen: zebra not among the classes"),
+    ):
+        rc, _, err = run(capsys, "classify", tags, "--out", tmp_path / "c.jsonl", "--overwrite", *extra)
+        assert rc == 2 and fragment in err and len(err.strip().splitlines()) == 1, (extra, err)

@@ -9,7 +9,9 @@ import pytest
 
 from attrtag.errors import AttrtagError
 from attrtag.schema import Schema
-from attrtag.zeroshot.calibration import Calibration, priors_from_counts, resolve_calibration, rules_digest
+from attrtag.zeroshot.calibration import (
+    Calibration, given_calibration, priors_from_counts, resolve_calibration, rules_digest,
+)
 from attrtag.zeroshot.classifier import ClassScorer, score_classes
 from attrtag.zeroshot.fields import ClassTagging, class_tagging_for
 from attrtag.zeroshot.rules import Rules, lint, resolve_rules
@@ -118,3 +120,14 @@ def test_lint_with_label_counts_names_class_group_and_value_no_image_carries(tmp
     assert any("class 'C' depends on a=y" in w and "r.yaml:6" in w for w in warnings)
     _, through_resolve = resolve_rules(path, SCHEMA, label_counts=COUNTS)
     assert [w for w in through_resolve if "no training image" in w] == warnings
+
+
+def test_a_constant_given_by_hand_applies_to_the_stored_or_named_seen_classes() -> None:
+    stored = Calibration(0.3, ("A", "C"), True, rules_digest(RULES))
+    given = given_calibration(1.5, RULES, priors=True, stored=stored)
+    assert (given.gamma, given.seen, given.rules_sha256) == (1.5, ("A", "C"), rules_digest(RULES))
+    assert given_calibration(1.5, RULES, priors=False, seen=["B"]).seen == ("B",)
+    with pytest.raises(AttrtagError, match="pass --seen"):
+        given_calibration(1.5, RULES, priors=True, source="tags.jsonl header")
+    with pytest.raises(AttrtagError, match="--seen: D not among"):
+        given_calibration(1.5, RULES, priors=True, seen=["D"])

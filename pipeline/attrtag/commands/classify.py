@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import AttrtagError
-from ..zeroshot.calibration import Calibration, resolve_calibration, rules_digest
+from ..zeroshot.calibration import Calibration, given_calibration, resolve_calibration
 from ..zeroshot.fields import ClassTagging
 from ..zeroshot.rules import Rules
 from ._rules import add_class_options, add_scoring_options, class_tagging, load_rules, note, warn
@@ -130,24 +130,13 @@ def _calibration(
     it holds for these rules (a warning when not), else none."""
     if args.seen and args.gamma is None:
         raise AttrtagError("--seen names the classes --gamma applies to; pass --gamma G too")
-    stored = None if args.no_calibration or inherit is None else inherit.calibration
-    if args.gamma is None:
-        cal, why = resolve_calibration(stored, rules, priors=priors, source=f"{tags} header")
-        if why:
-            warn(why)
-        return cal
-    if args.no_calibration:
+    if args.gamma is not None and args.no_calibration:
         raise AttrtagError("--gamma G and --no-calibration contradict each other; pass one")
-    if args.seen:
-        seen = [c.strip() for c in args.seen.split(",") if c.strip()]
-    elif inherit is not None and inherit.calibration is not None:
-        seen = [c for c in inherit.calibration.seen if c in rules.names]
-    else:
-        seen = []
-    if not seen:
-        raise AttrtagError(f"--gamma {args.gamma:g}: which classes are seen? {tags} stores no calibration naming "
-                           "them (for these rules); pass --seen A,B,...")
-    missing = [c for c in seen if c not in rules.names]
-    if missing:
-        raise AttrtagError(f"--seen: {', '.join(missing)} not among the classes of the rules ({', '.join(rules.names)})")
-    return Calibration(args.gamma, tuple(seen), priors, rules_digest(rules), info={"chosen_on": "--gamma"})
+    stored = None if args.no_calibration or inherit is None else inherit.calibration
+    if args.gamma is not None:
+        seen = [c.strip() for c in args.seen.split(",") if c.strip()] if args.seen else None
+        return given_calibration(args.gamma, rules, priors=priors, seen=seen, stored=stored, source=f"{tags} header")
+    cal, why = resolve_calibration(stored, rules, priors=priors, source=f"{tags} header")
+    if why:
+        warn(why)
+    return cal

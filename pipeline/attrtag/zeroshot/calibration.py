@@ -135,3 +135,30 @@ def resolve_calibration(
         return None, (f"{source}: its calibration ({cal.describe()}) was chosen on scores {how} label priors, "
                       f"which are {now} in this run, so it is not applied; {fix}")
     return cal, None
+
+
+def given_calibration(
+    gamma: float, rules: Rules, *, priors: bool, seen: Sequence[str] | None = None,
+    stored: Calibration | None = None, source: str = "",
+) -> Calibration:
+    """A constant given by hand (``attrtag classify --gamma G``) as a calibration of ``rules``.
+
+    Args:
+        gamma: the constant.
+        rules: the rules it applies to.
+        priors: whether the run divides by label priors.
+        seen: the classes it lowers; default: those of ``stored`` that ``rules`` have.
+        stored: the calibration the scores came with, if any.
+        source: where ``stored`` comes from, for messages.
+
+    Raises:
+        AttrtagError: no seen class to apply it to, or one the rules do not have.
+    """
+    names = list(seen) if seen else [c for c in (stored.seen if stored else ()) if c in rules.names]
+    if not names:
+        raise AttrtagError(f"--gamma {gamma:g}: which classes are seen? {source or 'the input'} stores no calibration "
+                           "naming them (for these rules); pass --seen A,B,...")
+    missing = [c for c in names if c not in rules.names]
+    if missing:
+        raise AttrtagError(f"--seen: {', '.join(missing)} not among the classes of the rules ({', '.join(rules.names)})")
+    return Calibration(gamma, tuple(names), priors, rules_digest(rules), info={"chosen_on": "--gamma"})
