@@ -33,6 +33,8 @@ from attrtag.data.preprocess import Preprocessing
 from attrtag.errors import ExportError, first_line
 from attrtag.model import AttributeModel, ProbabilityModel, load_model
 from attrtag.schema import Schema
+from attrtag.zeroshot.calibration import rules_digest
+from attrtag.zeroshot.rules import Rules
 
 from .fp16 import convert_to_fp16
 from .metadata import INPUT_NAME, write_metadata
@@ -142,6 +144,10 @@ def export_onnx(
     model = _resolve_source(source)
     precision = "fp16" if fp16 else "fp32"
     card = model.card.replace(precision=precision, rules=rules if rules is not None else model.card.rules)
+    if rules is not None and card.calibration is not None and not _calibrated_for(card, rules):
+        _logger.warning("the checkpoint's calibration was chosen for other class rules than these; it is left out "
+                        "(run 'attrtag calibrate' on the exported model)")
+        card = card.replace(calibration=None)
     schema, prep = card.schema, card.preprocessing
     net = ProbabilityModel(copy.deepcopy(model).float().cpu()).eval()
 
@@ -228,6 +234,12 @@ def check_against_torch(
 
 
 # -- internals ----------------------------------------------------------------------------------
+def _calibrated_for(card: ModelCard, rules: dict[str, Any]) -> bool:
+    """Whether the card's calibration was chosen for ``rules`` (a gamma holds for one rule set)."""
+    digest = rules_digest(Rules.from_dict(rules, card.schema).scorable())
+    return (card.calibration or {}).get("rules_sha256") == digest
+
+
 def _resolve_source(source: ModelSource) -> AttributeModel:
     if isinstance(source, AttributeModel):
         return source

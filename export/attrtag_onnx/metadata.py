@@ -8,15 +8,18 @@ tool can show it and a loader can check it without torch
 """
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import TYPE_CHECKING
 
+from attrtag._files import atomic_path
 from attrtag.card import FORMAT_VERSION, METADATA_PREFIX, ModelCard
 from attrtag.runtime.onnx_backend import INPUT_NAME, check_output_names, read_onnx_card
 
 if TYPE_CHECKING:
     import onnx
 
-__all__ = ["FORMAT_VERSION", "INPUT_NAME", "ModelCard", "read_metadata", "write_metadata"]
+__all__ = ["FORMAT_VERSION", "INPUT_NAME", "ModelCard", "read_metadata", "restamp", "write_metadata"]
 
 #: Reading is the runtime's job; this name is kept for code written against attrtag 0.1.
 read_metadata = read_onnx_card
@@ -38,3 +41,34 @@ def write_metadata(model: "onnx.ModelProto", card: ModelCard) -> None:
     for key, value in keep + list(card.to_metadata().items()):
         entry = model.metadata_props.add()
         entry.key, entry.value = key, value
+
+
+def restamp(
+    path: str | os.PathLike[str], card: ModelCard, *, out: str | os.PathLike[str] | None = None
+) -> Path:
+    """Write ``card`` into the metadata of an exported model, graph and weights unchanged.
+
+    What ``attrtag calibrate`` does to an ``.onnx`` file. The card's schema must be the file's
+    (the graph's outputs are named after it).
+
+    Args:
+        path: the ``.onnx`` file to read.
+        card: the new card.
+        out: where to write (default: ``path`` itself, replaced atomically).
+
+    Returns:
+        The file written.
+
+    Raises:
+        CheckpointError: not an attrtag model, or a schema that does not fit the graph.
+    """
+    import onnx
+
+    old = read_onnx_card(path)
+    old.schema.check_same(card.schema, what=f"{path}: the new model card's schema differs from the model's")
+    model = onnx.load(str(path))
+    write_metadata(model, card)
+    target = Path(out) if out is not None else Path(path)
+    with atomic_path(target) as tmp:
+        onnx.save_model(model, str(tmp))
+    return target

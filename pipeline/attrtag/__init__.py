@@ -1,7 +1,7 @@
 """attrtag: grouped-softmax attribute models for partially labelled images.
 
 The Python API (see the README): ``attrtag.load`` a model, ``Tagger.tag`` images, score classes
-with rules, ``attrtag.train`` and ``attrtag.evaluate``. Importing the package is cheap and does
+with rules, ``attrtag.train``, ``attrtag.evaluate`` and ``attrtag.calibrate``. Importing the package is cheap and does
 not import torch: names load on first use (PEP 562), and the ONNX tagging path never needs torch.
 """
 from __future__ import annotations
@@ -15,7 +15,7 @@ from .schema import Group, Schema
 __version__ = "0.2.0"
 
 _LAZY = {
-    "load": "api", "Tagger": "api", "train": "api", "evaluate": "api",
+    "load": "api", "Tagger": "api", "train": "api", "evaluate": "api", "calibrate": "api",
     "ModelCard": "card", "Rules": "zeroshot.rules", "ClassScorer": "zeroshot.classifier",
     "score_classes": "zeroshot.classifier", "open_predictor": "runtime", "TrainConfig": "training.config",
     "read_output": "tagging.files", "read_manifest": "data.manifest",

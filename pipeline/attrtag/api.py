@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence, Union
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence, Union
 
 import numpy as np
 from PIL import Image
@@ -36,12 +36,14 @@ from .schema import Schema
 from .tagging.engine import DEFAULT_BATCH_SIZE, predict_records
 from .tagging.inputs import expand_inputs
 from .tagging.records import RecordLayout, TagRecord
+from .zeroshot.calibration import priors_from_counts, resolve_calibration
 from .zeroshot.classifier import ClassScorer, ZeroShotResult
 from .zeroshot.fields import DEFAULT_TOP_K, class_tagging_for
 from .zeroshot.rules import Rules, RulesSource, resolve_rules
 
 if TYPE_CHECKING:
     from .card import ModelCard
+    from .evaluation.calibrate import CalibrationResult
     from .evaluation.evaluate import Evaluation
     from .training.loop import TrainResult
 
@@ -118,16 +120,22 @@ class Tagger:
                  **options: Any) -> ZeroShotResult:
         """Score classes from probabilities (of :meth:`predict`) with ``rules`` (default: the tagger's).
 
-        ``options`` go to :class:`~attrtag.zeroshot.classifier.ClassScorer`'s call
-        (``overrides``, ``unknown_threshold``, ``top_k``, ``temperature``).
+        Scored as :meth:`tag` scores them: with the tagger's priors, and with its calibration
+        when ``rules`` are the ones it was chosen for. ``options`` go to
+        :class:`~attrtag.zeroshot.classifier.ClassScorer`'s call (``overrides``,
+        ``unknown_threshold``, ``top_k``, ``temperature``).
         """
+        classes = self.layout.classes
         if rules is None:
-            if self.layout.classes is None:
+            if classes is None:
                 raise AttrtagError("no class rules: pass rules=..., or load the tagger with rules")
-            loaded = self.layout.classes.rules
-        else:
-            loaded = _rules(rules, self.schema)
-        return ClassScorer(loaded, self.schema)(probs, **options)
+            return classes.scorer(self.schema)(probs, **options)
+        loaded = _rules(rules, self.schema)
+        counts = classes.label_counts if classes is not None else None
+        cal, _ = resolve_calibration(classes.calibration if classes else None, loaded, priors=counts is not None,
+                                     source="tagger")
+        return ClassScorer(loaded, self.schema, priors=None if counts is None else priors_from_counts(counts),
+                           gamma=cal.gamma if cal else 0.0, seen=cal.seen if cal else ())(probs, **options)
 
     def _decoded(self, images: Images) -> Iterable[list[Decoded]]:
         items = [images] if isinstance(images, (str, os.PathLike, Image.Image, np.ndarray)) else list(images)
@@ -158,6 +166,8 @@ def load(
     thresholds: Mapping[str, float] | None = None,
     class_top_k: int = DEFAULT_TOP_K,
     unknown_threshold: float = 0.0,
+    priors: bool = True,
+    calibration: bool = True,
     batch_size: int = DEFAULT_BATCH_SIZE,
     workers: int | None = None,
     threads: int | None = None,
@@ -174,6 +184,9 @@ def load(
         thresholds: group -> minimum top probability (marks ``uncertain``).
         class_top_k: classes listed per record.
         unknown_threshold: class ``unknown`` below this normalised probability.
+        priors: divide class scores by the training label priors stored in the model.
+        calibration: apply the calibration stored in the model (``attrtag calibrate``), when
+            it was chosen for these rules and this scoring (else a warning is logged).
         batch_size: images per model call.
         workers: decoding threads (default: :func:`attrtag.runtime.threads.plan_threads`).
         threads: model runtime threads (default: the same plan).
@@ -187,6 +200,8 @@ def load(
     classes = class_tagging_for(
         predictor.schema, predictor.rules, rules, model_name=os.path.basename(model), top_k=class_top_k,
         unknown_threshold=unknown_threshold, warn=_logger.warning,
+        label_counts=predictor.card.label_counts if priors else None,
+        calibration=predictor.card.calibration if calibration else None,
     )
     layout = RecordLayout(predictor.schema, top_k=top_k, thresholds=dict(thresholds or {}), classes=classes)
     return Tagger(predictor, layout, batch_size=batch_size, workers=workers)
@@ -217,6 +232,76 @@ def evaluate(
         manifest = read_manifest(manifest, predictor.schema)
     loaded = None if rules is None else _rules(rules, predictor.schema)
     return _evaluate(predictor, manifest, split=split, rules=loaded, **options)
+
+
+def calibrate(
+    model: str | os.PathLike,
+    manifest: str | os.PathLike | Manifest,
+    *,
+    out: str | os.PathLike | None = None,
+    in_place: bool = False,
+    rules: RulesSource | None = None,
+    priors: bool = True,
+    device: str = "auto",
+    skip_bad_rows: bool = False,
+    warn: Callable[[str], Any] | None = None,
+    **options: Any,
+) -> "CalibrationResult":
+    """Choose the zero-shot calibration of a model and store it, with the rules, in a model file.
+
+    The model is not modified unless ``in_place``: the calibrated model is written to ``out``
+    (atomically either way). ``attrtag tag`` and ``classify`` then apply the calibration by default.
+
+    Args:
+        model: an ``.onnx`` file or a checkpoint.
+        manifest: labelled images with a class column (see
+            :func:`attrtag.evaluation.calibrate.choose_calibration`).
+        out: the calibrated model to write (same suffix as ``model``).
+        in_place: replace ``model`` itself instead.
+        rules: class rules (default: the ones embedded in the model).
+        priors: divide scores by the model's label priors (when it stores label counts).
+        device: where the model runs.
+        skip_bad_rows: skip manifest rows that cannot be read instead of failing.
+        warn: called with each lint warning of the rules (default: logged).
+        options: ``class_column``, ``unseen``, ``batch_size``, ``workers``, ``progress``.
+
+    Returns:
+        The calibration and the figures before and after it.
+
+    Raises:
+        AttrtagError: neither or both of ``out`` and ``in_place``, a suffix that differs, no
+            rules, or what :func:`~attrtag.evaluation.calibrate.choose_calibration` refuses.
+    """
+    from .evaluation.calibrate import choose_calibration
+
+    src = Path(model)
+    if (out is None) == (not in_place):
+        raise AttrtagError("calibrate: give --out FILE (a new model file) or --in-place (replace MODEL), one of them")
+    target = src if out is None else Path(out)
+    if out is not None and (target.suffix.lower() != src.suffix.lower() or target.resolve() == src.resolve()):
+        raise AttrtagError(f"--out {target}: must be another file with {src.name}'s suffix '{src.suffix}' "
+                           "(or pass --in-place to replace the model)")
+    predictor = open_predictor(src, device=device)
+    counts = predictor.card.label_counts if priors else None
+    if rules is None and predictor.rules is None:
+        raise AttrtagError(f"{src}: the model embeds no rules; pass the rules to calibrate for (--rules R)")
+    loaded, warnings = resolve_rules(predictor.rules if rules is None else rules, predictor.schema,
+                                     source=f"{src.name} metadata", label_counts=counts)
+    for message in warnings:
+        (warn or _logger.warning)(message)
+    if not isinstance(manifest, Manifest):
+        manifest = read_manifest(manifest, predictor.schema, skip_bad=skip_bad_rows)
+    result = choose_calibration(predictor, manifest, loaded, priors=priors, **options)
+    card = predictor.card.replace(rules=loaded.to_dict(), calibration=result.calibration.to_dict())
+    if src.suffix.lower() == ".onnx":
+        from attrtag_onnx.metadata import restamp
+
+        restamp(src, card, out=target)
+    else:
+        from .model.checkpoint import replace_card
+
+        replace_card(src, card, out=target)
+    return result
 
 
 def train(

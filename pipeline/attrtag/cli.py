@@ -16,7 +16,7 @@ from . import __version__
 from .errors import AttrtagError
 
 # Imported lazily by name: ``attrtag tag model.onnx`` must not pay for (or need) torch.
-COMMANDS = ("demo", "train", "evaluate", "export", "tag", "classify", "convert", "report")
+COMMANDS = ("demo", "train", "evaluate", "export", "calibrate", "tag", "classify", "rules", "convert", "report")
 #: Old names that still work: name -> the module that registers them.
 ALIASES = {"infer": "classify"}
 
@@ -24,7 +24,7 @@ ALIASES = {"infer": "classify"}
 def build_parser(commands: Sequence[str] = COMMANDS) -> argparse.ArgumentParser:
     """The full parser; tests call ``build_parser().parse_args([...])`` directly."""
     parser = argparse.ArgumentParser(
-        prog="attrtag", description="Grouped-softmax attribute tagging: train, evaluate, export, tag, classify."
+        prog="attrtag", description="Grouped-softmax attribute tagging: train, evaluate, export, calibrate, tag, classify."
     )
     parser.add_argument("--version", action="version", version=f"attrtag {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")

@@ -228,7 +228,9 @@ def test_evaluate_reports_zsl_and_gzsl(
     assert zs["split"] == "test" and zs["calibration_split"] == "val"
     assert zs["images"] == {"zsl": 4, "gzsl_seen": 8, "gzsl_unseen": 4, "calibration": 12}
     assert zs["skipped_classes"] == {"zebra": 1}
-    assert zs["chance"] == {"zsl_top1": 0.5, "zsl_top5": 1.0, "gzsl": 1 / 6}
+    # Random scores trace the line from (0, 1/4) to (1/2, 0): AUSUC 1 / (2 * 4 seen * 2 unseen).
+    assert zs["chance"] == {"zsl_top1": 0.5, "zsl_top5": 1.0, "gzsl": 1 / 6, "ausuc": 1 / 16}
+    assert 0.0 <= zs["ausuc"] <= 1.0 and "AUSUC" in stdout
     assert zs["zsl"]["top5"] == 1.0  # two candidates: always among the best five
     assert set(zs["zsl_per_class"]) == set(UNSEEN) and all(v["images"] == 2 for v in zs["zsl_per_class"].values())
     for key in ("uncalibrated", "calibrated"):

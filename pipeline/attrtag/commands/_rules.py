@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 from ..errors import AttrtagError
 from ..schema import Schema
@@ -80,13 +80,32 @@ def parse_overrides(specs: Sequence[str]) -> dict[str, str]:
     return out
 
 
+def add_scoring_options(p: argparse.ArgumentParser, *, source: str = "the model") -> None:
+    """Add ``--no-priors`` and ``--no-calibration``: turn off what travels with the model."""
+    p.add_argument("--no-priors", action="store_true",
+                   help=f"do not divide class scores by the training label priors stored in {source}")
+    p.add_argument("--no-calibration", action="store_true",
+                   help=f"do not apply the calibration stored in {source} (attrtag calibrate)")
+
+
 def warn(message: str) -> None:
     """A legal-but-useless rule (or option), printed as one ``attrtag: warning:`` line on stderr."""
     print(f"attrtag: warning: {message}", file=sys.stderr)
 
 
-def load_rules(path: str, schema: Schema) -> Rules:
+def note(message: str) -> None:
+    """What a run does that changes its results (priors, calibration): one ``attrtag: note:`` line."""
+    print(f"attrtag: note: {message}", file=sys.stderr)
+
+
+def load_rules(path: str, schema: Schema, label_counts: Mapping[str, Sequence[int]] | None = None) -> Rules:
     """Read and check a rules file, printing its lint warnings.
+
+    Args:
+        path: the rules YAML.
+        schema: the model's schema.
+        label_counts: the model's training label counts: also warn about values no training
+            image carries.
 
     Returns:
         The rules, without classes that constrain nothing.
@@ -94,7 +113,7 @@ def load_rules(path: str, schema: Schema) -> Rules:
     Raises:
         SchemaError: "file:line: ..." for anything that makes the rules unusable.
     """
-    rules, warnings = resolve_rules(path, schema)
+    rules, warnings = resolve_rules(path, schema, label_counts=label_counts)
     for message in warnings:
         warn(message)
     return rules
@@ -126,14 +145,17 @@ def warn_unconstrained_overrides(tagging: ClassTagging) -> None:
 
 
 def class_tagging(
-    rules: Rules, args: argparse.Namespace, schema: Schema, *, source: str, inherit: ClassTagging | None = None
+    rules: Rules, args: argparse.Namespace, schema: Schema, *, source: str, inherit: ClassTagging | None = None,
+    **scoring: Any,
 ) -> ClassTagging:
     """The :class:`ClassTagging` of a run from rules already loaded and the class options.
+
+    ``scoring`` (``label_counts``, ``calibration``) goes to :class:`ClassTagging` unchanged.
 
     Raises:
         AttrtagError: a bad option, or ``--set`` naming an unknown group or value.
     """
-    tagging = ClassTagging(rules, source=source, **class_options(args, inherit))
+    tagging = ClassTagging(rules, source=source, **class_options(args, inherit), **scoring)
     tagging.check(schema)
     warn_unconstrained_overrides(tagging)
     return tagging

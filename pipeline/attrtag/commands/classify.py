@@ -17,7 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import AttrtagError
-from ._rules import add_class_options, class_tagging, load_rules
+from ..zeroshot.calibration import Calibration, given_calibration, resolve_calibration
+from ..zeroshot.fields import ClassTagging
+from ..zeroshot.rules import Rules
+from ._rules import add_class_options, add_scoring_options, class_tagging, load_rules, note, warn
 
 #: Records scored per call (bounds the ``(N, classes, groups)`` arrays of the scorer).
 CHUNK = 4096
@@ -30,6 +33,11 @@ The tags must hold full distributions: a file written with --top-k is refused. R
 the ones the tags were written with (attrtag tag --rules, or rules embedded in the model), and so
 do --class-top-k and --unknown-threshold; --set applies to this run only. The header of FILE
 records the rules and options used.
+
+Priors and calibration come from TAGS' header too (what 'attrtag tag' applied): --no-priors and
+--no-calibration turn them off; a calibration holds only for the rules it was chosen with.
+--gamma G applies calibrated stacking with the constant G instead, to the seen classes of the
+stored calibration or the ones named by --seen.
 """
 
 
@@ -44,6 +52,11 @@ def register(sub: Any) -> None:
         p.add_argument("--out", required=True, metavar="FILE", help="output file: .jsonl, .csv or .parquet")
         p.add_argument("--rules", metavar="R", help="class rules YAML (default: the rules in TAGS' header)")
         add_class_options(p, defaults_from=", or TAGS' own")
+        add_scoring_options(p, source="TAGS' header")
+        p.add_argument("--gamma", type=float, metavar="G",
+                       help="calibrated stacking with this constant: subtract G from the scores of the seen classes")
+        p.add_argument("--seen", metavar="A,B,...",
+                       help="the seen classes --gamma applies to (default: those of the stored calibration)")
         p.add_argument("--format", choices=("jsonl", "csv", "parquet"), help="output format (default: from --out)")
         p.add_argument("--overwrite", action="store_true", help="replace --out when it exists")
         p.set_defaults(func=run, alias=name == "infer")
@@ -52,7 +65,8 @@ def register(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     """Re-score ``args.tags`` into ``args.out``; returns the exit status."""
     from ..tagging.engine import rescore
-    from ..tagging.files import open_output, read_output
+    from ..tagging.files import open_output
+    from ..tagging.stream import iter_output
     from ..tagging.header import OutputMeta, output_format
     from ..tagging.records import RecordLayout
 
@@ -68,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
     if out.exists() and not args.overwrite:
         raise AttrtagError(f"--out {out} exists; pass --overwrite to replace it, or choose another file")
 
-    found, records = read_output(tags)
+    found, chunks = iter_output(tags, chunk=CHUNK)  # streamed: memory bounded by one chunk
     old = found.layout
     if old.top_k is not None:
         raise AttrtagError(
@@ -76,20 +90,27 @@ def run(args: argparse.Namespace) -> int:
             "of each group and class scores need the full distributions; tag again without --top-k"
         )
     schema = old.schema
+    inherit = old.classes
+    label_counts = None if args.no_priors or inherit is None else inherit.label_counts
     if args.rules:
-        rules, source = load_rules(args.rules, schema), args.rules
-    elif old.classes is not None:
-        rules, source = old.classes.rules, old.classes.source or f"{tags} header"
+        rules, source = load_rules(args.rules, schema, label_counts), args.rules
+    elif inherit is not None:
+        rules, source = inherit.rules, inherit.source or f"{tags} header"
     else:
         raise AttrtagError(f"{tags} was tagged without class rules; pass --rules R")
-    tagging = class_tagging(rules, args, schema, source=source, inherit=old.classes)
+    calibration = _calibration(args, rules, inherit, priors=label_counts is not None, tags=tags)
+    tagging = class_tagging(rules, args, schema, source=source, inherit=inherit, label_counts=label_counts,
+                            calibration=calibration)
+    scoring = tagging.scoring_note()
+    if scoring:
+        note(scoring)
     layout = RecordLayout(schema, thresholds=old.thresholds, classes=tagging)
     meta = OutputMeta(layout, model=found.model, model_sha256=found.model_sha256)
 
     counts: Counter[str] = Counter()
     with open_output(out, meta, fmt=fmt, overwrite=args.overwrite) as writer:
-        for start in range(0, len(records), CHUNK):
-            chunk = rescore(records[start : start + CHUNK], old, layout)
+        for records in chunks:
+            chunk = rescore(records, old, layout)
             counts.update(r.get("class", "(failed)") for r in chunk)
             writer.write(chunk)
     failed = counts.pop("(failed)", 0)
@@ -101,3 +122,22 @@ def run(args: argparse.Namespace) -> int:
         + f" -> {out}"
     )
     return 0
+
+
+def _calibration(
+    args: argparse.Namespace, rules: Rules, inherit: ClassTagging | None, *, priors: bool, tags: Path
+) -> Calibration | None:
+    """``--gamma G`` (on ``--seen`` or the stored seen classes), else the stored calibration when
+    it holds for these rules (a warning when not), else none."""
+    if args.seen and args.gamma is None:
+        raise AttrtagError("--seen names the classes --gamma applies to; pass --gamma G too")
+    if args.gamma is not None and args.no_calibration:
+        raise AttrtagError("--gamma G and --no-calibration contradict each other; pass one")
+    stored = None if args.no_calibration or inherit is None else inherit.calibration
+    if args.gamma is not None:
+        seen = [c.strip() for c in args.seen.split(",") if c.strip()] if args.seen else None
+        return given_calibration(args.gamma, rules, priors=priors, seen=seen, stored=stored, source=f"{tags} header")
+    cal, why = resolve_calibration(stored, rules, priors=priors, source=f"{tags} header")
+    if why:
+        warn(why)
+    return cal

@@ -38,6 +38,8 @@ def register(sub: Any) -> None:
                    "(default: class)")
     p.add_argument("--unseen", metavar="A,B,...", help="the unseen classes (default: the classes of the rules with no "
                    "image in the train split)")
+    p.add_argument("--no-priors", action="store_true",
+                   help="score classes without the training label priors stored in the checkpoint")
     p.set_defaults(func=run)
 
 
@@ -53,10 +55,11 @@ def run(args: argparse.Namespace) -> int:
     predictor = TorchPredictor.from_checkpoint(args.checkpoint, device=args.device)
     schema = predictor.schema
     manifest = read_manifest(args.manifest, schema, skip_bad=args.skip_bad_rows)
-    rules = load_rules(args.rules, schema) if args.rules else None
+    counts = None if args.no_priors else predictor.card.label_counts
+    rules = load_rules(args.rules, schema, counts) if args.rules else None
     unseen = [c.strip() for c in args.unseen.split(",") if c.strip()] if args.unseen else None
     result = evaluate(predictor, manifest, split=args.split, rules=rules, class_column=args.class_column,
-                      unseen=unseen, batch_size=args.batch_size, workers=args.workers, progress=tqdm_progress)
+                      unseen=unseen, priors=not args.no_priors, batch_size=args.batch_size, workers=args.workers, progress=tqdm_progress)
     preds = result.predictions
     out = Path(args.out) if args.out else Path(args.checkpoint).parent / f"eval_{Path(args.manifest).stem}"
     extra: dict[str, Any] = {
@@ -86,6 +89,7 @@ def run(args: argparse.Namespace) -> int:
     print(format_metrics(result.metrics))
     if result.zero_shot is not None:
         where = "test split, gamma chosen on val" if manifest.has_splits else "all rows, no calibration"
+        where += "; scores divided by the training label priors" if counts is not None else ""
         print(format_zero_shot(result.zero_shot, title=f"zero-shot classes ({args.rules}; {where})"))
     print(f"report: {written['json']} (+ {len(written) - 1} confusion matrix PNG(s) in {out})")
     return 0

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping, Sequence
 
 from ..errors import AttrtagError
 from ..schema import Schema
@@ -30,12 +30,17 @@ def register(sub: Any) -> None:
     p.set_defaults(func=run)
 
 
-def rules_for_export(path: str | Path, schema: Schema) -> dict[str, Any]:
+def rules_for_export(
+    path: str | Path, schema: Schema, label_counts: Mapping[str, Sequence[int]] | None = None
+) -> dict[str, Any]:
     """Read a rules file, check it against the model's schema, return the dict to embed.
+
+    Its lint warnings are printed (with ``label_counts``: values no training image carries too).
 
     Args:
         path: rules YAML (``classes: {name: {group: value(s)}}``).
         schema: the exported model's schema.
+        label_counts: the model's training label counts.
 
     Returns:
         ``{"classes": {...}}`` as :meth:`attrtag.zeroshot.rules.Rules.to_dict` writes it, which
@@ -46,7 +51,7 @@ def rules_for_export(path: str | Path, schema: Schema) -> dict[str, Any]:
     """
     from ._rules import load_rules
 
-    return load_rules(str(path), schema).to_dict()
+    return load_rules(str(path), schema, label_counts).to_dict()
 
 
 def run(args: argparse.Namespace) -> int:
@@ -68,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
 
     model = load_model(args.checkpoint)
     source, prep = model, model.card.preprocessing
-    rules = rules_for_export(args.rules, model.schema) if args.rules else None
+    rules = rules_for_export(args.rules, model.schema, model.card.label_counts) if args.rules else None
     opset = args.opset or DEFAULT_OPSET
 
     if args.int8:

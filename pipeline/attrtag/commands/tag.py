@@ -15,10 +15,12 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 from ..errors import AttrtagError
 from ..zeroshot.fields import ClassTagging, class_tagging_for
-from ._rules import add_class_options, class_options, class_options_given, warn, warn_unconstrained_overrides
+from ._rules import (
+    add_class_options, add_scoring_options, class_options, class_options_given, note, warn, warn_unconstrained_overrides,
+)
 
 if TYPE_CHECKING:
-    from ..schema import Schema
+    from ..card import ModelCard
 
 _logger = logging.getLogger(__name__)
 
@@ -32,6 +34,11 @@ also gets 'class' (best class, or 'unknown' below --unknown-threshold), 'class_p
 (the --class-top-k best, with probabilities) and 'class_explanation' (each group's contribution
 to the best class's score). --no-rules skips embedded rules. 'attrtag classify' re-scores a finished
 output with other rules or --set interventions without running the model.
+
+What travels with the model is applied to class scores by default, and a note says so: the
+training label priors (--no-priors turns them off) and the calibration stored by 'attrtag
+calibrate' (--no-calibration), the latter only with the rules it was chosen for (other rules get
+a warning and no calibration).
 
 Resumable: rerun the same command after a crash or kill and the images already in --out are
 skipped, the rest appended. An output made by another model, schema, --top-k, --threshold or
@@ -84,6 +91,7 @@ def register(sub: Any) -> None:
                        "(default: the rules embedded in the model, if any)")
     rules.add_argument("--no-rules", action="store_true", help="ignore rules embedded in the model")
     add_class_options(p)
+    add_scoring_options(p)
     p.add_argument("--threads", type=int, help="model runtime threads (default: the CPUs the decode workers leave "
                    "for a .pt checkpoint, all CPUs for ONNX Runtime, 1 on a GPU)")
     p.add_argument("--trt-cache-dir", help="TensorRT engine cache folder (ONNX models on a GPU)")
@@ -138,16 +146,19 @@ def parse_thresholds(specs: Sequence[str], groups: Sequence[str]) -> dict[str, f
     return {g: per_group.get(g, default) for g in groups if g in per_group or default is not None}  # type: ignore[misc]
 
 
-def classes_for_run(
-    args: argparse.Namespace, schema: Schema, embedded: dict[str, Any] | None, model_name: str
-) -> ClassTagging | None:
-    """The class rules and options of a ``tag`` run: ``--rules``, else the model's own, else none.
+def classes_for_run(args: argparse.Namespace, card: ModelCard, model_name: str) -> ClassTagging | None:
+    """The class rules and options of a ``tag`` run: ``--rules``, else the model's own, else none;
+    with the card's priors and calibration unless turned off.
 
     Raises:
         AttrtagError: bad rules ("file:line: ..."), or class options without rules.
     """
     rules = args.rules if args.rules else (False if args.no_rules else None)
-    tagging = class_tagging_for(schema, embedded, rules, model_name=model_name, warn=warn, **class_options(args))
+    tagging = class_tagging_for(
+        card.schema, card.rules, rules, model_name=model_name, warn=warn, **class_options(args),
+        label_counts=None if args.no_priors else card.label_counts,
+        calibration=None if args.no_calibration else card.calibration,
+    )
     if tagging is None:
         given = class_options_given(args)
         if given:
@@ -156,6 +167,9 @@ def classes_for_run(
         return None
     if not args.rules:
         _logger.info("classes: %s (--no-rules to skip them)", tagging.describe())
+    scoring = tagging.scoring_note()
+    if scoring:
+        note(scoring)
     warn_unconstrained_overrides(tagging)
     return tagging
 
@@ -203,7 +217,7 @@ def run(args: argparse.Namespace) -> int:
         card = read_card(args.model)
     layout = RecordLayout(
         card.schema, top_k=args.top_k, thresholds=parse_thresholds(args.threshold, card.schema.names),
-        classes=classes_for_run(args, card.schema, card.rules, os.path.basename(args.model)),
+        classes=classes_for_run(args, card, os.path.basename(args.model)),
     )
     ray_started = False
     try:

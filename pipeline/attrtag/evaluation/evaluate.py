@@ -20,6 +20,7 @@ from ..data.manifest import SPLITS, Manifest, Sample
 from ..errors import AttrtagError
 from ..runtime.api import Predictor
 from ..schema import Schema
+from ..zeroshot.calibration import priors_from_counts, resolve_calibration
 from ..zeroshot.evaluation import ZeroShotReport, evaluate_splits, seen_and_unseen
 from ..zeroshot.rules import Rules
 from .metrics import GroupMetrics, group_metrics
@@ -190,6 +191,7 @@ def evaluate(
     rules: Rules | None = None,
     class_column: str = "class",
     unseen: Sequence[str] | None = None,
+    priors: bool = True,
     batch_size: int = 64,
     workers: int = 2,
     progress: Progress | None = None,
@@ -197,7 +199,9 @@ def evaluate(
     """Per-group metrics on one split, and with ``rules`` the zero-shot figures.
 
     Zero-shot figures are computed on the test split with the calibration chosen on val
-    (every row, uncalibrated, when the manifest has no split column).
+    (every row, uncalibrated, when the manifest has no split column), scored as tagging scores
+    them: divided by the model's label priors, and also with the model's stored calibration
+    when it holds for ``rules``.
 
     Args:
         predictor: the model.
@@ -207,6 +211,7 @@ def evaluate(
         rules: class rules; needs a ``class_column`` in the manifest.
         class_column: the manifest column holding each image's class.
         unseen: the unseen classes (default: the classes with no image in the train split).
+        priors: divide class scores by the label priors of the model's card (when it has them).
         batch_size: images per model call.
         workers: decoding threads.
         progress: optional progress wrapper.
@@ -235,26 +240,36 @@ def evaluate(
         train_classes = [c for c in class_names(manifest.split("train"), class_column) if c]
         seen, unseen_ = seen_and_unseen(rules, train_classes, unseen)
         zs = every.take(zs_samples)
+        counts = predictor.card.label_counts if priors else None
+        stored, _ = resolve_calibration(predictor.card.calibration, rules, priors=counts is not None, source="model")
         result.zero_shot = evaluate_splits(
             zs.probs, class_names(zs.samples, class_column), [s.split for s in zs.samples] if manifest.has_splits
             else [None] * len(zs.samples), rules, predictor.schema, seen=seen, unseen=unseen_,
+            priors=None if counts is None else priors_from_counts(counts),
+            stored_gamma=stored.gamma if stored is not None and set(stored.seen) == set(seen) else None,
         )
     return result
 
 
-def _zero_shot_samples(manifest: Manifest, column: str, unseen: Sequence[str] | None) -> list[Sample]:
-    """The images the zero-shot report needs: val and test (all rows without a split column)."""
+def check_class_column(manifest: Manifest, column: str, unseen: Sequence[str] | None) -> None:
+    """Refuse a manifest that cannot tell zero-shot figures: no class column, or neither a split
+    column (seen classes are those with train-split images) nor named unseen classes."""
     if not any(column in s.extra for s in manifest.samples):
         raise AttrtagError(
-            f"{manifest.source}: no '{column}' column; --rules needs each image's class "
+            f"{manifest.source}: no '{column}' column; zero-shot figures need each image's class "
             "(name the column with --class-column)"
         )
+    if not manifest.has_splits and not unseen:
+        raise AttrtagError(
+            f"{manifest.source}: no split column, so unseen classes cannot be told from training images; "
+            "pass --unseen A,B,..."
+        )
+
+
+def _zero_shot_samples(manifest: Manifest, column: str, unseen: Sequence[str] | None) -> list[Sample]:
+    """The images the zero-shot report needs: val and test (all rows without a split column)."""
+    check_class_column(manifest, column, unseen)
     if not manifest.has_splits:
-        if not unseen:
-            raise AttrtagError(
-                f"{manifest.source}: no split column, so unseen classes cannot be told from training images; "
-                "pass --unseen A,B,..."
-            )
         return list(manifest.samples)
     if not manifest.split("test"):
         raise AttrtagError(f"{manifest.source}: no 'test' rows; the zero-shot report is computed on the test split")

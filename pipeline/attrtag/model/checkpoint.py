@@ -92,3 +92,28 @@ def model_from_checkpoint(ckpt: Mapping[str, Any], *, source: str = "checkpoint"
 def load_model(path: str | Path, *, map_location: str | torch.device = "cpu") -> AttributeModel:
     """The model of a checkpoint file, weights loaded, ``model.card`` set, in eval mode."""
     return model_from_checkpoint(load_checkpoint(path, map_location=map_location), source=str(path)).eval()
+
+
+def replace_card(path: str | Path, card: ModelCard, *, out: str | Path | None = None) -> Path:
+    """Store ``card`` in a checkpoint, weights and training state unchanged (``attrtag calibrate``).
+
+    Args:
+        path: the checkpoint to read.
+        card: the new card; its schema must be the checkpoint's (the weights depend on it).
+        out: where to write (default: ``path`` itself, replaced atomically).
+
+    Returns:
+        The file written.
+
+    Raises:
+        CheckpointError: ``path`` is not an attrtag checkpoint, or the schemas differ.
+    """
+    ckpt = load_checkpoint(path)
+    old: ModelCard = ckpt["card"]
+    old.schema.check_same(card.schema, what=f"{path}: the new model card's schema differs from the checkpoint's")
+    payload = {k: v for k, v in ckpt.items() if k not in _LEGACY_CARD_KEYS}
+    payload.update(version=VERSION, card=card.to_dict())
+    target = Path(out) if out is not None else Path(path)
+    with atomic_path(target) as tmp:
+        torch.save(payload, tmp)
+    return target

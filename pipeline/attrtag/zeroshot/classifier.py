@@ -4,7 +4,8 @@ A class never seen in training is described by its attributes (:mod:`attrtag.zer
 and recognised from the model's per-group softmax outputs, after Lampert et al.,
 "Attribute-Based Classification for Zero-Shot Visual Object Categorization" (TPAMI 2014). The
 scoring maths (match per group, optional attribute priors, mean log match, clipping, softmax)
-is written out in ``datasets/RULES.md``.
+is written out in ``datasets/RULES.md``, and so is calibrated stacking (a constant subtracted
+from the scores of the seen classes, see :mod:`attrtag.zeroshot.calibration`).
 
 As open_clip builds its zero-shot classifier once, :class:`ClassScorer` checks the rules and
 compiles one ``(values, classes)`` weight matrix per constrained group when it is built; a call
@@ -13,7 +14,7 @@ is then one matrix product per group. Pure numpy: no torch, no I/O.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Mapping
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -35,13 +36,15 @@ class ZeroShotResult:
     Attributes:
         class_names: class names, in rule order (the column order of every array).
         group_names: the constrained groups, in schema order (the last axis of ``terms``).
-        scores: ``(N, C)`` mean log match over each class's constrained groups.
+        scores: ``(N, C)`` mean log match over each class's constrained groups, plus ``offsets``.
         probs: ``(N, C)`` ``softmax(scores / temperature)``.
         ranking: ``(N, C)`` class indices, best first.
         terms: ``(N, C, G)`` per-group log match (minus log prior mass when priors are given),
             NaN where the class does not constrain the group.
         unknown: ``(N,)`` True where the best normalised probability is below the threshold.
         k: how many classes :attr:`top_k` keeps.
+        offsets: ``(C,)`` added to each class's score: ``-gamma`` for seen classes under
+            calibrated stacking, 0 otherwise.
     """
 
     class_names: tuple[str, ...]
@@ -52,6 +55,7 @@ class ZeroShotResult:
     terms: np.ndarray
     unknown: np.ndarray
     k: int
+    offsets: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.scores.shape[0])
@@ -93,8 +97,8 @@ class ZeroShotResult:
 
         Returns:
             ``{group: term / n_constrained}`` in schema order; the values add up to
-            ``scores[i, class_index]``. The most negative entry is the attribute that argues
-            most against the class.
+            ``scores[i, class_index]`` minus the class's calibration offset. The most negative
+            entry is the attribute that argues most against the class.
         """
         c = int(self.ranking[i, 0]) if class_index is None else class_index
         row = self.terms[i, c]
@@ -150,10 +154,13 @@ class ClassScorer:
         schema: the model's schema (value order of each group).
         priors: group -> ``(n_values,)`` training label frequencies (counts are fine; each is
             normalised to sum to 1). When given, every constrained group needs one.
+        gamma: calibrated stacking: subtracted from the score of every class in ``seen``.
+        seen: the classes ``gamma`` applies to (classes of ``rules``).
         eps: lower clip of match probabilities before the log.
 
     Raises:
-        AttrtagError: a class with no constraint, an unknown group or value, bad priors.
+        AttrtagError: a class with no constraint, an unknown group or value, bad priors, a
+            ``seen`` class the rules do not have.
     """
 
     def __init__(
@@ -162,6 +169,8 @@ class ClassScorer:
         schema: Schema,
         *,
         priors: Mapping[str, np.ndarray] | None = None,
+        gamma: float = 0.0,
+        seen: Sequence[str] = (),
         eps: float = EPS,
     ) -> None:
         if len(rules) == 0:
@@ -195,6 +204,15 @@ class ClassScorer:
             self._compiled.append((name, np.ascontiguousarray(w.T), np.flatnonzero(mask), log_prior))
         # How many groups each class constrains: the divisor of the mean log match.
         self._n_constrained = np.array([len(r.constraints) for r in rules], dtype=np.float64)
+        if not np.isfinite(gamma):
+            raise AttrtagError(f"zero-shot scoring: gamma must be a finite number, got {gamma!r}")
+        unknown = [c for c in seen if c not in rules.names]
+        if unknown:
+            raise AttrtagError(
+                f"calibration: seen classes {', '.join(unknown)} are not classes of the rules ({', '.join(rules.names)})"
+            )
+        self.gamma, self.seen = float(gamma), tuple(seen)
+        self._offsets = np.array([-self.gamma if c in self.seen else 0.0 for c in rules.names])  # (C,)
 
     @property
     def class_names(self) -> tuple[str, ...]:
@@ -237,7 +255,7 @@ class ClassScorer:
         for j, (name, w_t, classes, log_prior) in enumerate(self._compiled):
             # (N, V) @ (V, Cg): the probability mass on each class's acceptable values.
             terms[:, classes, j] = np.log(np.clip(p[name] @ w_t, self.eps, 1.0)) - log_prior
-        scores = np.nansum(terms, axis=2) / self._n_constrained  # (N, C): mean log match
+        scores = np.nansum(terms, axis=2) / self._n_constrained + self._offsets  # (N, C): mean log match (calibrated)
         z = scores / temperature
         z = z - z.max(axis=1, keepdims=True)  # exp stays finite
         e = np.exp(z)
@@ -252,6 +270,7 @@ class ClassScorer:
             terms=terms,
             unknown=class_probs.max(axis=1) < unknown_threshold,
             k=min(top_k, len(self.rules)),
+            offsets=self._offsets,
         )
 
 

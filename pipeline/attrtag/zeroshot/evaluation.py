@@ -13,7 +13,10 @@ benchmarks) and the metrics of :mod:`attrtag.zeroshot.metrics`:
   ``gamma`` subtracted from seen-class scores) whose ``gamma`` is chosen on the validation
   images to maximise H and then applied unchanged to the test images. Also reported: the share
   of unseen-class images whose best class is a seen class, which shows the collapse onto seen
-  classes directly.
+  classes directly. With a calibration stored in the model (``attrtag calibrate``), GZSL
+  with its ``gamma`` too: what ``attrtag tag`` gets.
+* **AUSUC**: the area under the seen-unseen accuracy curve over every ``gamma``
+  (:func:`attrtag.zeroshot.metrics.ausuc`), which compares models without choosing one.
 
 Class scores are :attr:`attrtag.zeroshot.classifier.ZeroShotResult.scores` (mean log match per class);
 ``gamma`` is in those units. Pure numpy; no torch.
@@ -29,7 +32,7 @@ import numpy as np
 from ..errors import AttrtagError
 from ..schema import Schema
 from .classifier import score_classes
-from .metrics import GzslAccuracy, ZslAccuracy, choose_gamma, evaluate_gzsl, evaluate_zsl, per_class_accuracy
+from .metrics import GzslAccuracy, ZslAccuracy, ausuc, choose_gamma, evaluate_gzsl, evaluate_zsl, per_class_accuracy
 from .rules import Rules
 
 
@@ -121,9 +124,12 @@ class ZeroShotReport:
         zsl_per_class: unseen class -> ``{"top1": accuracy, "images": n}``.
         gzsl: GZSL accuracy without calibration, or None without both seen and unseen images.
         gzsl_calibrated: GZSL accuracy with gamma chosen on the validation images, or None.
+        gzsl_stored: GZSL accuracy with the gamma stored in the model, or None.
+        ausuc: area under the seen-unseen curve on the test images, or None without GZSL.
         unseen_as_seen: share of unseen-class images whose best class is seen:
             ``{"uncalibrated": x, "calibrated": y}`` (keys present when computed).
-        chance: accuracy of a uniform random guess: ``zsl_top1``, ``zsl_top5``, ``gzsl``.
+        chance: accuracy of a uniform random guess: ``zsl_top1``, ``zsl_top5``, ``gzsl``, and
+            the AUSUC of random scores, ``ausuc`` = 1 / (2 * seen * unseen).
         skipped: class name -> images left out because the rules have no such class.
         notes: what could not be computed, and why.
     """
@@ -139,6 +145,8 @@ class ZeroShotReport:
     chance: Mapping[str, float]
     skipped: Mapping[str, int]
     notes: tuple[str, ...]
+    gzsl_stored: GzslAccuracy | None = None
+    ausuc: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly form (``metrics.json``)."""
@@ -152,7 +160,9 @@ class ZeroShotReport:
             "gzsl": {
                 "uncalibrated": asdict(self.gzsl) if self.gzsl else None,
                 "calibrated": asdict(self.gzsl_calibrated) if self.gzsl_calibrated else None,
+                "stored_calibration": asdict(self.gzsl_stored) if self.gzsl_stored else None,
             },
+            "ausuc": self.ausuc,
             "unseen_as_seen": dict(self.unseen_as_seen),
             "skipped_classes": dict(self.skipped),
             "notes": list(self.notes),
@@ -166,6 +176,7 @@ def evaluate_zero_shot(
     seen: Sequence[str],
     unseen: Sequence[str],
     val: LabelledScores | None = None,
+    stored_gamma: float | None = None,
 ) -> ZeroShotReport:
     """ZSL and GZSL figures on ``test``, GZSL calibrated with a gamma chosen on ``val``.
 
@@ -176,6 +187,7 @@ def evaluate_zero_shot(
         unseen: unseen classes.
         val: scores and labels of validation images; without it (or without both seen and
             unseen images in it) there is no calibrated result, and a note says why.
+        stored_gamma: the gamma stored in the model for these rules, also evaluated on ``test``.
 
     Returns:
         The report. Figures that cannot be computed are None, with a note.
@@ -194,6 +206,7 @@ def evaluate_zero_shot(
         chance["zsl_top5"] = min(5, len(u_idx)) / len(u_idx)
     if s_idx and u_idx:
         chance["gzsl"] = 1.0 / (len(s_idx) + len(u_idx))
+        chance["ausuc"] = 1.0 / (2 * len(s_idx) * len(u_idx))
 
     zsl, per_class = None, {}
     if not u_idx:
@@ -208,13 +221,17 @@ def evaluate_zero_shot(
                 "images": int((y == c).sum()),
             }
 
-    gzsl = calibrated = None
+    gzsl = calibrated = stored = area = None
     unseen_as_seen: dict[str, float] = {}
     if not (s_idx and u_idx and n_seen and n_unseen):
         notes.append("GZSL needs evaluated images of both seen and unseen classes: no GZSL figures")
     else:
         gzsl = evaluate_gzsl(test.scores, y, s_idx, u_idx)
+        area = ausuc(test.scores, y, s_idx, u_idx)
         unseen_as_seen["uncalibrated"] = _unseen_as_seen(test, s_idx, u_idx, 0.0)
+        if stored_gamma is not None:
+            stored = evaluate_gzsl(test.scores, y, s_idx, u_idx, gamma=stored_gamma)
+            unseen_as_seen["stored_calibration"] = _unseen_as_seen(test, s_idx, u_idx, stored_gamma)
         v_ok = val is not None and np.isin(val.labels, s_idx).any() and np.isin(val.labels, u_idx).any()
         if not v_ok:
             notes.append("no validation images of both seen and unseen classes: no calibrated GZSL")
@@ -227,7 +244,7 @@ def evaluate_zero_shot(
     return ZeroShotReport(
         seen=tuple(seen), unseen=tuple(unseen), images=images, zsl=zsl, zsl_per_class=per_class, gzsl=gzsl,
         gzsl_calibrated=calibrated, unseen_as_seen=unseen_as_seen, chance=chance, skipped=dict(test.skipped),
-        notes=tuple(notes),
+        notes=tuple(notes), gzsl_stored=stored, ausuc=area,
     )
 
 
@@ -240,6 +257,8 @@ def evaluate_splits(
     *,
     seen: Sequence[str],
     unseen: Sequence[str],
+    priors: Mapping[str, np.ndarray] | None = None,
+    stored_gamma: float | None = None,
 ) -> ZeroShotReport:
     """ZSL/GZSL on the test rows, ``gamma`` chosen on the val rows (rows aligned with ``probs``).
 
@@ -253,6 +272,8 @@ def evaluate_splits(
         schema: the model's schema.
         seen: seen classes (see :func:`seen_and_unseen`).
         unseen: unseen classes.
+        priors: training label frequencies to divide by (as tagging does), or None.
+        stored_gamma: the model's stored calibration constant, also evaluated.
 
     Returns:
         The report.
@@ -260,11 +281,12 @@ def evaluate_splits(
     def scored(split: str | None) -> LabelledScores:
         rows = np.array([s == split for s in splits], dtype=bool) if split else np.ones(len(splits), dtype=bool)
         part = {g: np.asarray(p)[rows] for g, p in probs.items()}
-        return labelled_scores(part, [c for c, keep in zip(classes, rows) if keep], rules, schema)
+        return labelled_scores(part, [c for c, keep in zip(classes, rows) if keep], rules, schema, priors=priors)
 
     if not any(splits):
-        return evaluate_zero_shot(scored(None), rules, seen=seen, unseen=unseen)
-    return evaluate_zero_shot(scored("test"), rules, seen=seen, unseen=unseen, val=scored("val"))
+        return evaluate_zero_shot(scored(None), rules, seen=seen, unseen=unseen, stored_gamma=stored_gamma)
+    return evaluate_zero_shot(scored("test"), rules, seen=seen, unseen=unseen, val=scored("val"),
+                              stored_gamma=stored_gamma)
 
 
 def _unseen_as_seen(data: LabelledScores, seen: list[int], unseen: list[int], gamma: float) -> float:
@@ -300,11 +322,16 @@ def format_zero_shot(report: ZeroShotReport, *, title: str = "zero-shot") -> str
         if r.gzsl_calibrated is not None:
             label = f"calibrated (gamma {r.gzsl_calibrated.gamma:.3g} from {r.images['calibration']} val images)"
             rows.append((label, r.gzsl_calibrated, r.unseen_as_seen.get("calibrated")))
+        if r.gzsl_stored is not None:
+            label = f"stored in the model (gamma {r.gzsl_stored.gamma:.3g})"
+            rows.append((label, r.gzsl_stored, r.unseen_as_seen.get("stored_calibration")))
         for label, g, collapse in rows:
             lines.append(
                 f"       {label}: seen {pct(g.seen)}  unseen {pct(g.unseen)}  H {pct(g.harmonic)}"
                 f"  (unseen images called seen: {pct(collapse)})"
             )
+        lines.append(f"       AUSUC {r.ausuc:.3f} (area under the seen-unseen curve over every gamma; "
+                     f"random scores {r.chance.get('ausuc', 0.0):.3f})")
     if r.skipped:
         skipped = ", ".join(f"{c} {n}" for c, n in sorted(r.skipped.items()))
         lines.append(f"  left out (class not in the rules): {skipped}")

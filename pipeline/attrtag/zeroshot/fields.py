@@ -3,19 +3,22 @@
 The fields (``class``, ``class_prob``, ``classes``, ``class_explanation``) are documented in
 ``datasets/OUTPUT.md``. Class fields are computed from the *rounded* group distributions that
 a record itself holds, so ``attrtag classify`` re-scoring a finished output reproduces them
-exactly. The rules are compiled once per run (:class:`~attrtag.zeroshot.classifier.ClassScorer`),
-not per batch. Pure numpy: no torch, no I/O.
+exactly; for that the header stores what else the scores used: the label counts the priors
+come from and the calibration (:mod:`attrtag.zeroshot.calibration`). The rules are compiled once
+per run (:class:`~attrtag.zeroshot.classifier.ClassScorer`), not per batch. Pure numpy: no torch,
+no I/O.
 """
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
 from ..errors import AttrtagError
 from ..schema import Schema
+from .calibration import Calibration, priors_from_counts, resolve_calibration
 from .classifier import ClassScorer
 from .rules import Rules, RulesSource, resolve_rules
 
@@ -41,6 +44,9 @@ class ClassTagging:
         overrides: group -> value forced before scoring (``--set``).
         source: where the rules came from (a file, or the model's metadata), for messages and
             the output header; not part of equality.
+        label_counts: training label counts per group; scores are divided by the priors they
+            give (:func:`~attrtag.zeroshot.calibration.priors_from_counts`). None: no priors.
+        calibration: calibrated stacking applied to the seen classes, or None.
     """
 
     rules: Rules
@@ -48,6 +54,8 @@ class ClassTagging:
     unknown_threshold: float = 0.0
     overrides: Mapping[str, str] = field(default_factory=dict)
     source: str = field(default="", compare=False)
+    label_counts: Mapping[str, tuple[int, ...]] | None = None
+    calibration: Calibration | None = None
     _scorers: dict[Schema, ClassScorer] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -66,13 +74,15 @@ class ClassTagging:
         self.rules.require_scorable()
 
     def check(self, schema: Schema) -> None:
-        """Check rules and overrides against the model's schema.
+        """Check rules, overrides, priors and calibration against the model's schema.
 
         Raises:
-            AttrtagError: "file:line: ..." for an unknown group or value in the rules, or an
-                override naming an unknown group or value.
+            AttrtagError: "file:line: ..." for an unknown group or value in the rules, an
+                override naming an unknown group or value, label counts that do not fit the
+                schema, a calibration naming a class the rules do not have.
         """
         self.rules.check(schema)
+        self.scorer(schema)  # compiles priors and calibration: fail before the first batch
         for group, value in self.overrides.items():
             if group not in schema:
                 raise AttrtagError(
@@ -95,7 +105,7 @@ class ClassTagging:
         """
         if not probs or next(iter(probs.values())).shape[0] == 0:
             return []
-        result = self._scorer(schema)(
+        result = self.scorer(schema)(
             probs, overrides=dict(self.overrides), unknown_threshold=self.unknown_threshold, top_k=self.top_k
         )
         names = result.class_names
@@ -112,11 +122,18 @@ class ClassTagging:
             })
         return out
 
-    def _scorer(self, schema: Schema) -> ClassScorer:
-        # Compiled once per schema and kept: every batch of a run reuses the same matrices.
+    def scorer(self, schema: Schema) -> ClassScorer:
+        """The compiled scorer of these rules, priors and calibration for ``schema``.
+
+        Compiled once per schema and kept: every batch of a run reuses the same matrices.
+        """
         scorer = self._scorers.get(schema)
         if scorer is None:
-            scorer = self._scorers[schema] = ClassScorer(self.rules, schema)
+            cal = self.calibration
+            scorer = self._scorers[schema] = ClassScorer(
+                self.rules, schema, priors=None if self.label_counts is None else priors_from_counts(self.label_counts),
+                gamma=cal.gamma if cal else 0.0, seen=cal.seen if cal else (),
+            )
         return scorer
 
     def to_dict(self) -> dict[str, Any]:
@@ -127,6 +144,8 @@ class ClassTagging:
             "top_k": self.top_k,
             "unknown_threshold": self.unknown_threshold,
             "overrides": dict(self.overrides),
+            "priors": None if self.label_counts is None else {g: list(c) for g, c in self.label_counts.items()},
+            "calibration": None if self.calibration is None else self.calibration.to_dict(),
         }
 
     @classmethod
@@ -134,12 +153,15 @@ class ClassTagging:
         """Inverse of :meth:`to_dict`; ``source`` names the file in errors."""
         rules_source = str(d.get("rules_source") or "")
         where = f"{source} (class rules{' from ' + rules_source if rules_source else ''})"
+        counts, cal = d.get("priors"), d.get("calibration")  # absent from headers written before priors travelled
         return cls(
             Rules.from_dict(d["rules"], schema, source=where),
             top_k=int(d["top_k"]),
             unknown_threshold=float(d["unknown_threshold"]),
             overrides={str(g): str(v) for g, v in (d.get("overrides") or {}).items()},
             source=rules_source,
+            label_counts=None if counts is None else {str(g): tuple(int(c) for c in v) for g, v in counts.items()},
+            calibration=None if cal is None else Calibration.from_dict(cal, source=where),
         )
 
     def describe(self) -> str:
@@ -149,7 +171,20 @@ class ClassTagging:
             opts.append(f"unknown below {self.unknown_threshold:g}")
         if self.overrides:
             opts.append("set " + ", ".join(f"{g}={v}" for g, v in self.overrides.items()))
+        if self.label_counts is not None:
+            opts.append("label priors")
+        if self.calibration is not None:
+            opts.append(f"calibrated: {self.calibration.describe()}")
         return f"{len(self.rules)} classes from {self.source or 'rules'} ({'; '.join(opts)})"
+
+    def scoring_note(self) -> str | None:
+        """One line saying which corrections the class scores get, or None without any."""
+        parts = []
+        if self.label_counts is not None:
+            parts.append("divided by the model's training label priors (--no-priors to turn off)")
+        if self.calibration is not None:
+            parts.append(f"calibrated: {self.calibration.describe()} (--no-calibration to turn off)")
+        return ("class scores " + "; ".join(parts)) if parts else None
 
 
 def class_tagging_for(
@@ -161,7 +196,9 @@ def class_tagging_for(
     top_k: int = DEFAULT_TOP_K,
     unknown_threshold: float = 0.0,
     overrides: Mapping[str, str] | None = None,
-    warn: Any = None,
+    warn: Callable[[str], Any] | None = None,
+    label_counts: Mapping[str, Sequence[int]] | None = None,
+    calibration: Calibration | Mapping[str, Any] | None = None,
 ) -> ClassTagging | None:
     """The class rules and options of a tagging run: given rules, else the model's own, else none.
 
@@ -174,7 +211,12 @@ def class_tagging_for(
         top_k: classes listed per record.
         unknown_threshold: ``class`` is ``unknown`` below this normalised probability.
         overrides: interventions (group -> value).
-        warn: called with each lint warning of the rules (default: ignored).
+        warn: called with each lint warning of the rules, and with the reason when
+            ``calibration`` does not hold for these rules (default: ignored).
+        label_counts: the model's training label counts: scores are divided by their priors
+            (None: no priors).
+        calibration: the model's calibration; applied when it was chosen for these rules and
+            this scoring (:func:`~attrtag.zeroshot.calibration.resolve_calibration`).
 
     Returns:
         The class tagging, or None when the run has no rules.
@@ -187,15 +229,18 @@ def class_tagging_for(
     if rules is None or rules is True:
         if embedded is None:
             raise AttrtagError(f"{model_name}: the model has no embedded rules; pass a rules file")
-        loaded, source = resolve_rules(embedded, schema, source=f"{model_name} metadata"), f"{model_name} metadata"
+        loaded, source = resolve_rules(embedded, schema, source=f"{model_name} metadata",
+                                       label_counts=label_counts), f"{model_name} metadata"
     else:
-        loaded = resolve_rules(rules, schema)
+        loaded = resolve_rules(rules, schema, label_counts=label_counts)
         source = str(rules) if isinstance(rules, (str, os.PathLike)) else "rules"
     found, warnings = loaded
-    for message in warnings:
+    cal, why = resolve_calibration(calibration, found, priors=label_counts is not None, source=model_name)
+    for message in warnings + ([why] if why else []):
         if warn is not None:
             warn(message)
+    counts = None if label_counts is None else {str(g): tuple(int(c) for c in v) for g, v in label_counts.items()}
     tagging = ClassTagging(found, top_k=top_k, unknown_threshold=unknown_threshold, overrides=dict(overrides or {}),
-                           source=source)
+                           source=source, label_counts=counts, calibration=cal)
     tagging.check(schema)
     return tagging

@@ -17,7 +17,9 @@ Scores of seen classes tend to be higher (the model was trained on their attribu
 GZSL predictions collapse onto them. Calibrated stacking (Chao et al., "An Empirical Study and
 Analysis of Generalized Zero-Shot Learning for Object Recognition in the Wild", ECCV 2016)
 subtracts a constant ``gamma`` from every seen-class score; ``gamma`` is chosen on a validation
-split to maximise ``H`` and then applied unchanged to the test split.
+split to maximise ``H`` and then applied unchanged to the test split. Every ``gamma`` gives one
+point (unseen accuracy, seen accuracy); the area under that seen-unseen curve (AUSUC, Chao et al.
+2016) compares two models without choosing a ``gamma`` at all.
 """
 from __future__ import annotations
 
@@ -27,10 +29,6 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import AttrtagError
-
-#: Above this many distinct decision points, :func:`choose_gamma` searches quantiles instead.
-_MAX_GAMMA_CANDIDATES = 512
-
 
 @dataclass(frozen=True)
 class ZslAccuracy:
@@ -179,6 +177,129 @@ def evaluate_gzsl(
     return GzslAccuracy(seen=acc_s, unseen=acc_u, harmonic=harmonic_mean(acc_s, acc_u), gamma=float(gamma))
 
 
+@dataclass(frozen=True)
+class SeenUnseenCurve:
+    """GZSL accuracy at every calibration constant: one point per interval between flip points.
+
+    Attributes:
+        gammas: ``(K,)`` ascending; one ``gamma`` inside each interval where no decision changes
+            (the first is below every flip point, so seen classes win every image; the last is
+            above every one, so unseen classes win every image).
+        seen: ``(K,)`` per-class accuracy on seen images at each ``gamma``.
+        unseen: ``(K,)`` per-class accuracy on unseen images.
+    """
+
+    gammas: np.ndarray
+    seen: np.ndarray
+    unseen: np.ndarray
+
+    @property
+    def harmonic(self) -> np.ndarray:
+        """``(K,)`` harmonic mean of :attr:`seen` and :attr:`unseen`."""
+        total = self.seen + self.unseen
+        return np.divide(2 * self.seen * self.unseen, total, out=np.zeros_like(total), where=total > 0)
+
+    @property
+    def area(self) -> float:
+        """AUSUC: the area under the curve of seen accuracy over unseen accuracy (trapezoids).
+
+        The curve runs from ``(0, seen accuracy among seen candidates only)`` to
+        ``(unseen accuracy among unseen candidates only, 0)``; 1 only for a perfect model.
+        """
+        x, y = self.unseen, self.seen  # x grows and y falls as gamma grows
+        return float(np.sum(np.diff(x) * (y[1:] + y[:-1]) / 2))
+
+
+def seen_unseen_curve(
+    scores: np.ndarray,
+    labels: np.ndarray,
+    seen: Sequence[int],
+    unseen: Sequence[int],
+    *,
+    gammas: Sequence[float] | None = None,
+) -> SeenUnseenCurve:
+    """GZSL seen and unseen accuracy for many calibration constants at once.
+
+    Exact and ``O((N + K) log N)``: an image's prediction switches from its best seen to its
+    best unseen class once ``gamma`` passes the gap between their scores, and whether that
+    prediction is right does not depend on ``gamma``; so each accuracy is a sum of per-image
+    weights (``1 / (images of its class * classes)``, as :func:`per_class_accuracy` averages)
+    over the images on the right side of ``gamma``. Agrees with :func:`evaluate_gzsl` at
+    every ``gamma`` (ties between a seen and an unseen class go to the lower index, as there).
+
+    Args:
+        scores: ``(N, C)`` class scores.
+        labels: ``(N,)`` true class indices (``-1`` skipped).
+        seen: the seen classes.
+        unseen: the unseen classes; disjoint from ``seen``.
+        gammas: where to evaluate (default: every distinct outcome, see :class:`SeenUnseenCurve`).
+
+    Returns:
+        The curve, ``gammas`` ascending.
+
+    Raises:
+        AttrtagError: bad inputs, or no image of a seen or of an unseen class.
+    """
+    scores, labels = _checked(scores, labels)
+    s_idx, u_idx = _disjoint(seen, unseen, scores.shape[1])
+    both = np.union1d(s_idx, u_idx)
+    for what, idx in (("seen", s_idx), ("unseen", u_idx)):
+        if not np.isin(labels, idx).any():
+            raise AttrtagError(f"no image is labelled with any of the {what} classes {idx.tolist()}")
+    sel = np.isin(labels, both)
+    y, sc = labels[sel], scores[sel]
+    # argmax: the first maximum, i.e. the lowest index among equals (as per_class_accuracy).
+    s_arg, u_arg = s_idx[sc[:, s_idx].argmax(axis=1)], u_idx[sc[:, u_idx].argmax(axis=1)]
+    rows = np.arange(len(y))
+    gap = sc[rows, s_arg] - sc[rows, u_arg]  # seen wins while gamma < gap (at ==, the lower index)
+    seen_first = s_arg < u_arg
+    is_seen = np.isin(y, s_idx)
+    weight = np.zeros(len(y))
+    for part in (is_seen, ~is_seen):
+        classes, inverse, counts = np.unique(y[part], return_inverse=True, return_counts=True)
+        weight[part] = 1.0 / (counts[inverse] * len(classes))
+    if gammas is None:
+        points = np.unique(gap)
+        grid = np.concatenate([[points[0] - 1.0], (points[:-1] + points[1:]) / 2, [points[-1] + 1.0]])
+    else:
+        grid = np.sort(np.asarray(gammas, dtype=np.float64).ravel())
+        if grid.size == 0 or not np.all(np.isfinite(grid)):
+            raise AttrtagError(f"gammas must be a non-empty list of finite numbers, got {gammas!r}")
+    right_seen = is_seen & (y == s_arg)  # right whenever the seen side wins
+    right_unseen = ~is_seen & (y == u_arg)  # right whenever the unseen side wins
+    acc_s = _weight_where_seen_wins(gap[right_seen], seen_first[right_seen], weight[right_seen], grid)
+    won_u = _weight_where_seen_wins(gap[right_unseen], seen_first[right_unseen], weight[right_unseen], grid)
+    return SeenUnseenCurve(grid, acc_s, weight[right_unseen].sum() - won_u)
+
+
+def _weight_where_seen_wins(gap: np.ndarray, seen_first: np.ndarray, weight: np.ndarray, grid: np.ndarray) -> np.ndarray:
+    """For each ``g`` of ``grid``: the summed weight of images with ``gap > g``, or ``gap == g``
+    and the seen class first."""
+    order = np.argsort(gap, kind="stable")
+    g_sorted = gap[order]
+    cum_w = np.concatenate([[0.0], np.cumsum(weight[order])])
+    cum_tie = np.concatenate([[0.0], np.cumsum((weight * seen_first)[order])])
+    lo, hi = np.searchsorted(g_sorted, grid, "left"), np.searchsorted(g_sorted, grid, "right")
+    return (cum_w[-1] - cum_w[hi]) + (cum_tie[hi] - cum_tie[lo])
+
+
+def ausuc(scores: np.ndarray, labels: np.ndarray, seen: Sequence[int], unseen: Sequence[int]) -> float:
+    """Area under the seen-unseen accuracy curve over all calibration constants (Chao et al. 2016).
+
+    Args:
+        scores: ``(N, C)`` class scores.
+        labels: ``(N,)`` true class indices (``-1`` skipped).
+        seen: the seen classes.
+        unseen: the unseen classes.
+
+    Returns:
+        The area, in ``[0, 1]``; a model that scores classes at random gets about
+        ``1 / (2 * len(seen) * len(unseen))`` (its curve is the straight line from
+        ``(0, 1/S)`` to ``(1/U, 0)``).
+    """
+    return seen_unseen_curve(scores, labels, seen, unseen).area
+
+
 def choose_gamma(
     scores: np.ndarray,
     labels: np.ndarray,
@@ -201,21 +322,15 @@ def choose_gamma(
     Returns:
         The best ``gamma``; among equals, the one closest to 0 (the least intervention).
     """
-    scores, labels = _checked(scores, labels)
-    s_idx, u_idx = _disjoint(seen, unseen, scores.shape[1])
     if gammas is None:
-        grid = _decision_points(scores, labels, s_idx, u_idx)
+        curve = seen_unseen_curve(scores, labels, seen, unseen)
+        # 0 too: when it lies in the best interval, no intervention is the one to keep.
+        curve = seen_unseen_curve(scores, labels, seen, unseen, gammas=np.append(curve.gammas, 0.0))
     else:
-        grid = np.asarray(gammas, dtype=np.float64).ravel()
-        if grid.size == 0 or not np.all(np.isfinite(grid)):
-            raise AttrtagError(f"choose_gamma: gammas must be a non-empty list of finite numbers, got {gammas!r}")
-    best_key, best_gamma = None, 0.0
-    for g in grid:
-        h = evaluate_gzsl(scores, labels, s_idx, u_idx, gamma=float(g)).harmonic
-        key = (h, -abs(g), -g)  # highest H, then smallest |gamma|, then the smaller gamma
-        if best_key is None or key > best_key:
-            best_key, best_gamma = key, float(g)
-    return best_gamma
+        curve = seen_unseen_curve(scores, labels, seen, unseen, gammas=gammas)
+    g, h = curve.gammas, np.round(curve.harmonic, 12)  # round: sums of weights in another order
+    best = np.lexsort((g, np.abs(g), -h))[0]  # highest H, then smallest |gamma|, then the smaller
+    return float(g[best])
 
 
 def evaluate_gzsl_calibrated(
@@ -290,17 +405,3 @@ def _disjoint(seen: Sequence[int], unseen: Sequence[int], num_classes: int) -> t
     if both.size:
         raise AttrtagError(f"classes {both.tolist()} are listed as both seen and unseen")
     return s, u
-
-
-def _decision_points(scores: np.ndarray, labels: np.ndarray, seen: np.ndarray, unseen: np.ndarray) -> np.ndarray:
-    """Candidate gammas: 0, below/above every flip point, and the midpoints between them."""
-    sel = np.isin(labels, np.union1d(seen, unseen))
-    # An image's top-1 moves from the best seen to the best unseen class once gamma exceeds this gap.
-    gap = scores[sel][:, seen].max(axis=1) - scores[sel][:, unseen].max(axis=1)
-    if gap.size == 0:  # no evaluable image: evaluate_gzsl will say so
-        return np.zeros(1)
-    points = np.unique(gap)
-    if points.size > _MAX_GAMMA_CANDIDATES:
-        points = np.unique(np.quantile(gap, np.linspace(0.0, 1.0, _MAX_GAMMA_CANDIDATES)))
-    mids = (points[:-1] + points[1:]) / 2
-    return np.concatenate([[0.0, points[0] - 1.0, points[-1] + 1.0], mids])

@@ -14,7 +14,7 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Union
+from typing import Any, Callable, Iterator, Mapping, Sequence, Union
 
 from .._yaml import load_yaml
 from ..errors import SchemaError
@@ -340,13 +340,18 @@ def _no_duplicates(values: list[str], wheres: list[str], ctx: str) -> None:
         seen.add(v)
 
 
-def lint(rules: Rules, schema: Schema | None = None) -> list[str]:
+def lint(
+    rules: Rules, schema: Schema | None = None, label_counts: Mapping[str, Sequence[int]] | None = None
+) -> list[str]:
     """Report rules that are legal but cannot do their job. Nothing is raised.
 
     Args:
         rules: the class rules.
         schema: when given, also report constraints that accept every value of a group
             equally (they add the same term to every image and carry no information).
+        label_counts: the model's training label counts per group (with ``schema``): also
+            report each accepted value no training image carried; the model never learnt to
+            predict it, so a class that relies on it is named only by accident.
 
     Returns:
         One message per problem: classes that constrain no group (they cannot be scored), and
@@ -378,6 +383,15 @@ def lint(rules: Rules, schema: Schema | None = None) -> list[str]:
                         f"{c.where or r.where or 'rules'}: class '{r.name}' accepts every value of "
                         f"'{c.group}'; the constraint carries no information (drop it)"
                     )
+                counts = (label_counts or {}).get(c.group)
+                known = c.group in schema and counts is not None and len(counts) == len(schema[c.group])
+                for v in c.values if known else ():  # counts that do not fit: the scorer says so
+                    if v in schema[c.group].values and counts[schema[c.group].index(v)] == 0:
+                        warnings.append(
+                            f"{c.where or r.where or 'rules'}: class '{r.name}' depends on {c.group}={v}, which no "
+                            "training image of the model carries; the model never learnt it, so the class can "
+                            "only be named by accident (label some images with it, or drop it from the rule)"
+                        )
     return warnings
 
 
@@ -390,7 +404,10 @@ def unscorable_message(rule: Rule) -> str:
 RulesSource = Union["Rules", str, "os.PathLike[str]", Mapping[str, Any]]
 
 
-def resolve_rules(rules: RulesSource, schema: Schema, *, source: str | None = None) -> tuple[Rules, list[str]]:
+def resolve_rules(
+    rules: RulesSource, schema: Schema, *, source: str | None = None,
+    label_counts: Mapping[str, Sequence[int]] | None = None,
+) -> tuple[Rules, list[str]]:
     """Rules from wherever they come, checked against ``schema``: the one way to load them.
 
     Args:
@@ -398,6 +415,7 @@ def resolve_rules(rules: RulesSource, schema: Schema, *, source: str | None = No
             a :class:`Rules`.
         schema: the model's schema.
         source: names a dict's origin in messages (default ``"rules"``).
+        label_counts: the model's training label counts, for the lint (see :func:`lint`).
 
     Returns:
         ``(rules, warnings)``: the rules without classes that constrain nothing, and the
@@ -413,4 +431,4 @@ def resolve_rules(rules: RulesSource, schema: Schema, *, source: str | None = No
         loaded = Rules.from_dict(rules, schema, source=source or "rules")
     else:
         loaded = Rules.load(rules, schema)
-    return loaded.scorable(), lint(loaded, schema)
+    return loaded.scorable(), lint(loaded, schema, label_counts)

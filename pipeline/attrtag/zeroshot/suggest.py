@@ -1,0 +1,146 @@
+"""Rules drafted from labelled images: how a curator starts a rules file (``attrtag rules suggest``).
+
+For each class (the value of a class column) and each group, the values its labelled images
+carry are sorted by frequency and the fewest that cover a chosen share of them (``cover``,
+default 80%) are kept, weighted by their share: ``gender: {Men: 0.74, Unisex: 0.12}``. A group
+is left unconstrained when the class has no label for it, when covering it takes more than
+``max_values`` values (e.g. the colour of T-shirts), or when the kept values are every value of
+the group (no information). Classes whose drafts accept the same values in every group cannot
+be told apart by any model, whatever the weights; they are reported as coinciding.
+
+The draft describes the labels, not what tells classes apart: a curator reads it, merges or
+splits classes, and writes the classes nobody has images of by analogy.
+"""
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+import yaml
+
+from ..data.manifest import Sample
+from ..errors import AttrtagError
+from ..schema import Schema
+
+#: Weights are written with this many decimals (and never below their last digit).
+_DECIMALS = 3
+
+
+@dataclass(frozen=True)
+class DraftClass:
+    """One drafted class.
+
+    Attributes:
+        name: the class.
+        images: its images among those read.
+        spec: group -> one value, or ``{value: share}`` (the rules file's constraint forms).
+        left_out: group -> why it is unconstrained.
+    """
+
+    name: str
+    images: int
+    spec: dict[str, Any]
+    left_out: dict[str, str] = field(default_factory=dict)
+
+    def signature(self) -> tuple[tuple[str, frozenset[str]], ...]:
+        """The values accepted per constrained group, weights ignored."""
+        return tuple(sorted((g, frozenset([s] if isinstance(s, str) else s)) for g, s in self.spec.items()))
+
+
+@dataclass(frozen=True)
+class DraftRules:
+    """A drafted rules file: classes, most images first, and the classes that coincide."""
+
+    classes: tuple[DraftClass, ...]
+    coincident: tuple[tuple[str, ...], ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        """``{"classes": {name: spec}}``, the form :meth:`attrtag.zeroshot.rules.Rules.from_dict` reads."""
+        return {"classes": {c.name: dict(c.spec) for c in self.classes}}
+
+    def to_yaml(self, header: str = "") -> str:
+        """A rules file with a comment per class (images, groups left out) and ``header`` on top."""
+        lines = [f"# {h}" if h else "#" for h in header.splitlines()]
+        for names in self.coincident:
+            lines.append(f"# coinciding (same values in every group; no model can tell them apart): {', '.join(names)}")
+        lines.append("classes:")
+        for c in self.classes:
+            out = "; left out: " + ", ".join(f"{g} ({why})" for g, why in c.left_out.items()) if c.left_out else ""
+            lines.append(f"  # {c.images} image(s){out}")
+            body = c.spec or None  # a class with no constraint stays in the file; the lint reports it
+            text = yaml.safe_dump({c.name: body}, default_flow_style=None, sort_keys=False, allow_unicode=True, width=1 << 16)
+            lines += ["  " + line for line in text.rstrip("\n").splitlines()]
+        return "\n".join(lines) + "\n"
+
+
+def suggest_rules(
+    samples: Iterable[Sample],
+    schema: Schema,
+    column: str,
+    *,
+    cover: float = 0.8,
+    max_values: int = 3,
+    min_images: int = 1,
+) -> DraftRules:
+    """Draft rules from the labels of ``samples`` (see the module docstring).
+
+    Args:
+        samples: labelled images; those with an empty ``column`` are ignored.
+        schema: the groups and values.
+        column: the sample field (manifest column) holding each image's class.
+        cover: the share of a class's labelled images its kept values must cover, in (0, 1].
+        max_values: a group needing more values than this is left unconstrained.
+        min_images: classes with fewer images are left out of the draft.
+
+    Returns:
+        The draft.
+
+    Raises:
+        AttrtagError: bad ``cover``/``max_values``, or no image has a class.
+    """
+    if not 0.0 < cover <= 1.0:
+        raise AttrtagError(f"--cover must be a share in (0, 1], got {cover!r}")
+    if max_values < 1 or min_images < 1:
+        raise AttrtagError(f"--max-values and --min-images must be at least 1, got {max_values} and {min_images}")
+    counts: dict[str, list[Counter[int]]] = defaultdict(lambda: [Counter() for _ in schema.groups])
+    images: Counter[str] = Counter()
+    for s in samples:
+        name = (s.extra.get(column) or "").strip()
+        if name:
+            images[name] += 1
+            for j, v in enumerate(s.labels):
+                if v >= 0:
+                    counts[name][j][v] += 1
+    if not images:
+        raise AttrtagError(f"no image has a class in column '{column}'; name the class column with --class-column")
+    drafts = []
+    for name, n in sorted(images.items(), key=lambda kv: (-kv[1], kv[0])):
+        if n < min_images:
+            continue
+        spec, left_out = {}, {}
+        for group, c in zip(schema.groups, counts[name]):
+            total = sum(c.values())
+            kept, mass = [], 0
+            for v, k in sorted(c.items(), key=lambda kv: (-kv[1], kv[0])):  # most frequent first, then schema order
+                if mass >= cover * total:
+                    break
+                kept.append((group.values[v], k))
+                mass += k
+            if not total:
+                left_out[group.name] = "no label"
+            elif len(kept) > max_values:
+                left_out[group.name] = f"{len(kept)} values needed to cover {100 * cover:.0f}%"
+            elif len(kept) == len(group) and len(group) > 1:
+                left_out[group.name] = "every value"
+            elif len(kept) == 1:
+                spec[group.name] = kept[0][0]
+            else:
+                spec[group.name] = {v: max(round(k / total, _DECIMALS), 10.0 ** -_DECIMALS) for v, k in kept}
+        drafts.append(DraftClass(name, n, spec, left_out))
+    by_signature: dict[Any, list[str]] = defaultdict(list)
+    for d in drafts:
+        if d.spec:
+            by_signature[d.signature()].append(d.name)
+    coincident = tuple(tuple(names) for names in by_signature.values() if len(names) > 1)
+    return DraftRules(tuple(drafts), coincident)
