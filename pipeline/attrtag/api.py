@@ -30,7 +30,7 @@ from .data.batches import Decoded, decode_batches, stack_inputs
 from .data.images import to_rgb
 from .data.manifest import Manifest, read_manifest
 from .errors import AttrtagError
-from .runtime import Predictor, open_predictor
+from .runtime import Predictor, model_kind, open_predictor
 from .runtime.threads import open_with_thread_plan, plan_threads, runs_on_gpu
 from .schema import Schema
 from .tagging.engine import DEFAULT_BATCH_SIZE, predict_records
@@ -275,6 +275,9 @@ def calibrate(
     from .evaluation.calibrate import choose_calibration
 
     src = Path(model)
+    model_kind(src)  # a missing file, or one that is no model, is named before the options are judged
+    if not isinstance(manifest, Manifest) and not Path(manifest).is_file():
+        raise AttrtagError(f"{manifest}: manifest not found")
     if (out is None) == (not in_place):
         raise AttrtagError("calibrate: give --out FILE (a new model file) or --in-place (replace MODEL), one of them")
     target = src if out is None else Path(out)

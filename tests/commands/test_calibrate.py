@@ -310,6 +310,18 @@ def test_calibrate_errors_are_one_line(
     assert not (tmp_path / "c.pt").exists()
 
 
+def test_a_missing_model_or_manifest_or_a_file_that_is_no_model_is_named_first(
+    capsys: pytest.CaptureFixture[str], world: dict, tmp_path: Path
+) -> None:
+    for model, manifest, fragment in [
+        (tmp_path / "gone.pt", world["manifest"], "gone.pt: model file not found"),
+        (world["rules"], world["manifest"], "not an ONNX model or an attrtag checkpoint"),
+        (world["model"], tmp_path / "gone.csv", "gone.csv: manifest not found"),
+    ]:
+        rc, _, err = run(capsys, "calibrate", model, "--manifest", manifest, "--out", tmp_path / "c.yaml")
+        assert rc == 2 and fragment in err and len(err.strip().splitlines()) == 1, err
+
+
 def test_calibrate_needs_out_or_in_place_and_rules(capsys: pytest.CaptureFixture[str], world: dict) -> None:
     with pytest.raises(SystemExit) as info:
         main(["calibrate", str(world["model"]), "--manifest", str(world["manifest"])])

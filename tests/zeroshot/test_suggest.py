@@ -115,3 +115,15 @@ def test_cli_takes_groups_from_the_csv_columns_without_a_schema(
     rc = main(["rules", "suggest", "--manifest", str(manifest), "--class-column", "animal", "--out", str(out),
                "--overwrite", "--groups", "size"])
     assert rc == 2 and "no column 'size'" in capsys.readouterr().err
+
+
+def test_a_missing_manifest_is_one_line_with_or_without_a_schema(
+    manifest: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = manifest.parent / "nope.csv"
+    base = ["rules", "suggest", "--manifest", str(missing), "--class-column", "animal",
+            "--out", str(manifest.parent / "drafted.yaml")]
+    for extra in ([], ["--schema", str(manifest.parent / "schema.yaml")]):
+        assert main(base + extra) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.splitlines() == [f"attrtag: error: {missing}: manifest not found"]

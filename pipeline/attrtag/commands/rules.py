@@ -52,6 +52,8 @@ def run_suggest(args: argparse.Namespace) -> int:
     out, manifest_path = Path(args.out), Path(args.manifest)
     if out.exists() and not args.overwrite:
         raise AttrtagError(f"--out {out} exists; pass --overwrite to replace it, or choose another file")
+    if not manifest_path.is_file():
+        raise AttrtagError(f"{manifest_path}: manifest not found")
     if args.schema:
         schema = Schema.load(args.schema)
     else:
