@@ -6,7 +6,6 @@ Where the header is stored for each format, and what a resume compares, is speci
 from __future__ import annotations
 
 import hashlib
-import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +16,6 @@ from ..schema import Schema
 from ..zeroshot.fields import ClassTagging
 from .records import RecordLayout
 
-_logger = logging.getLogger(__name__)
 
 FORMATS = ("jsonl", "csv", "parquet")
 HEADER_KEY = "_attrtag"
