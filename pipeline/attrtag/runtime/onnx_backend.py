@@ -24,6 +24,7 @@ from ..card import ModelCard
 from ..errors import AttrtagError, CheckpointError, DeviceUnavailableError, first_line
 from ..schema import Schema
 from .api import check_batch, empty_output, parse_device
+from .onnx_file import OnnxFormatError, read_metadata_and_outputs
 
 if TYPE_CHECKING:  # only for annotations: neither is needed to import this module
     import onnx
@@ -319,27 +320,10 @@ def read_onnx_card(source: "str | os.PathLike[str] | onnxruntime.InferenceSessio
 
 
 def _read_file(path: Path) -> tuple[dict[str, str], list[str]]:
-    """Metadata map and output names of an ONNX file, with ``onnx`` when installed.
-
-    ``onnx`` parses the file without building a session (no graph optimisation, no provider
-    start-up); ONNX Runtime alone is the fallback, so the runtime install needs only it.
-    """
+    """Metadata map and output names of an ONNX file, read without ``onnx`` or a session."""
     if not path.is_file():
         raise CheckpointError(f"{path}: ONNX model not found")
     try:
-        import onnx
-    except ImportError:
-        onnx = None  # type: ignore[assignment]
-    if onnx is not None:
-        try:
-            # External weights are not needed for metadata and may sit elsewhere.
-            model = onnx.load(str(path), load_external_data=False)
-        except Exception as err:  # protobuf raises DecodeError and friends on foreign files
-            raise CheckpointError(f"{path}: not a readable ONNX file ({type(err).__name__}: {err})") from None
-        return {p.key: p.value for p in model.metadata_props}, [o.name for o in model.graph.output]
-    ort = _import_onnxruntime()
-    try:
-        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    except Exception as err:  # onnxruntime raises its own Fail/InvalidGraph types
+        return read_metadata_and_outputs(path)
+    except OnnxFormatError as err:
         raise CheckpointError(f"{path}: not a readable ONNX file ({err})") from None
-    return dict(session.get_modelmeta().custom_metadata_map), [o.name for o in session.get_outputs()]
