@@ -584,7 +584,7 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=helps[name], description=helps[name])
         add_common(p, name)
         if name in ("end-to-end", "memory"):
-            p.add_argument("--workers", type=int, help="attrtag tag decode workers (default: its own, a quarter of the CPUs, 1 to 8)")
+            p.add_argument("--workers", type=int, help="attrtag tag decode workers (default: its own, see attrtag.runtime.threads)")
         if name == "int8":
             p.add_argument("--checkpoint", help="trained checkpoint (without one: random init, accuracy meaningless)")
             p.add_argument("--manifest", help="labelled images (default: labels.csv next to --images)")

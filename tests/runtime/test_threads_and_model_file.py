@@ -21,6 +21,9 @@ def test_pytorch_never_gets_more_threads_than_decoding_leaves(cpus: int) -> None
 def test_onnx_runtime_keeps_every_core_and_a_gpu_run_gives_them_to_decoding() -> None:
     assert (plan_threads(backend="onnx", on_gpu=False, cpus=16).decode_workers,
             plan_threads(backend="onnx", on_gpu=False, cpus=16).model_threads) == (4, 16)
+    # Beside ONNX Runtime's every-core pool a lone decode thread starves on small machines.
+    assert [plan_threads(backend="onnx", on_gpu=False, cpus=c).decode_workers for c in (1, 2, 4, 8, 12, 64)] == [
+        1, 2, 2, 2, 3, 8]
     for backend in ("onnx", "torch"):
         gpu = plan_threads(backend=backend, on_gpu=True, cpus=16)
         assert (gpu.decode_workers, gpu.model_threads) == (15, 1)

@@ -34,6 +34,7 @@ class TagJob:
         model_path: the model file (its name and SHA-256 identify the model in the header).
         fmt: output format override (default: from ``out``'s extension).
         overwrite: start ``out`` again instead of resuming it.
+        model_sha256: the model file's SHA-256 when already known (default: computed here).
         retry_failed: remove the error records of ``paths`` from the output first
             (:func:`.retry.drop_failed`), so those images are tagged again.
 
@@ -55,9 +56,11 @@ class TagJob:
         fmt: str | None = None,
         overwrite: bool = False,
         retry_failed: bool = False,
+        model_sha256: str | None = None,
     ) -> None:
         self.predictor, self.layout, self.out = predictor, layout, Path(out)
-        meta = OutputMeta(layout, model=os.path.basename(model_path), model_sha256=model_fingerprint(model_path))
+        meta = OutputMeta(layout, model=os.path.basename(model_path),
+                          model_sha256=model_sha256 or model_fingerprint(model_path))
         self.writer = open_output(out, meta, fmt=fmt, overwrite=overwrite)
         self.retried = 0
         if retry_failed and self.writer.done:
