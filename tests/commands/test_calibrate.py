@@ -147,8 +147,11 @@ def test_calibrate_an_onnx_model_in_place(capsys: pytest.CaptureFixture[str], tm
     assert card.replace(rules=None, calibration=None) == plain  # schema, preprocessing, counts unchanged
     assert card.rules == world["rules_obj"].to_dict()
     cal = Calibration.from_dict(card.calibration)
-    pt_cal = Calibration.from_dict(load_checkpoint(world["dir"] / "calibrated.pt")["card"].calibration)
-    assert cal == pt_cal or cal.gamma == pytest.approx(pt_cal.gamma, abs=1e-4)  # ORT vs torch: same choice
+    # The gamma PyTorch's scores give (ONNX Runtime's differ in the last digits): same choice.
+    rules = world["rules_obj"]
+    v_scores, v_labels = val_arrays(world)
+    torch_gamma = choose_gamma(v_scores, v_labels, [rules.index(c) for c in SEEN], [rules.index(c) for c in UNSEEN])
+    assert cal.gamma == pytest.approx(torch_gamma, abs=1e-4)
     tagger = attrtag.load(onnx_path, device="cpu", workers=0)  # still a working model
     assert tagger.layout.classes.calibration == cal
 
