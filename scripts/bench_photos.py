@@ -20,6 +20,7 @@ Models are random-initialised (speed does not depend on the weights): resnetv2_5
 exported to ONNX fp32, as in issue 7. See scripts/README.md for the figures.
 
     python scripts/bench_photos.py speed
+    python scripts/bench_photos.py speed --int8     # also the int8 model (not the target's comparison)
     python scripts/bench_photos.py threads --load 2
 """
 from __future__ import annotations
@@ -165,6 +166,9 @@ def bench_speed(args: argparse.Namespace) -> dict[str, Any]:
                  "--checkpoint", str(rand), "--device", "cpu", "-b", "16", "-j", "2", "--topk", "3", "--channels-last",
                  "--results-dir", str(timm_out), "--results-format", "csv"], env=env),
         }
+        if args.int8:
+            int8 = int8_model(model, args)
+            runs[INT8_RUN] = lambda: run_process(tag_cmd(int8, work / "large", Path(tmp) / "c.jsonl"), env=env)
         times = interleaved(runs, args.repeats)
     med = {k: statistics.median(v) for k, v in times.items()}
     vs_small = med["attrtag tag, small originals"] / med["attrtag tag, large photos"]
@@ -172,8 +176,34 @@ def bench_speed(args: argparse.Namespace) -> dict[str, Any]:
     print_table(["whole process", "images/s (median)", "runs (s)"], [summary_row(k, v, n) for k, v in times.items()])
     print(f"\nlarge / small images/s: {vs_small:.2f} (target >= 0.8); attrtag / timm on large photos: "
           f"{vs_timm:.2f}x (target >= 4)")
-    return save(args, "speed", {"images": n, "seconds": times, "large_vs_small": vs_small, "vs_timm": vs_timm,
-                                "pass": vs_small >= 0.8 and vs_timm >= 4})
+    result = {"images": n, "seconds": times, "large_vs_small": vs_small, "vs_timm": vs_timm,
+              "pass": vs_small >= 0.8 and vs_timm >= 4}
+    if args.int8:
+        result["int8_vs_timm"] = med["timm inference.py, large photos"] / med[INT8_RUN]
+        print(f"int8 model / timm (fp32) on large photos: {result['int8_vs_timm']:.2f}x (a different precision: "
+              "not the target's comparison)")
+    return save(args, "speed", result)
+
+
+INT8_RUN = "attrtag tag, large photos, int8 model"
+
+
+def int8_model(fp32: Path, args: argparse.Namespace) -> Path:
+    """The fp32 model quantised to int8 (``attrtag export --int8``'s code), cached beside it.
+
+    Random weights: its speed is real, its accuracy change says nothing (issue 3's benchmark,
+    ``bench_tagging.py int8 --checkpoint``, measures that on a trained model).
+    """
+    from attrtag_onnx.quantize import quantize_int8
+
+    out = fp32.with_name(fp32.stem + "-int8.onnx")
+    if not out.is_file():
+        manifest = Path(args.images).parent / "labels.csv"
+        if not manifest.is_file():
+            raise SystemExit(f"--int8 needs labelled images to calibrate on: {manifest} not found")
+        log(f"quantising {fp32.name} to int8 (64 calibration images)")
+        quantize_int8(fp32, out, manifest, calib_images=64, eval_images=64)
+    return out
 
 
 # -- decode only ----------------------------------------------------------------------------------
@@ -277,6 +307,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--backbone", default="resnetv2_50")
     ap.add_argument("--image-size", type=int, default=224)
+    ap.add_argument("--int8", action="store_true",
+                    help="speed: also time the model quantised to int8 (not the target's comparison: timm runs fp32)")
     ap.add_argument("--load", type=int, default=0, help="threads: busy-loop processes running beside the runs")
     ap.add_argument("--grain", type=float, default=0.0,
                     help="Gaussian grain (std, grey levels) added to the photos: 0 (default) gives smooth upscaled "
