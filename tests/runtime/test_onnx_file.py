@@ -61,3 +61,23 @@ def test_foreign_bytes_are_refused(tmp_path: Path) -> None:
     path.write_text("groups:\n  tone: [light, dark]\n")
     with pytest.raises(CheckpointError, match=r"notes\.onnx: not a readable ONNX file"):
         read_onnx_card(path)
+
+
+def test_corrupted_bytes_give_a_format_error_or_a_result_never_a_crash(tmp_path: Path) -> None:
+    raw = bytearray(_model({"attrtag.schema": "{}", "k": "v"}, ["a", "b"]).SerializeToString())
+    rng = np.random.default_rng(0)
+    path = tmp_path / "m.onnx"
+    outcomes = set()
+    for _ in range(300):
+        bad = bytearray(raw)
+        for i in rng.integers(0, len(bad), size=3):
+            bad[i] = int(rng.integers(0, 256))
+        path.write_bytes(bytes(bad))
+        try:
+            props, outputs = read_metadata_and_outputs(path)
+        except OnnxFormatError:
+            outcomes.add("error")
+        else:
+            assert isinstance(props, dict) and all(isinstance(o, str) for o in outputs)
+            outcomes.add("read")
+    assert outcomes == {"error", "read"}  # both kinds of corruption were exercised
