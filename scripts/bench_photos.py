@@ -3,6 +3,7 @@
     speed    `attrtag tag` on large photos vs on the small originals (target >= 0.8), and vs
              timm's inference.py on the same large photos (target >= 4x); whole processes
     decode   CPU per image of a full decode vs the reduced (DCT-scaled) decode, decode only
+    train-decode  the same for a training sample (decode, random crop, augmentation, normalise)
     threads  `attrtag tag` on large photos with .onnx and .pt models, for several thread splits,
              optionally beside --load busy processes (what "under load" means here)
     ray      the local engine vs --engine ray with 1 and 2 actors on the same images (whole
@@ -231,6 +232,33 @@ def bench_decode(args: argparse.Namespace) -> dict[str, Any]:
     return save(args, "decode", {"cpu_ms": cpu, "decoded_size": sizes, "mean_file_mb": mb})
 
 
+# -- training samples -----------------------------------------------------------------------------
+def bench_train_decode(args: argparse.Namespace) -> dict[str, Any]:
+    """CPU per training sample (decode + random crop + augment + normalise), one thread."""
+    from attrtag.data.loader import ImageDataset, train_decode_size
+    from attrtag.data.manifest import Sample
+    from attrtag.runtime import read_card
+
+    work, model, photos, _ = setup(args)
+    prep = read_card(model).preprocessing
+    samples = [Sample(str(p), (0,) * 4) for p in photos]
+    ways = {"full decode": None, "reduced: input / 0.61 (what training does)": train_decode_size(prep),
+            "reduced, 2x that": tuple(2 * v for v in train_decode_size(prep))}
+    cpu: dict[str, list[float]] = {k: [] for k in ways}
+    for r in range(args.repeats):
+        for name in ways if r % 2 == 0 else list(ways)[::-1]:
+            ds = ImageDataset(samples, prep, seed=r)
+            ds.decode_size = ways[name]
+            t0 = time.process_time()
+            for i in range(len(ds)):
+                ds[i]
+            cpu[name].append((time.process_time() - t0) / len(ds) * 1000)
+    print_table(["training sample (one thread)", "decode at least", "CPU ms / sample (median)", "runs"],
+                [(k, "full" if ways[k] is None else f"{ways[k][0]}x{ways[k][1]}", f"{statistics.median(v):.1f}",
+                  " ".join(f"{x:.1f}" for x in v)) for k, v in cpu.items()])
+    return save(args, "train-decode", {"cpu_ms": cpu, "decode_at_least": {k: v for k, v in ways.items()}})
+
+
 # -- threads --------------------------------------------------------------------------------------
 def bench_threads(args: argparse.Namespace) -> dict[str, Any]:
     work, model, photos, _ = setup(args)
@@ -296,7 +324,8 @@ def save(args: argparse.Namespace, name: str, result: dict[str, Any]) -> dict[st
     return result
 
 
-RUNNERS = {"speed": bench_speed, "decode": bench_decode, "threads": bench_threads, "ray": bench_ray}
+RUNNERS = {"speed": bench_speed, "decode": bench_decode, "train-decode": bench_train_decode, "threads": bench_threads,
+           "ray": bench_ray}
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
