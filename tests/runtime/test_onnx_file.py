@@ -3,10 +3,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
-import numpy as np
 
 from attrtag.errors import CheckpointError
 from attrtag.runtime.onnx_backend import read_onnx_card
