@@ -13,10 +13,10 @@ from attrtag.runtime.onnx_backend import read_onnx_card
 from attrtag.runtime.onnx_file import OnnxFormatError, read_metadata_and_outputs
 
 
-def _model(props: dict[str, str], outputs: list[str], weight_elems: int = 10) -> onnx.ModelProto:
+def _model(props: dict[str, str], outputs: list[str]) -> onnx.ModelProto:
     """A small graph whose weights sit between the nodes and the outputs, as exporters write them."""
     x = helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 4])
-    w = numpy_helper.from_array(np.arange(weight_elems, dtype=np.float32)[:4], "w")
+    w = numpy_helper.from_array(np.arange(4, dtype=np.float32), "w")
     nodes = [helper.make_node("Mul", ["image", "w"], [name]) for name in outputs]
     outs = [helper.make_tensor_value_info(name, TensorProto.FLOAT, [1, 4]) for name in outputs]
     graph = helper.make_graph(nodes, "g", [x], outs, initializer=[w], doc_string="d" * 5000)
