@@ -38,6 +38,23 @@ def test_crop_modes_match_timm_eval_transform(mode: str, size: tuple[int, int], 
         np.testing.assert_allclose(ours, theirs, atol=1e-6, err_msg=f"{mode} {size} {crop_pct} {img.size}")
 
 
+@pytest.mark.parametrize("mean,std", [(MEAN, STD), ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)), ((0.1, 0.9, 0.33), (0.7, 0.05, 1.3))])
+def test_normalize_is_torchvision_to_tensor_and_normalize_bit_for_bit(mean, std) -> None:
+    import torchvision.transforms.functional as F
+
+    prep = Preprocessing((16, 256), mean, std)
+    # Every uint8 value in every channel, in an odd-shaped image, and a non-contiguous view of it.
+    arr = np.stack([np.arange(256, dtype=np.uint8).reshape(16, 16)] * 3, axis=-1)
+    arr[..., 1], arr[..., 2] = arr[..., 1].T, 255 - arr[..., 2]
+    for rgb in (arr, np.tile(arr, (1, 3, 1))[:, ::3]):
+        ours = prep.normalize(rgb)
+        theirs = F.normalize(F.to_tensor(Image.fromarray(np.ascontiguousarray(rgb))), mean, std).numpy()
+        assert ours.dtype == np.float32 and ours.flags.c_contiguous
+        np.testing.assert_array_equal(ours, theirs)
+    # Values already widened (e.g. a float array from elsewhere) take the same arithmetic.
+    np.testing.assert_array_equal(prep.normalize(arr.astype(np.float32)), prep.normalize(arr))
+
+
 def test_border_mode_pads_with_the_mean_colour_and_keeps_the_whole_image() -> None:
     prep = Preprocessing((40, 40), MEAN, STD, crop_pct=1.0, crop_mode="border")
     px = prep.pixels(Image.new("RGB", (80, 40), (255, 0, 0)))  # wide: padded above and below
