@@ -294,3 +294,22 @@ def test_engine_ray_without_ray_installed_says_how_to_install_it(
                      "--engine", "ray")
     assert rc == 2 and err.count("\n") == 1 and 'pip install "attrtag[ray]"' in err, err
     assert not (tmp_path / "o.jsonl").exists()
+
+
+def test_a_run_without_a_terminal_logs_progress_lines(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, models: dict[str, Path], images: Path,
+    tmp_path: Path,
+) -> None:
+    from attrtag.commands import _progress
+
+    monkeypatch.setattr(_progress, "LOG_INTERVAL", 0.0)  # a line after every batch but the last
+    rc, _, err = tag(capsys, fast_model(models), images, "--out", tmp_path / "t.jsonl", "--batch-size", "100")
+    assert rc == 0
+    progress = [line for line in err.splitlines() if line.startswith("tagging: ")]
+    assert [line.split(" img (")[0] for line in progress] == ["tagging: 100 of 302", "tagging: 200 of 302",
+                                                               "tagging: 300 of 302"]
+    assert all(" img/s, " in line and " left" in line for line in progress)
+    assert "failed 2" in progress[-1]  # bad.png and empty.jpg sort before many/
+    rc, _, err = tag(capsys, fast_model(models), images, "--out", tmp_path / "u.jsonl", "--no-progress")
+    assert rc == 0 and "tagging: " not in err
+

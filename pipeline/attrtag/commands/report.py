@@ -5,7 +5,6 @@ Parse and print only; the page is made by :mod:`attrtag.review.report`.
 from __future__ import annotations
 
 import argparse
-import sys
 from typing import Any
 
 from ..errors import AttrtagError
@@ -37,7 +36,7 @@ def register(sub: Any) -> None:
                    help="'uncertain' below P (all groups) or GROUP=P (one group); repeatable")
     p.add_argument("--workers", type=int, default=None, help="thumbnail decode threads (default: the usable CPUs, 1 to 8)")
     p.add_argument("--overwrite", action="store_true", help="replace --out when it exists")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-progress", action="store_true", help="no progress (default: a bar on a terminal, otherwise a line every 30 s)")
     p.set_defaults(func=run)
 
 
@@ -45,11 +44,10 @@ def run(args: argparse.Namespace) -> int:
     """Write the report; returns the exit status."""
     from pathlib import Path
 
-    from tqdm import tqdm
-
     from ..runtime.threads import usable_cpus
     from ..review.report import write_report
     from ..review.sources import load_tags
+    from ._progress import count_progress
     from .tag import parse_thresholds
 
     out = Path(args.out)
@@ -62,9 +60,7 @@ def run(args: argparse.Namespace) -> int:
     tags = load_tags(args.tags, root=args.root)
     thresholds = parse_thresholds(args.threshold, tags.schema.names)
     todo = len(tags.tagged) if args.thumbnails == "embed" else 0
-    bar = tqdm(total=todo, unit="img", desc="thumbnails", file=sys.stderr, dynamic_ncols=True,
-               disable=args.no_progress or not todo or None)
-    with bar:
+    with count_progress(todo, desc="thumbnails", disable=args.no_progress) as bar:
         summary = write_report(tags, out, thumbnails=args.thumbnails, thumb_size=args.thumb_size,
                                thresholds=thresholds, workers=workers, progress=lambda n: bar.update(n - bar.n))
     missing = f", {summary.no_thumbnail} without a thumbnail (moved or unreadable)" if summary.no_thumbnail else ""

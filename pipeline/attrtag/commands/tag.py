@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import sys
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Sequence
 
@@ -111,7 +110,8 @@ def register(sub: Any) -> None:
                      "--gpus-per-actor)")
     ray.add_argument("--gpus-per-actor", type=float, default=0.0, metavar="G",
                      help="GPUs per actor (default: 0, the model runs on the CPU)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress (default: a bar on a terminal, otherwise a line every 30 s)")
     p.set_defaults(func=run)
 
 
@@ -177,9 +177,6 @@ def classes_for_run(args: argparse.Namespace, card: ModelCard, model_name: str) 
 
 def run(args: argparse.Namespace) -> int:
     """Tag the inputs into ``args.out``; returns the exit status."""
-    from tqdm import tqdm
-    from tqdm.contrib.logging import logging_redirect_tqdm
-
     from ..data.images import DEFAULT_MAX_PIXELS
     from ..runtime import model_kind, read_card
     from ..runtime.threads import open_with_thread_plan
@@ -187,6 +184,7 @@ def run(args: argparse.Namespace) -> int:
     from ..tagging.inputs import expand_inputs
     from ..tagging.job import TagJob
     from ..tagging.records import RecordLayout
+    from ._progress import count_progress
 
     fmt = output_format(args.out, args.format)  # a bad --out fails before the model loads
     if args.batch_size < 1:
@@ -248,11 +246,7 @@ def run(args: argparse.Namespace) -> int:
             else:
                 batches = job.run(batch_size=args.batch_size, workers=split.decode_workers,
                                   worker_kind=args.worker_kind, max_pixels=max_pixels)
-            bar = tqdm(
-                total=len(job.todo), unit="img", desc="tagging", dynamic_ncols=True, file=sys.stderr,
-                disable=args.no_progress or None,  # None: off when stderr is not a terminal
-            )
-            with bar, logging_redirect_tqdm():
+            with count_progress(len(job.todo), desc="tagging", disable=args.no_progress) as bar:
                 for records in batches:
                     if job.failed:
                         bar.set_postfix_str(f"failed {job.failed}", refresh=False)
