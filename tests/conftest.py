@@ -15,3 +15,14 @@ from tests.helpers import make_dataset  # noqa: E402
 def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """(schema.yaml, manifest.csv) of 120 small images, 30% of labels missing."""
     return make_dataset(tmp_path_factory.mktemp("tiny"))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _ort_graph_cache_in_tmp(tmp_path_factory: pytest.TempPathFactory) -> object:
+    """ONNX Runtime's graph cache (:mod:`attrtag.runtime.ort_cache`) goes to a temporary folder,
+    never the user's ~/.cache (subprocesses inherit it)."""
+    patch = pytest.MonkeyPatch()
+    patch.setenv("ATTRTAG_ORT_CACHE", str(tmp_path_factory.mktemp("ort-cache")))
+    yield
+    patch.undo()
+

@@ -24,6 +24,7 @@ from ..card import ModelCard
 from ..errors import AttrtagError, CheckpointError, DeviceUnavailableError, first_line
 from ..schema import Schema
 from .api import check_batch, empty_output, parse_device
+from . import ort_cache
 from .onnx_file import OnnxFormatError, read_metadata_and_outputs
 
 if TYPE_CHECKING:  # only for annotations: neither is needed to import this module
@@ -100,16 +101,14 @@ class OnnxModel:
         requested = providers if providers is not None else self._default_providers(ort, base)
         requested = [self._with_options(p, device_id, fp16, cache_dir) for p in requested]
 
-        options = ort.SessionOptions()
-        if threads:
-            options.intra_op_num_threads = int(threads)
+        cpu_only = [p if isinstance(p, str) else p[0] for p in requested] == [CPU]
+        cached = ort_cache.lookup(self.path, ort.__version__) if cpu_only else None
+        #: Whether the session loaded the optimised graph saved by an earlier run (:mod:`.ort_cache`).
+        self.graph_from_cache = False
         # onnxruntime's Python wrapper print()s "EP Error ... Falling back" to stdout when a GPU
         # provider fails to load; stdout may carry tagging output (JSON lines), so divert it.
         with contextlib.redirect_stdout(sys.stderr):
-            try:
-                self.session = ort.InferenceSession(str(self.path), options, providers=requested)
-            except Exception as err:  # onnxruntime raises Fail/InvalidGraph/RuntimeException...
-                raise CheckpointError(f"{self.path}: ONNX Runtime cannot load the model ({first_line(err)})") from None
+            self.session = self._create_session(ort, requested, threads, cached)
 
         # What really runs it, not what was asked for.
         self.providers: list[str] = list(self.session.get_providers())
@@ -119,11 +118,55 @@ class OnnxModel:
         self._device_id = device_id
         self._use_io_binding = self.providers[0] in GPU_PROVIDERS
         _logger.info(
-            "ONNX Runtime runs %s on %s (precision %s)",
+            "ONNX Runtime runs %s on %s (precision %s%s)",
             self.path.name, " -> ".join(self.providers), self.card.precision,
+            ", optimised graph from the cache" if self.graph_from_cache else "",
         )
         if self.providers[0] == TENSORRT:
             _logger.info("TensorRT engine cache: %s (the first run builds the engine: minutes)", cache_dir)
+
+    def _create_session(
+        self, ort: Any, providers: list[Any], threads: int | None, cached: ort_cache.CachedGraph | None
+    ) -> Any:
+        """The session: from the cached optimised graph when there is one, else from the model
+        file (saving its optimised graph for the next run when ``cached`` is given)."""
+
+        def options(**settings: Any) -> Any:
+            opts = ort.SessionOptions()
+            if threads:
+                opts.intra_op_num_threads = int(threads)
+            for name, value in settings.items():
+                setattr(opts, name, value)
+            return opts
+
+        if cached is not None and cached.hit:
+            try:
+                session = ort.InferenceSession(
+                    str(cached.path), options(graph_optimization_level=ort.GraphOptimizationLevel.ORT_DISABLE_ALL),
+                    providers=providers,
+                )
+            except Exception as err:  # noqa: BLE001 - a damaged cache entry: rebuild it from the model
+                _logger.debug("cached graph %s unusable (%s); optimising %s again", cached.path, first_line(err), self.path)
+                cached.discard()
+            else:
+                cached.touch()
+                self.graph_from_cache = True
+                return session
+        if cached is not None:
+            try:
+                # log_severity_level 3: ONNX Runtime warns on stderr that a graph saved with the
+                # NCHWc layout suits only this machine, which is why the cache key holds the CPU.
+                saving = options(optimized_model_filepath=str(cached.writing_path()), log_severity_level=3)
+                session = ort.InferenceSession(str(self.path), saving, providers=providers)
+            except Exception:  # noqa: BLE001 - perhaps only the saving failed (disk full): once more without
+                cached.discard()
+            else:
+                cached.commit()
+                return session
+        try:
+            return ort.InferenceSession(str(self.path), options(), providers=providers)
+        except Exception as err:  # onnxruntime raises Fail/InvalidGraph/RuntimeException...
+            raise CheckpointError(f"{self.path}: ONNX Runtime cannot load the model ({first_line(err)})") from None
 
     # -- provider choice ----------------------------------------------------------------------
     def _default_providers(self, ort: Any, base: str) -> list[str]:
