@@ -78,7 +78,7 @@ def test_a_changed_or_other_model_gets_its_own_entry_and_the_least_recently_used
     os.utime(copies[2], ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))  # rewritten in place
     assert not OnnxModel(copies[2], device="cpu").graph_from_cache
     # ONNX Runtime's version and the CPU are part of the key too.
-    assert ort_cache.lookup(copies[2], "1.0.0").path != ort_cache.lookup(copies[2], "1.0.1").path
+    assert ort_cache.lookup_graph(copies[2], "1.0.0").path != ort_cache.lookup_graph(copies[2], "1.0.1").path
     assert os.uname().machine in ort_cache.cpu_signature()
 
 

@@ -24,7 +24,7 @@ from ..card import ModelCard
 from ..errors import AttrtagError, CheckpointError, DeviceUnavailableError, first_line
 from ..schema import Schema
 from .api import check_batch, empty_output, parse_device
-from . import ort_cache
+from .ort_cache import CachedGraph, lookup_graph
 from .onnx_file import OnnxFormatError, read_metadata_and_outputs
 
 if TYPE_CHECKING:  # only for annotations: neither is needed to import this module
@@ -102,8 +102,8 @@ class OnnxModel:
         requested = [self._with_options(p, device_id, fp16, cache_dir) for p in requested]
 
         cpu_only = [p if isinstance(p, str) else p[0] for p in requested] == [CPU]
-        cached = ort_cache.lookup(self.path, ort.__version__) if cpu_only else None
-        #: Whether the session loaded the optimised graph saved by an earlier run (:mod:`.ort_cache`).
+        cached = lookup_graph(self.path, ort.__version__) if cpu_only else None
+        #: Whether the session loaded the optimised graph an earlier run saved (see ort_cache).
         self.graph_from_cache = False
         # onnxruntime's Python wrapper print()s "EP Error ... Falling back" to stdout when a GPU
         # provider fails to load; stdout may carry tagging output (JSON lines), so divert it.
@@ -126,7 +126,7 @@ class OnnxModel:
             _logger.info("TensorRT engine cache: %s (the first run builds the engine: minutes)", cache_dir)
 
     def _create_session(
-        self, ort: Any, providers: list[Any], threads: int | None, cached: ort_cache.CachedGraph | None
+        self, ort: Any, providers: list[Any], threads: int | None, cached: CachedGraph | None
     ) -> Any:
         """The session: from the cached optimised graph when there is one, else from the model
         file (saving its optimised graph for the next run when ``cached`` is given)."""

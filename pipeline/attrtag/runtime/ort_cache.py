@@ -104,7 +104,7 @@ class CachedGraph:
         _unlink(self.writing_path())
 
 
-def lookup(model: Path, ort_version: str) -> CachedGraph | None:
+def lookup_graph(model: Path, ort_version: str) -> CachedGraph | None:
     """The cache entry of ``model`` for this ONNX Runtime and CPU; None when the cache is off,
     its folder cannot be made, or the model is too large."""
     folder = cache_dir()
