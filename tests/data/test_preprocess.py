@@ -38,8 +38,12 @@ def test_crop_modes_match_timm_eval_transform(mode: str, size: tuple[int, int], 
         np.testing.assert_allclose(ours, theirs, atol=1e-6, err_msg=f"{mode} {size} {crop_pct} {img.size}")
 
 
-@pytest.mark.parametrize("mean,std", [(MEAN, STD), ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)), ((0.1, 0.9, 0.33), (0.7, 0.05, 1.3))])
-def test_normalize_is_torchvision_to_tensor_and_normalize_bit_for_bit(mean, std) -> None:
+@pytest.mark.parametrize(
+    "mean,std", [(MEAN, STD), ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)), ((0.1, 0.9, 0.33), (0.7, 0.05, 1.3))]
+)
+def test_normalize_is_torchvision_to_tensor_and_normalize_bit_for_bit(
+    mean: tuple[float, float, float], std: tuple[float, float, float]
+) -> None:
     import torchvision.transforms.functional as F
 
     prep = Preprocessing((16, 256), mean, std)

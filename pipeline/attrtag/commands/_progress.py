@@ -74,7 +74,8 @@ class _NoProgress:
 @contextlib.contextmanager
 def count_progress(total: int, *, desc: str, unit: str = "img", disable: bool = False) -> Iterator[Any]:
     """Progress for ``total`` items: a tqdm bar on a terminal (log records printed above it),
-    a :class:`LineProgress` line every :data:`LOG_INTERVAL` seconds otherwise, nothing when ``disable`` or ``total`` is 0.
+    a :class:`LineProgress` line every :data:`LOG_INTERVAL` seconds otherwise, nothing when
+    ``disable`` or ``total`` is 0.
 
     tqdm is imported only for the bar (0.05 s of a short run's start-up).
     """
@@ -84,7 +85,8 @@ def count_progress(total: int, *, desc: str, unit: str = "img", disable: bool = 
         from tqdm import tqdm
         from tqdm.contrib.logging import logging_redirect_tqdm
 
-        with tqdm(total=total, unit=unit, desc=desc, dynamic_ncols=True, file=sys.stderr) as bar, logging_redirect_tqdm():
+        bar = tqdm(total=total, unit=unit, desc=desc, dynamic_ncols=True, file=sys.stderr)
+        with bar, logging_redirect_tqdm():
             yield bar
     else:
         yield LineProgress(total, desc=desc, unit=unit, interval=LOG_INTERVAL)

@@ -36,7 +36,8 @@ def register(sub: Any) -> None:
                    help="'uncertain' below P (all groups) or GROUP=P (one group); repeatable")
     p.add_argument("--workers", type=int, default=None, help="thumbnail decode threads (default: the usable CPUs, 1 to 8)")
     p.add_argument("--overwrite", action="store_true", help="replace --out when it exists")
-    p.add_argument("--no-progress", action="store_true", help="no progress (default: a bar on a terminal, otherwise a line every 30 s)")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress (default: a bar on a terminal, otherwise a line every 30 s)")
     p.set_defaults(func=run)
 
 

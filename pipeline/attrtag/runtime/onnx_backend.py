@@ -146,7 +146,8 @@ class OnnxModel:
                     providers=providers,
                 )
             except Exception as err:  # noqa: BLE001 - a damaged cache entry: rebuild it from the model
-                _logger.debug("cached graph %s unusable (%s); optimising %s again", cached.path, first_line(err), self.path)
+                _logger.debug("cached graph %s unusable (%s); optimising %s again",
+                              cached.path, first_line(err), self.path)
                 cached.discard()
             else:
                 cached.touch()
