@@ -1,7 +1,7 @@
-"""ONNX Runtime's optimised CPU graph, kept between runs: a CPU session starts in half the time.
+"""ONNX Runtime's optimised CPU graph, kept between runs: a CPU session starts in a third of the time.
 
 Creating a CPU session optimises the graph (fusions, then the NCHWc layout for this CPU's vector
-width): for resnetv2_50 that is 0.15 of the session's 0.32 s, a fifth of a one-image ``attrtag
+width): for resnetv2_50 that is 0.2 of the session's 0.32 s, a sixth of a one-image ``attrtag
 tag``. ONNX Runtime can save the optimised graph (``SessionOptions.optimized_model_filepath``)
 and load it later with optimisations off. What it saves is specific to its version and to the
 CPU (it warns so), so the key holds both, with the model file's identity (path, size,
