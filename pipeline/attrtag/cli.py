@@ -1,8 +1,10 @@
 """The ``attrtag`` command line: a parser built from an argv list, one module per subcommand.
 
 Each module in :mod:`attrtag.commands` exposes ``register(subparsers)``, which adds its parser
-and sets ``func``. :func:`main` turns :class:`AttrtagError` (bad input) into one line on stderr
-and exit status 2; a KeyboardInterrupt exits 130. Other exceptions are bugs and keep their traceback.
+and sets ``func``: parse, call the Python API (:mod:`attrtag.api`), print. :func:`main` turns
+:class:`AttrtagError` (bad input) into one line on stderr and exit status 2, with the library's
+parameter names spelled as this command line's flags (:data:`FLAGS`); a KeyboardInterrupt exits
+130. Other exceptions are bugs and keep their traceback.
 """
 from __future__ import annotations
 
@@ -13,12 +15,41 @@ import sys
 from typing import Sequence
 
 from . import __version__
-from .errors import AttrtagError
+from .errors import AttrtagError, spell
 
 # Imported lazily by name: ``attrtag tag model.onnx`` must not pay for (or need) torch.
 COMMANDS = ("demo", "train", "evaluate", "export", "calibrate", "tag", "classify", "rules", "convert", "report")
 #: Old names that still work: name -> the module that registers them.
 ALIASES = {"infer": "classify"}
+
+#: The one table from the library's parameters to this command line's flags (see
+#: :mod:`attrtag.errors`): library messages say ``top_k``, the CLI says ``--top-k``. A
+#: ``name=value`` key spells a switch (``priors=False`` is ``--no-priors``); any other
+#: ``name=value`` becomes ``FLAG value``. ``tests/test_flags.py`` checks that every parameter a
+#: library message names is here and that every flag here exists.
+FLAGS: dict[str, str] = {
+    # tagging a folder: attrtag.load(...) and Tagger.tag_to(...)
+    "model": "MODEL", "inputs": "INPUT", "out": "--out", "fmt": "--format", "device": "--device",
+    "batch_size": "--batch-size", "workers": "--workers", "worker_kind": "--worker-kind", "threads": "--threads",
+    "top_k": "--top-k", "thresholds": "--threshold", "max_pixels": "--max-pixels", "trt_cache_dir": "--trt-cache-dir",
+    "overwrite=True": "--overwrite", "retry_failed=True": "--retry-failed", "engine": "--engine",
+    "ray_address": "--ray-address", "actors": "--actors", "gpus_per_actor": "--gpus-per-actor",
+    # class scoring (tag, classify, evaluate, calibrate, export)
+    "rules": "--rules", "rules=False": "--no-rules", "class_top_k": "--class-top-k",
+    "unknown_threshold": "--unknown-threshold", "overrides": "--set", "priors=False": "--no-priors",
+    "calibration=False": "--no-calibration", "gamma": "--gamma", "seen": "--seen", "unseen": "--unseen",
+    "class_column": "--class-column", "split": "--split", "manifest": "--manifest", "in_place=True": "--in-place",
+    "checkpoint": "--checkpoint", "skip_bad_rows=True": "--skip-bad-rows",
+    # export
+    "opset": "--opset", "fp16=True": "--fp16", "int8=True": "--int8", "calib_manifest": "--calib-manifest",
+    "calib_images": "--calib-images", "eval_images": "--eval-images", "batch_check": "--batch-check",
+    # train
+    "schema": "--schema", "backbone": "--backbone", "pretrained": "--pretrained", "image_size": "--image-size",
+    "resume=True": "--resume", "ema=True": "--ema", "sync_bn=True": "--sync-bn",
+    # rules suggest, report, convert
+    "cover": "--cover", "max_values": "--max-values", "min_images": "--min-images", "thumbnails": "--thumbnails",
+    "thumb_size": "--thumb-size", "root": "--root", "document_root": "--document-root", "image_url": "--image-url",
+}
 
 
 def build_parser(commands: Sequence[str] = COMMANDS) -> argparse.ArgumentParser:
@@ -62,11 +93,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except AttrtagError as err:
-        print(f"attrtag: error: {err}", file=sys.stderr)
+        print(f"attrtag: error: {err.spelled(FLAGS)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("attrtag: interrupted", file=sys.stderr)
         return 130
+
+
+def say(kind: str, message: str) -> None:
+    """Library text (a warning, a note) as one ``attrtag: KIND: ...`` line on stderr, in flags."""
+    print(f"attrtag: {kind}: {spell(message, FLAGS)}", file=sys.stderr)
 
 
 if __name__ == "__main__":
