@@ -31,7 +31,7 @@ from .data.images import to_rgb
 from .data.manifest import Manifest, read_manifest
 from .errors import AttrtagError
 from .runtime import Predictor, model_kind, open_predictor
-from .runtime.threads import open_with_thread_plan, plan_threads, runs_on_gpu
+from .runtime.threads import open_with_thread_plan, plan_threads
 from .schema import Schema
 from .tagging.engine import DEFAULT_BATCH_SIZE, predict_records
 from .tagging.inputs import expand_inputs
@@ -70,8 +70,8 @@ class Tagger:
         self.layout = layout
         self.batch_size = batch_size
         if workers is None:
-            backend = "torch" if predictor.providers[0].startswith("torch:") else "onnx"
-            workers = plan_threads(backend=backend, on_gpu=runs_on_gpu(predictor.providers)).decode_workers
+            backend = "torch" if predictor.placement.runtime == "torch" else "onnx"
+            workers = plan_threads(backend=backend, on_gpu=predictor.placement.on_gpu).decode_workers
         self.workers = workers
 
     @property

@@ -17,7 +17,7 @@ from attrtag.model import save_checkpoint
 from attrtag.errors import AttrtagError
 from attrtag.model import ProbabilityModel, build_model
 from attrtag.card import ModelCard
-from attrtag.runtime import DeviceUnavailableError, Predictor, open_predictor
+from attrtag.runtime import DeviceUnavailableError, Placement, Predictor, open_predictor
 from attrtag.runtime.torch_backend import TorchPredictor
 from attrtag.data.preprocess import Preprocessing
 from attrtag.schema import Schema
@@ -80,16 +80,17 @@ def test_onnx_model_outputs_match_pytorch(files, model, batch: np.ndarray) -> No
 def test_providers_are_read_back_from_the_session(files) -> None:
     cpu = OnnxModel(files[0], device="cpu", threads=1)
     assert cpu.providers == ["CPUExecutionProvider"] == cpu.session.get_providers()
+    assert cpu.placement == Placement("onnxruntime", "cpu") and not cpu.placement.on_gpu
     auto = OnnxModel(files[0], threads=1)
     assert auto.providers == auto.session.get_providers()
     if not cuda_usable(str(files[0])):
-        assert auto.providers == ["CPUExecutionProvider"]
+        assert auto.providers == ["CPUExecutionProvider"] and auto.placement.device == "cpu"
 
 
 def test_cuda_request_without_gpu_is_refused(files, tmp_path: Path) -> None:
     if cuda_usable(str(files[0])):
         pytest.skip("a CUDA GPU is usable here")
-    refusal = "asked for cuda but ONNX Runtime runs on CPUExecutionProvider only.*use --device cpu"
+    refusal = "asked for cuda but ONNX Runtime runs on CPUExecutionProvider only.*use device=cpu"
     with pytest.raises(DeviceUnavailableError, match=refusal):
         OnnxModel(files[0], device="cuda")
     with pytest.raises(DeviceUnavailableError, match="asked for tensorrt"):
@@ -101,6 +102,7 @@ def test_cuda_runs_with_io_binding(files, batch: np.ndarray) -> None:
         pytest.skip("CUDAExecutionProvider is not usable here")
     gpu = OnnxModel(files[0], device="cuda")
     assert gpu.providers[0] == "CUDAExecutionProvider" and gpu._use_io_binding
+    assert gpu.placement == Placement("onnxruntime", "cuda", 0)
     ref = OnnxModel(files[0], device="cpu")(batch)
     for name, got in gpu(batch).items():
         np.testing.assert_allclose(got, ref[name], atol=1e-3)
@@ -121,6 +123,7 @@ def test_open_predictor_dispatches_on_suffix(files, batch: np.ndarray) -> None:
     onnx_p = open_predictor(files[0], device="cpu", threads=1)
     torch_p = open_predictor(files[1], device="cpu")
     assert isinstance(onnx_p, OnnxModel) and isinstance(torch_p, TorchPredictor)
+    assert torch_p.placement == Placement("torch", "cpu")
     assert torch_p.providers == ["torch:cpu"] and torch_p.rules is None and torch_p.schema == SCHEMA
     a, b = onnx_p(batch), torch_p(batch)
     assert list(a) == list(b) == list(SCHEMA.names)

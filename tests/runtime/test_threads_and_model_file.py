@@ -7,7 +7,8 @@ import pytest
 
 from attrtag.errors import CheckpointError
 from attrtag.runtime.model_file import CHECKPOINT, ONNX, model_kind
-from attrtag.runtime.threads import plan_threads, runs_on_gpu
+from attrtag.runtime import Placement
+from attrtag.runtime.threads import plan_threads
 
 
 @pytest.mark.parametrize("cpus", [1, 2, 3, 4, 7, 16, 64])
@@ -37,10 +38,13 @@ def test_explicit_workers_and_threads_are_kept() -> None:
     assert plan_threads(backend="torch", on_gpu=False, cpus=8, workers=3).model_threads == 5
 
 
-def test_runs_on_gpu_reads_the_providers_really_used() -> None:
-    assert runs_on_gpu(["CUDAExecutionProvider", "CPUExecutionProvider"])
-    assert runs_on_gpu(["torch:cuda:1"])
-    assert not runs_on_gpu(["CPUExecutionProvider"]) and not runs_on_gpu(["torch:cpu"]) and not runs_on_gpu([])
+def test_a_placement_says_where_a_model_runs_as_a_type() -> None:
+    assert Placement("onnxruntime", "tensorrt", 1).on_gpu and Placement("torch", "cuda").on_gpu
+    assert not Placement("onnxruntime", "cpu").on_gpu and not Placement("torch", "cpu").on_gpu
+    assert str(Placement("torch", "cuda", 1)) == "torch on cuda:1" and str(Placement("torch", "cpu")) == "torch on cpu"
+    for bad in (("torch:cuda", "cuda"), ("onnxruntime", "auto"), ("torch", "gpu")):
+        with pytest.raises(ValueError, match="no such placement"):
+            Placement(*bad)
 
 
 @pytest.mark.parametrize(

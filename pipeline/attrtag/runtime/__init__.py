@@ -2,20 +2,22 @@
 
 ONNX files run on ONNX Runtime (:mod:`.onnx_backend`, torch is never imported on that path);
 training checkpoints run on PyTorch (:mod:`.torch_backend`); which one a file is comes from
-its first bytes (:mod:`.model_file`), and any other file is refused saying what it is. Both fulfil :class:`~.api.Predictor` and report the devices really in
-use in ``.providers``. Importing this package imports neither torch nor onnxruntime.
+its first bytes (:mod:`.model_file`), and any other file is refused saying what it is. Both
+fulfil :class:`~.api.Predictor` and report where they really run in ``.placement`` (and in the
+runtime's own words in ``.providers``). Importing this package imports neither torch nor
+onnxruntime.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
 from ..errors import DeviceUnavailableError
-from .api import DEVICES, Predictor, check_batch, parse_device
+from .api import DEVICES, Placement, Predictor, check_batch, parse_device
 from .model_file import ONNX, model_kind, read_card
 
 __all__ = [
-    "DEVICES", "DeviceUnavailableError", "Predictor", "check_batch", "model_kind", "open_predictor", "parse_device",
-    "read_card",
+    "DEVICES", "DeviceUnavailableError", "Placement", "Predictor", "check_batch", "model_kind", "open_predictor",
+    "parse_device", "read_card",
 ]
 
 
@@ -26,6 +28,7 @@ def open_predictor(
     batch_size_hint: int | None = None,
     trt_cache_dir: str | Path | None = None,
     threads: int | None = None,
+    kind: str | None = None,
 ) -> Predictor:
     """Load an exported ``.onnx`` model or a training checkpoint for inference.
 
@@ -39,6 +42,7 @@ def open_predictor(
             profile for it; ignored by the other backends).
         trt_cache_dir: TensorRT engine cache folder (default ``~/.cache/attrtag/trt``).
         threads: CPU threads for inference (default: the backend's own choice).
+        kind: :func:`.model_file.model_kind` of the file when the caller has read it already.
 
     Returns:
         A :class:`Predictor`.
@@ -50,7 +54,7 @@ def open_predictor(
     """
     path = Path(model_path)
     parse_device(device)
-    if model_kind(path) == ONNX:
+    if (kind or model_kind(path)) == ONNX:
         from .onnx_backend import OnnxModel  # lazy: this path must not import torch
 
         return OnnxModel(

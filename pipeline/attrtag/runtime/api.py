@@ -6,6 +6,7 @@ the public API) meet here, in a module that imports neither torch nor onnxruntim
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -16,6 +17,34 @@ from ..errors import AttrtagError
 from ..schema import Schema
 
 DEVICES = ("auto", "cpu", "cuda", "tensorrt")
+RUNTIMES = ("onnxruntime", "torch")
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where a predictor really runs, read back after it was opened (not what was asked for).
+
+    Attributes:
+        runtime: ``onnxruntime`` or ``torch``.
+        device: ``cpu``, ``cuda`` or ``tensorrt`` (ONNX Runtime's TensorRT provider).
+        index: the GPU's index (0 on the CPU).
+    """
+
+    runtime: str
+    device: str
+    index: int = 0
+
+    def __post_init__(self) -> None:
+        if self.runtime not in RUNTIMES or self.device not in DEVICES[1:]:
+            raise ValueError(f"no such placement: {self.runtime} on {self.device}")
+
+    @property
+    def on_gpu(self) -> bool:
+        """The model runs on a GPU (decoding then has the CPUs to itself)."""
+        return self.device != "cpu"
+
+    def __str__(self) -> str:
+        return f"{self.runtime} on {self.device}" + (f":{self.index}" if self.on_gpu else "")
 
 
 @runtime_checkable
@@ -26,14 +55,17 @@ class Predictor(Protocol):
         card: the model card (schema, preprocessing, backbone, precision, rules, ...).
         schema: ``card.schema``; output dict keys are ``schema.names`` in order.
         preprocessing: ``card.preprocessing``: how to turn an RGB image into one row.
-        providers: what really runs it, best first: ONNX Runtime provider names
-            (``["CUDAExecutionProvider", "CPUExecutionProvider"]``) or ``["torch:cuda:0"]``.
+        placement: where it really runs (runtime, device), as a type to test.
+        providers: what really runs it, best first, in the runtime's words, for people: ONNX
+            Runtime provider names (``["CUDAExecutionProvider", "CPUExecutionProvider"]``) or
+            ``["torch:cuda:0"]``.
         rules: ``card.rules``: class rules embedded in the model, or ``None``.
     """
 
     card: ModelCard
     schema: Schema
     preprocessing: Preprocessing
+    placement: Placement
     providers: list[str]
     rules: Any
 
@@ -51,7 +83,7 @@ def parse_device(device: str) -> tuple[str, int]:
     base, _, index = str(device).partition(":")
     indexed = base in ("cuda", "tensorrt")
     if base not in DEVICES or (index and not (indexed and index.isdigit())):
-        raise AttrtagError(f"--device {device}: not a device (use auto, cpu, cuda, cuda:N, tensorrt or tensorrt:N)")
+        raise AttrtagError(f"`device={device}`: not a device (use auto, cpu, cuda, cuda:N, tensorrt or tensorrt:N)")
     return base, int(index or 0)
 
 

@@ -23,7 +23,7 @@ import numpy as np
 from ..card import ModelCard
 from ..errors import AttrtagError, CheckpointError, DeviceUnavailableError, first_line
 from ..schema import Schema
-from .api import check_batch, empty_output, parse_device
+from .api import Placement, check_batch, empty_output, parse_device
 from .ort_cache import CachedGraph, lookup_graph
 from .onnx_file import OnnxFormatError, read_metadata_and_outputs
 
@@ -36,7 +36,7 @@ _logger = logging.getLogger(__name__)
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
 TENSORRT = "TensorrtExecutionProvider"
-GPU_PROVIDERS = (TENSORRT, CUDA)
+_DEVICE_OF = {TENSORRT: "tensorrt", CUDA: "cuda"}  # the placement of a session's first provider
 DEFAULT_TRT_CACHE = Path("~/.cache/attrtag/trt")
 _PIP_HINT = "pip install onnxruntime-gpu==1.31.1  (or onnxruntime for CPU only)"
 #: The graph input of every attrtag export: float32 ``[batch, 3, H, W]``.
@@ -93,14 +93,11 @@ class OnnxModel:
         self.rules = self.card.rules
         self.batch_size_hint = int(batch_size_hint) if batch_size_hint else None
         if self.batch_size_hint is not None and self.batch_size_hint < 1:
-            raise AttrtagError(f"batch_size_hint must be at least 1, got {batch_size_hint}")
+            raise AttrtagError(f"`batch_size` must be at least 1, got {batch_size_hint}")
 
         base, device_id = parse_device(device)
-        fp16 = self.card.precision == "fp16" if trt_fp16 is None else bool(trt_fp16)
         cache_dir = Path(trt_cache_dir or DEFAULT_TRT_CACHE).expanduser()
-        requested = providers if providers is not None else self._default_providers(ort, base)
-        requested = [self._with_options(p, device_id, fp16, cache_dir) for p in requested]
-
+        requested = self._requested(ort, providers, base, device_id, trt_fp16, cache_dir)
         cpu_only = [p if isinstance(p, str) else p[0] for p in requested] == [CPU]
         cached = lookup_graph(self.path, ort.__version__) if cpu_only else None
         #: Whether the session loaded the optimised graph an earlier run saved (see ort_cache).
@@ -112,17 +109,18 @@ class OnnxModel:
 
         # What really runs it, not what was asked for.
         self.providers: list[str] = list(self.session.get_providers())
+        on = _DEVICE_OF.get(self.providers[0], "cpu")
+        self.placement = Placement("onnxruntime", on, device_id if on != "cpu" else 0)
         self.input_name: str = self.session.get_inputs()[0].name
         self.output_names: list[str] = [o.name for o in self.session.get_outputs()]
         self._check_device(base, device)
-        self._device_id = device_id
-        self._use_io_binding = self.providers[0] in GPU_PROVIDERS
+        self._use_io_binding = self.placement.on_gpu
         _logger.info(
             "ONNX Runtime runs %s on %s (precision %s%s)",
             self.path.name, " -> ".join(self.providers), self.card.precision,
             ", optimised graph from the cache" if self.graph_from_cache else "",
         )
-        if self.providers[0] == TENSORRT:
+        if self.placement.device == "tensorrt":
             _logger.info("TensorRT engine cache: %s (the first run builds the engine: minutes)", cache_dir)
 
     def _create_session(
@@ -170,6 +168,15 @@ class OnnxModel:
             raise CheckpointError(f"{self.path}: ONNX Runtime cannot load the model ({first_line(err)})") from None
 
     # -- provider choice ----------------------------------------------------------------------
+    def _requested(
+        self, ort: Any, providers: list[str] | None, base: str, device_id: int, trt_fp16: bool | None,
+        cache_dir: Path,
+    ) -> list[Any]:
+        """The providers to ask for, each with its options: ``providers`` or ``device``'s choice."""
+        fp16 = self.card.precision == "fp16" if trt_fp16 is None else bool(trt_fp16)
+        requested = providers if providers is not None else self._default_providers(ort, base)
+        return [self._with_options(p, device_id, fp16, cache_dir) for p in requested]
+
     def _default_providers(self, ort: Any, base: str) -> list[str]:
         available = set(ort.get_available_providers())
         if base == "cpu":
@@ -221,13 +228,13 @@ class OnnxModel:
         return provider
 
     def _check_device(self, base: str, device: str) -> None:
-        if base == "cuda" and not any(p in self.providers for p in GPU_PROVIDERS):
+        if base == "cuda" and not self.placement.on_gpu:
             raise DeviceUnavailableError(
                 f"asked for {device} but ONNX Runtime runs on {', '.join(self.providers)} only: no usable GPU / CUDA "
-                "libraries (onnxruntime-gpu needs an NVIDIA driver, CUDA and cuDNN); use --device cpu"
+                "libraries (onnxruntime-gpu needs an NVIDIA driver, CUDA and cuDNN); use `device=cpu`"
             )
-        if base == "tensorrt" and self.providers[0] != TENSORRT:
-            fallback = "--device cuda" if CUDA in self.providers else "--device cpu"
+        if base == "tensorrt" and self.placement.device != "tensorrt":
+            fallback = "`device=cuda`" if CUDA in self.providers else "`device=cpu`"
             raise DeviceUnavailableError(
                 f"asked for {device} but ONNX Runtime runs on {', '.join(self.providers)} only: TensorRT is not usable "
                 f"here (needs a GPU and the TensorRT libraries, libnvinfer); use {fallback}"
@@ -246,7 +253,7 @@ class OnnxModel:
         batch = check_batch(batch, self.preprocessing)
         if batch.shape[0] == 0:
             return empty_output(self.schema)
-        step = self.batch_size_hint if self.providers[0] == TENSORRT and self.batch_size_hint else batch.shape[0]
+        step = self.batch_size_hint if self.placement.device == "tensorrt" and self.batch_size_hint else batch.shape[0]
         parts = [self._run(batch[i : i + step]) for i in range(0, batch.shape[0], step)]
         outs = parts[0] if len(parts) == 1 else [np.concatenate(cols) for cols in zip(*parts)]
         return {name: np.asarray(o, dtype=np.float32) for name, o in zip(self.output_names, outs)}
@@ -268,10 +275,10 @@ class OnnxModel:
         """
         ort = _import_onnxruntime()
         binding = self.session.io_binding()
-        x = ort.OrtValue.ortvalue_from_numpy(batch, "cuda", self._device_id)
+        x = ort.OrtValue.ortvalue_from_numpy(batch, "cuda", self.placement.index)
         binding.bind_ortvalue_input(self.input_name, x)
         for name in self.output_names:
-            binding.bind_output(name, "cuda", self._device_id)
+            binding.bind_output(name, "cuda", self.placement.index)
         self.session.run_with_iobinding(binding)
         return binding.copy_outputs_to_cpu()
 

@@ -26,11 +26,10 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 from .api import Predictor
 from .model_file import CHECKPOINT, model_kind
-from .onnx_backend import GPU_PROVIDERS
 
 #: The decode threads a GPU run uses at most (Pillow's decoders scale to about this many cores).
 MAX_GPU_DECODE_WORKERS = 32
@@ -82,12 +81,6 @@ def plan_threads(
     return ThreadPlan(decode, threads or cpus)
 
 
-def runs_on_gpu(providers: Sequence[str]) -> bool:
-    """Whether a predictor's ``providers`` (best first) put the model on a GPU."""
-    first = providers[0] if providers else ""
-    return first in GPU_PROVIDERS or first.startswith("torch:cuda")
-
-
 def open_with_thread_plan(
     model_path: str | os.PathLike[str], *, device: str = "auto", workers: int | None = None,
     threads: int | None = None, **options: Any,
@@ -109,9 +102,10 @@ def open_with_thread_plan(
     """
     from . import open_predictor  # the package imports this module's neighbours, not the reverse
 
-    backend = "torch" if model_kind(model_path) == CHECKPOINT else "onnx"
+    kind = model_kind(model_path)  # the one look at the file's first bytes in a run
+    backend = "torch" if kind == CHECKPOINT else "onnx"
     split = plan_threads(backend=backend, on_gpu=False, workers=workers, threads=threads)
-    predictor = open_predictor(model_path, device=device, threads=split.model_threads, **options)
-    if runs_on_gpu(predictor.providers):
+    predictor = open_predictor(model_path, device=device, threads=split.model_threads, kind=kind, **options)
+    if predictor.placement.on_gpu:
         split = plan_threads(backend=backend, on_gpu=True, workers=workers, threads=threads)
     return predictor, split

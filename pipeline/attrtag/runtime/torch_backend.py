@@ -15,7 +15,7 @@ import torch
 from ..card import ModelCard
 from ..errors import DeviceUnavailableError
 from ..model import AttributeModel, ProbabilityModel, load_model
-from .api import check_batch, empty_output, parse_device
+from .api import Placement, check_batch, empty_output, parse_device
 
 _logger = logging.getLogger(__name__)
 
@@ -25,7 +25,7 @@ def torch_device(device: str) -> torch.device:
     base, index = parse_device(device)
     if base == "tensorrt":
         raise DeviceUnavailableError(
-            "--device tensorrt needs an exported ONNX model: run 'attrtag export --checkpoint ... --out model.onnx' "
+            "`device=tensorrt` needs an exported ONNX model: run 'attrtag export --checkpoint ... --out model.onnx' "
             "and pass model.onnx"
         )
     if base == "auto":
@@ -33,7 +33,7 @@ def torch_device(device: str) -> torch.device:
     if base == "cuda" and not torch.cuda.is_available():
         raise DeviceUnavailableError(
             f"asked for {device} but PyTorch sees no usable CUDA GPU (torch.cuda.is_available() is False); "
-            "use --device cpu"
+            "use `device=cpu`"
         )
     return torch.device(base, index) if base == "cuda" else torch.device(base)
 
@@ -62,6 +62,7 @@ class TorchPredictor:
         else:
             net = net.to(self.device)
         self._net = net
+        self.placement = Placement("torch", self.device.type, self.device.index or 0)
         self.providers = [f"torch:{self.device}"]
         _logger.info("PyTorch runs the model on %s", self.device)
 
