@@ -36,7 +36,7 @@ from attrtag.review.report import embedded_thumbnails, write_report
 from attrtag.review.sources import TagSet
 from attrtag.schema import Schema
 from attrtag.tagging import OutputMeta, RecordLayout
-from attrtag.zeroshot.fields import ClassTagging
+from attrtag.zeroshot.scoring import ClassScoring
 from attrtag.zeroshot.rules import resolve_rules
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -60,13 +60,11 @@ def make_tags(images: list[Path], n: int, schema: Schema, seed: int = 0) -> TagS
         "winter_jacket": {"articleType": "Jackets", "season": "Winter"},
         "sports_shoe": {"masterCategory": "Footwear", "usage": "Sports"},
     }}, schema)
-    layout = RecordLayout(schema, thresholds={g: 0.5 for g in schema.names}, classes=ClassTagging(rules, top_k=3))
+    layout = RecordLayout(schema, thresholds={g: 0.5 for g in schema.names}, classes=ClassScoring(rules, schema, top_k=3))
     rng = np.random.default_rng(seed)
     paths = [str(images[i % len(images)]) for i in range(n)]
     probs = {g.name: rng.dirichlet(np.full(len(g), 0.3), size=n).astype(np.float32) for g in schema}
-    recs = layout.prediction_records(paths, probs)
-    for rec, extra in zip(recs, layout.classes.fields(layout.probabilities(recs), schema)):  # type: ignore[union-attr]
-        rec.update(extra)
+    recs = layout.records(paths, probs)
     for i in range(0, n, 100):  # 1% failed
         recs[i] = layout.error_record(recs[i]["path"], "truncated", f"{recs[i]['path']}: file is truncated")
     meta = OutputMeta(layout, model="bench.onnx", model_sha256="0" * 64)

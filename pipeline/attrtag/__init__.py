@@ -1,8 +1,10 @@
 """attrtag: grouped-softmax attribute models for partially labelled images.
 
-The Python API (see the README): ``attrtag.load`` a model, ``Tagger.tag`` images, score classes
-with rules, ``attrtag.train``, ``attrtag.evaluate`` and ``attrtag.calibrate``. Importing the package is cheap and does
-not import torch: names load on first use (PEP 562), and the ONNX tagging path never needs torch.
+The Python API (see the README and :mod:`attrtag.api`): ``attrtag.load`` a model, then
+``Tagger.tag`` / ``stream`` / ``tag_to`` images; ``attrtag.train``, ``evaluate``, ``calibrate`` and
+``export`` models; ``classify``, ``report``, ``to_labelstudio`` ... tag files. Importing the
+package is cheap and does not import torch: names load on first use (PEP 562), and the ONNX
+tagging path never needs torch.
 """
 from __future__ import annotations
 
@@ -14,11 +16,13 @@ from .schema import Group, Schema
 
 __version__ = "0.2.0"
 
+_API = ("load", "Tagger", "TagSummary", "Ray", "train", "evaluate", "calibrate", "export", "classify",
+        "ClassifySummary", "report", "to_fiftyone", "to_labelstudio", "from_labelstudio", "suggest_rules")
 _LAZY = {
-    "load": "api", "Tagger": "api", "train": "api", "evaluate": "api", "calibrate": "api",
+    **dict.fromkeys(_API, "api"),
     "ModelCard": "card", "Rules": "zeroshot.rules", "ClassScorer": "zeroshot.classifier",
-    "score_classes": "zeroshot.classifier", "open_predictor": "runtime", "TrainConfig": "training.config",
-    "read_output": "tagging.files", "read_manifest": "data.manifest",
+    "score_classes": "zeroshot.classifier", "class_scoring": "zeroshot.scoring", "open_predictor": "runtime",
+    "TrainConfig": "training.config", "read_output": "tagging.files", "read_manifest": "data.manifest",
 }
 __all__ = ["AttrtagError", "Group", "Schema", "__version__", *_LAZY]
 

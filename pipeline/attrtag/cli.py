@@ -33,7 +33,7 @@ FLAGS: dict[str, str] = {
     "batch_size": "--batch-size", "workers": "--workers", "worker_kind": "--worker-kind", "threads": "--threads",
     "top_k": "--top-k", "thresholds": "--threshold", "max_pixels": "--max-pixels", "trt_cache_dir": "--trt-cache-dir",
     "overwrite=True": "--overwrite", "retry_failed=True": "--retry-failed", "engine": "--engine",
-    "ray_address": "--ray-address", "actors": "--actors", "gpus_per_actor": "--gpus-per-actor",
+    "address": "--ray-address", "actors": "--actors", "gpus_per_actor": "--gpus-per-actor",
     # class scoring (tag, classify, evaluate, calibrate, export)
     "rules": "--rules", "rules=False": "--no-rules", "class_top_k": "--class-top-k",
     "unknown_threshold": "--unknown-threshold", "overrides": "--set", "priors=False": "--no-priors",
@@ -44,12 +44,17 @@ FLAGS: dict[str, str] = {
     "opset": "--opset", "fp16=True": "--fp16", "int8=True": "--int8", "calib_manifest": "--calib-manifest",
     "calib_images": "--calib-images", "eval_images": "--eval-images", "batch_check": "--batch-check",
     # train
-    "schema": "--schema", "backbone": "--backbone", "pretrained": "--pretrained", "image_size": "--image-size",
-    "resume=True": "--resume", "ema=True": "--ema", "sync_bn=True": "--sync-bn",
+    "schema": "--schema", "config": "--config", "backbone": "--backbone", "pretrained": "--pretrained",
+    "image_size": "--image-size", "resume": "--resume", "ema=True": "--ema", "sync_bn=True": "--sync-bn",
     # rules suggest, report, convert
-    "cover": "--cover", "max_values": "--max-values", "min_images": "--min-images", "thumbnails": "--thumbnails",
+    "cover": "--cover", "max_values": "--max-values", "min_images": "--min-images", "groups": "--groups",
+    "splits": "--split", "thumbnails": "--thumbnails",
     "thumb_size": "--thumb-size", "root": "--root", "document_root": "--document-root", "image_url": "--image-url",
 }
+
+
+#: Modules that an install extra brings: a command that needs one says which extra, in one line.
+EXTRAS = {m: "train" for m in ("torch", "torchvision", "timm", "albumentations", "onnx", "onnxscript", "matplotlib")}
 
 
 def build_parser(commands: Sequence[str] = COMMANDS) -> argparse.ArgumentParser:
@@ -92,6 +97,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         return int(args.func(args) or 0)
+    except ModuleNotFoundError as err:
+        extra = EXTRAS.get((err.name or "").partition(".")[0])
+        if extra is None:
+            raise
+        print(f"attrtag: error: attrtag {args.command} needs the '{extra}' extra ({err.name} is not installed): "
+              f"pip install 'attrtag[{extra}]'", file=sys.stderr)
+        return 2
     except AttrtagError as err:
         print(f"attrtag: error: {err.spelled(FLAGS)}", file=sys.stderr)
         return 2

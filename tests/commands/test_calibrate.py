@@ -25,7 +25,7 @@ from attrtag.model.checkpoint import replace_card
 from attrtag.tagging import read_output
 from attrtag.zeroshot.calibration import Calibration, priors_from_counts, rules_digest
 from attrtag.zeroshot.classifier import ClassScorer
-from attrtag.zeroshot.fields import CLASS_FIELDS
+from attrtag.tagging import CLASS_FIELDS
 from attrtag.zeroshot.metrics import choose_gamma, evaluate_gzsl
 from attrtag.zeroshot.rules import Rules
 from tests.helpers import PREP, SCHEMA, make_checkpoint, write_images

@@ -10,7 +10,7 @@ import pytest
 from attrtag.cli import main
 from attrtag.schema import Schema
 from attrtag.tagging import OutputMeta, RecordLayout, open_output, read_output
-from attrtag.zeroshot.fields import CLASS_FIELDS
+from attrtag.tagging import CLASS_FIELDS
 from tests.helpers import make_checkpoint, write_images
 
 # Rules for the test model's schema (colour 3, shape 7, band 2), with a list and weights.
@@ -150,7 +150,7 @@ def write_tags(path: Path, rows: list[dict[str, list[float]]]) -> Path:
     """A tag output made by hand: one record per row of group -> distribution, then a failed image."""
     layout = RecordLayout(CREATURES)
     probs = {g: np.array([row[g] for row in rows]) for g in CREATURES.names}
-    records = layout.prediction_records([f"img{i}.png" for i in range(len(rows))], probs)
+    records = layout.records([f"img{i}.png" for i in range(len(rows))], probs)
     records.append(layout.error_record("broken.png", "truncated", "broken.png: file is truncated"))
     with open_output(path, OutputMeta(layout, model="hand.onnx", model_sha256="0" * 64)) as writer:
         writer.write(records)

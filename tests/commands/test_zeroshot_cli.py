@@ -13,7 +13,7 @@ from attrtag.errors import AttrtagError
 from attrtag.zeroshot.rules import Rules
 from attrtag.tagging import read_output
 from attrtag.zeroshot.evaluation import LabelledScores, evaluate_zero_shot, format_zero_shot, seen_and_unseen
-from attrtag.zeroshot.fields import CLASS_FIELDS
+from attrtag.tagging import CLASS_FIELDS
 from tests.helpers import draw
 from tests.helpers import SCHEMA, make_checkpoint, write_images
 
@@ -271,7 +271,7 @@ def test_calibration_undoes_the_collapse_onto_seen_classes() -> None:
     rules = Rules.from_dict({"classes": {c: {"colour": "red"} for c in ("s0", "s1", "s2", "u0", "u1")}})
     seen, unseen = seen_and_unseen(rules, ["s0", "s1", "s2", "s1", "not_in_rules"])
     assert seen == ("s0", "s1", "s2") and unseen == ("u0", "u1")
-    with pytest.raises(AttrtagError, match="--unseen: x not among"):
+    with pytest.raises(AttrtagError, match="unseen: x not among"):
         seen_and_unseen(rules, [], ["x"])
 
     def scores(labels: list[int], rng: np.random.Generator) -> LabelledScores:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from attrtag.tagging import OutputMeta, RecordLayout, open_output
-from attrtag.zeroshot.fields import ClassTagging
+from attrtag.zeroshot.scoring import ClassScoring
 from attrtag.zeroshot.rules import resolve_rules
 from tests.helpers import SCHEMA, write_images
 
@@ -22,15 +22,12 @@ def make_tags(folder: Path, n: int, *, classes: bool = True, thresholds: dict[st
     Paths in the records are relative to ``folder`` (as when ``attrtag tag img`` ran there).
     """
     images = write_images(folder / "img", n, size=40)
-    tagging = ClassTagging(resolve_rules(RULES, SCHEMA)[0], top_k=2) if classes else None
+    tagging = ClassScoring(resolve_rules(RULES, SCHEMA)[0], SCHEMA, top_k=2) if classes else None
     layout = RecordLayout(SCHEMA, thresholds=thresholds or {}, classes=tagging)
     rng = np.random.default_rng(seed)
     # Peaked distributions, so that some groups are sure and some are not.
     probs = {g.name: rng.dirichlet(np.full(len(g), 0.4), size=n).astype(np.float32) for g in SCHEMA}
-    recs = layout.prediction_records([p.relative_to(folder).as_posix() for p in images], probs)
-    if tagging is not None:
-        for rec, extra in zip(recs, tagging.fields(layout.probabilities(recs), SCHEMA)):
-            rec.update(extra)
+    recs = layout.records([p.relative_to(folder).as_posix() for p in images], probs)
     recs.insert(n // 2, layout.error_record("img/broken.jpg", "truncated", "img/broken.jpg: file is truncated"))
     recs.append(layout.error_record("img/gone.jpg", "missing", "img/gone.jpg: no such file"))
     out = folder / f"tags.{fmt}"

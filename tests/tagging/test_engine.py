@@ -12,7 +12,9 @@ from attrtag.data.batches import Decoded, decode_one
 from attrtag.data.images import display_path
 from attrtag.errors import AttrtagError
 from attrtag.runtime import open_predictor
+from attrtag.schema import Schema
 from attrtag.tagging import RecordLayout, TagWorker, expand_inputs, predict_records, tag_paths
+from attrtag.zeroshot.scoring import class_scoring
 from tests.badfiles import make_corpus
 from tests.helpers import PREP, SCHEMA, make_checkpoint, write_images
 
@@ -102,27 +104,31 @@ def test_decode_one_turns_any_exception_into_a_record(monkeypatch: pytest.Monkey
     assert (d.pixels, d.error) == (None, "decode") and "WeirdError" in (d.message or "")
 
 
-def test_tag_worker_returns_flat_columns(tmp_path: Path, ckpt: Path) -> None:
+def test_tag_worker_returns_each_record_once_as_json_text(tmp_path: Path, ckpt: Path) -> None:
     paths = [str(p) for p in write_images(tmp_path, 3)] + [str(tmp_path / "gone.jpg")]
-    worker = TagWorker(str(ckpt), device="cpu", thresholds={"band": 0.99}, workers=2)
-    cols = worker({"path": np.array(paths)})
-    assert list(cols) == list(worker.layout.columns)
-    assert all(len(v) == 4 for v in cols.values())
-    assert cols["colour_prob"].dtype == np.float64 and np.isnan(cols["colour_prob"][3])
-    assert list(cols["error"]) == [None, None, None, "missing"]
-    assert json.loads(cols["uncertain"][0]) == ["band"]
-    assert set(json.loads(cols["shape_probs"][0])) == set(SCHEMA["shape"].values)
-    assert len(worker({"path": np.array([], dtype=str)})["path"]) == 0
+    layout = RecordLayout(SCHEMA, thresholds={"band": 0.99})
+    worker = TagWorker(str(ckpt), layout, device="cpu", workers=2)
+    out = worker({"path": np.array(paths)})
+    assert list(out) == ["record"] and out["record"].dtype == object
+    records = [json.loads(t) for t in out["record"]]
+    local = [r for b in tag_paths(open_predictor(ckpt, device="cpu"), paths, layout=layout, workers=0) for r in b]
+    assert records == local  # what the local engine makes, record for record
+    assert [r.get("error") for r in records] == [None, None, None, "missing"]
+    assert records[0]["uncertain"] == ["band"] and set(records[0]["shape_probs"]) == set(SCHEMA["shape"].values)
+    assert len(worker({"path": np.array([], dtype=str)})["record"]) == 0
 
 
-def test_tag_worker_adds_classes_from_rules(tmp_path: Path, ckpt: Path) -> None:
+def test_tag_worker_adds_the_class_fields_of_its_layout(tmp_path: Path, ckpt: Path) -> None:
     rules = tmp_path / "rules.yaml"
     rules.write_text("classes:\n  redtop: {colour: red, band: top}\n  bluebottom: {colour: blue, band: bottom}\n")
     paths = [str(p) for p in write_images(tmp_path, 2)]
-    worker = TagWorker(str(ckpt), device="cpu", workers=0, rules=str(rules), class_top_k=2)
-    cols = worker({"path": np.array(paths)})
-    assert set(cols["class"]) <= {"redtop", "bluebottom"}
-    assert cols["class_prob"].dtype == np.float64 and np.all(cols["class_prob"] >= 0.5)
-    assert [c["class"] for c in json.loads(cols["classes"][0])][0] == cols["class"][0]
+    card = open_predictor(ckpt, device="cpu").card
+    layout = RecordLayout(SCHEMA, classes=class_scoring(card, str(rules), top_k=2))
+    records = [json.loads(t) for t in TagWorker(str(ckpt), layout, device="cpu", workers=0)({"path": np.array(paths)})["record"]]
+    assert {r["class"] for r in records} <= {"redtop", "bluebottom"} and all(r["class_prob"] >= 0.5 for r in records)
+    assert [c["class"] for c in records[0]["classes"]][0] == records[0]["class"]
     with pytest.raises(AttrtagError, match="no embedded rules"):
-        TagWorker(str(ckpt), device="cpu", workers=0, rules="embedded")
+        class_scoring(card, True, name="model.pt")
+    other = Schema.from_dict({"colour": ["red", "green", "blue"]})
+    with pytest.raises(AttrtagError, match="not the model this run was set up for"):
+        TagWorker(str(ckpt), RecordLayout(other), device="cpu", workers=0)

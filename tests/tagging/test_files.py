@@ -24,22 +24,22 @@ def test_prediction_records_top_k_and_thresholds() -> None:
         "band": np.array([[0.9, 0.1], [0.3, 0.7]], np.float32),
     }
     layout = RecordLayout(SCHEMA, top_k=2, thresholds={"colour": 0.6, "band": 0.8})
-    r0, r1 = layout.prediction_records(["a.jpg", "b.jpg"], probs)
+    r0, r1 = layout.records(["a.jpg", "b.jpg"], probs)
     assert (r0["colour"], r0["colour_prob"], r0["band"]) == ("green", 0.7, "top")
     assert list(r0["colour_probs"]) == ["green", "red"]  # most probable first
     assert list(r1["colour_probs"]) == ["red", "green"]  # a tie keeps schema order
     assert list(r0["shape_probs"]) == ["s0", "s1"] and r0["shape"] == "s0"
     assert r0["uncertain"] == [] and r1["uncertain"] == ["colour", "band"]
 
-    full = RecordLayout(SCHEMA).prediction_records(["a.jpg", "b.jpg"], probs)[0]
+    full = RecordLayout(SCHEMA).records(["a.jpg", "b.jpg"], probs)[0]
     assert tuple(full["shape_probs"]) == SCHEMA["shape"].values and "uncertain" not in full
     assert full["colour_probs"] == {"red": 0.2, "green": 0.7, "blue": 0.1}  # rounded to 6 decimals
 
 
 def test_layout_rejects_bad_settings() -> None:
-    with pytest.raises(OutputError, match="unknown group 'size'"):
+    with pytest.raises(OutputError, match="the model has no group 'size'"):
         RecordLayout(SCHEMA, thresholds={"size": 0.5})
-    with pytest.raises(OutputError, match="top-k"):
+    with pytest.raises(OutputError, match="top_k must be at least 1"):
         RecordLayout(SCHEMA, top_k=0)
     with pytest.raises(OutputError, match="group 'a_prob'"):
         RecordLayout(Schema.from_dict({"a": ["x", "y"], "a_prob": ["x", "y"]}))
@@ -48,7 +48,7 @@ def test_layout_rejects_bad_settings() -> None:
 def _records(layout: RecordLayout, n: int, *, start: int = 0) -> list[dict]:
     rng = np.random.default_rng(start)
     probs = {g.name: rng.dirichlet(np.ones(len(g)), size=n).astype(np.float32) for g in SCHEMA}
-    recs = layout.prediction_records([f"p/{i:03d} é,\"q\".jpg" for i in range(start, start + n)], probs)
+    recs = layout.records([f"p/{i:03d} é,\"q\".jpg" for i in range(start, start + n)], probs)
     recs[1] = layout.error_record(recs[1]["path"], "truncated", "p: file is truncated,\nends early")
     return recs
 
@@ -96,8 +96,8 @@ def test_resume_refuses_other_model_schema_or_settings(tmp_path: Path) -> None:
     cases = [
         (meta_for(layout, sha="b" * 64), "written by model"),
         (meta_for(RecordLayout(other_schema)), "values of group 'shape' differ"),
-        (meta_for(RecordLayout(SCHEMA, top_k=2)), "--top-k"),
-        (meta_for(RecordLayout(SCHEMA, thresholds={"band": 0.5})), "--threshold"),
+        (meta_for(RecordLayout(SCHEMA, top_k=2)), "written with top_k None"),
+        (meta_for(RecordLayout(SCHEMA, thresholds={"band": 0.5})), "written with thresholds"),
     ]
     for meta, match in cases:
         with pytest.raises(OutputMismatchError, match=match):

@@ -46,13 +46,13 @@ def test_glob_list_file_duplicates_and_order(tmp_path: Path, monkeypatch: pytest
 def test_inputs_that_match_nothing_or_do_not_exist_are_errors(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     for bad in (str(tmp_path / "empty"), str(tmp_path / "*.jpg"), f"@{tmp_path / 'nolist.txt'}"):
-        with pytest.raises(InputError, match="INPUT|list file"):
+        with pytest.raises(InputError, match="inputs|list file"):
             expand_inputs([bad])
     (tmp_path / "blank.txt").write_text("\n# only a comment\n")
     with pytest.raises(InputError, match="matches no image"):
         expand_inputs([str(tmp_path / "blank.txt")])
     missing = str(tmp_path / "missing.jpg")
-    with pytest.raises(InputError, match=r"INPUT '.*missing\.jpg': no such file or folder"):
+    with pytest.raises(InputError, match=r"inputs '.*missing\.jpg': no such file or folder"):
         expand_inputs([missing])
     assert expand_inputs([missing], must_exist=False) == [missing]  # the Python API records it
     (tmp_path / "dangling.jpg").symlink_to(tmp_path / "nowhere.jpg")

@@ -15,7 +15,7 @@ import pytest
 
 from attrtag.errors import OutputError
 from attrtag.tagging import OutputMeta, RecordLayout, open_output, read_output
-from attrtag.zeroshot.fields import ClassTagging
+from attrtag.zeroshot.scoring import ClassScoring
 from attrtag.zeroshot.rules import resolve_rules
 from tests.helpers import SCHEMA
 
@@ -27,17 +27,14 @@ def _layout(classes: bool = True) -> RecordLayout:
     if classes:
         rules, _ = resolve_rules({"classes": {"ruby": {"colour": "red"}, "sky": {"colour": "blue", "band": "top"}}},
                                  SCHEMA)
-        tagging = ClassTagging(rules, top_k=2)
+        tagging = ClassScoring(rules, SCHEMA, top_k=2)
     return RecordLayout(SCHEMA, thresholds={"colour": 0.5, "band": 0.7}, classes=tagging)
 
 
 def _records(layout: RecordLayout, n: int = N, *, start: int = 0) -> list[dict[str, Any]]:
     rng = np.random.default_rng(start)
     probs = {g.name: rng.dirichlet(np.ones(len(g)), size=n).astype(np.float32) for g in SCHEMA}
-    recs = layout.prediction_records([f"img/{i:03d} é,\"q\".jpg" for i in range(start, start + n)], probs)
-    if layout.classes is not None:
-        for rec, extra in zip(recs, layout.classes.fields(layout.probabilities(recs), SCHEMA)):
-            rec.update(extra)
+    recs = layout.records([f"img/{i:03d} é,\"q\".jpg" for i in range(start, start + n)], probs)
     # Failed images first and in the middle: readers that infer a schema from the first rows
     # must still cope.
     for i in (0, n // 2):
@@ -152,7 +149,7 @@ def test_resume_of_a_pure_jsonl_checks_the_sidecar(tmp_path: Path) -> None:
     layout = _layout(classes=False)
     recs = _records(layout, 6)
     out = _write(tmp_path, "jsonl", layout, recs[:3])
-    with pytest.raises(OutputError, match="--top-k"):
+    with pytest.raises(OutputError, match="written with top_k None, this run uses 2"):
         open_output(out, _meta(RecordLayout(SCHEMA, top_k=2)))
     with open_output(out, _meta(layout)) as w:
         assert len(w.done) == 3

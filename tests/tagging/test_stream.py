@@ -10,7 +10,7 @@ import pytest
 from attrtag.errors import OutputError
 from attrtag.tagging import OutputMeta, RecordLayout, open_output, read_output
 from attrtag.tagging.stream import iter_output
-from attrtag.zeroshot.fields import ClassTagging
+from attrtag.zeroshot.scoring import ClassScoring
 from attrtag.zeroshot.rules import Rules
 from tests.helpers import SCHEMA
 
@@ -21,12 +21,10 @@ RULES = Rules.from_dict({"classes": {"reddish": {"colour": "red"}, "top": {"band
 def test_chunks_hold_the_records_read_output_reads(tmp_path: Path, fmt: str) -> None:
     if fmt == "parquet":
         pytest.importorskip("pyarrow")
-    layout = RecordLayout(SCHEMA, thresholds={"band": 0.7}, classes=ClassTagging(RULES))
+    layout = RecordLayout(SCHEMA, thresholds={"band": 0.7}, classes=ClassScoring(RULES, SCHEMA))
     rng = np.random.default_rng(0)
     probs = {g.name: rng.dirichlet(np.ones(len(g)), size=11) for g in SCHEMA}
-    records = layout.prediction_records([f"img/{i}, \"x\".jpg" for i in range(11)], probs)
-    for rec, fields in zip(records, layout.classes.fields(probs, SCHEMA)):
-        rec.update(fields)
+    records = layout.records([f"img/{i}, \"x\".jpg" for i in range(11)], probs)
     records[4] = layout.error_record(records[4]["path"], "decode", "broken")
     out = tmp_path / f"tags.{fmt}"
     with open_output(out, OutputMeta(layout, model="m.pt", model_sha256="b" * 64)) as w:
@@ -44,7 +42,7 @@ def test_a_torn_output_is_refused_before_any_chunk(tmp_path: Path) -> None:
     out = tmp_path / "tags.jsonl"
     probs = {g.name: np.full((2, len(g)), 1 / len(g)) for g in SCHEMA}
     with open_output(out, OutputMeta(layout, model="m.pt", model_sha256="b" * 64)) as w:
-        w.write(layout.prediction_records(["a.jpg", "b.jpg"], probs))
+        w.write(layout.records(["a.jpg", "b.jpg"], probs))
     with open(out, "ab") as f:
         f.write(b'{"path": "c.jpg", "col')  # a run killed mid-write
     with pytest.raises(OutputError, match="incomplete"):
@@ -55,7 +53,7 @@ def test_an_old_layout_jsonl_streams_without_its_header_line(tmp_path: Path) -> 
     """Written before the header moved to FILE.meta.json: line 1 is the header, never a record."""
     layout = RecordLayout(SCHEMA)
     probs = {g.name: np.full((5, len(g)), 1 / len(g)) for g in SCHEMA}
-    records = layout.prediction_records([f"{i}.jpg" for i in range(5)], probs)
+    records = layout.records([f"{i}.jpg" for i in range(5)], probs)
     meta = OutputMeta(layout, model="m.pt", model_sha256="b" * 64)
     out = tmp_path / "old.jsonl"
     lines = [{"_attrtag": meta.to_dict()}, *records]

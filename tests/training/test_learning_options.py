@@ -236,10 +236,12 @@ def test_bad_option_values_and_combinations_are_one_line_errors(tiny_data, tmp_p
     cfg = tmp_path / "cfg.yaml"
     cfg.write_text("complete: hard\n")
     assert main(base + ["--config", str(cfg)]) == 2
-    assert f"{cfg} with the command line: complete 'hard' needs ema" in capsys.readouterr().err
+    assert f"{cfg} with the options given: complete 'hard' needs ema" in capsys.readouterr().err
     assert not (tmp_path / "r" / "last.pt").exists()
-    from attrtag.commands.train import build_config
+    from attrtag.api import train_config
     from attrtag.cli import build_parser
+    from attrtag.commands.train import training_options
 
     args = build_parser().parse_args(base + ["--config", str(cfg), "--ema"])
-    assert build_config(args).complete == "hard" and build_config(args).ema  # flags complete the file
+    cfg_read = train_config(args.config, **training_options(args))
+    assert cfg_read.complete == "hard" and cfg_read.ema  # flags complete the file

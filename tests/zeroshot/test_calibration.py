@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -13,7 +15,9 @@ from attrtag.zeroshot.calibration import (
     Calibration, given_calibration, priors_from_counts, resolve_calibration, rules_digest,
 )
 from attrtag.zeroshot.classifier import ClassScorer, score_classes
-from attrtag.zeroshot.fields import ClassTagging, class_tagging_for
+from attrtag.cli import FLAGS
+from attrtag.errors import spell
+from attrtag.zeroshot.scoring import ClassScoring, class_scoring
 from attrtag.zeroshot.rules import Rules, lint, resolve_rules
 
 SCHEMA = Schema.from_dict({"a": ["x", "y", "z"], "b": ["p", "q"]})
@@ -75,38 +79,71 @@ def test_a_calibration_applies_only_to_its_rules_and_scoring() -> None:
         Calibration(0.3, (), True, "0")
 
 
-def test_class_tagging_carries_priors_and_calibration_through_its_header_form() -> None:
+def test_class_scoring_carries_priors_and_calibration_through_its_header_form() -> None:
     cal = Calibration(0.3, ("A", "C"), True, rules_digest(RULES))
-    tagging = ClassTagging(RULES, source="r.yaml", label_counts=COUNTS, calibration=cal)
-    back = ClassTagging.from_dict(tagging.to_dict(), SCHEMA, source="tags.jsonl")
-    assert back == tagging and back.label_counts == COUNTS and back.calibration == cal
-    fields = back.fields(PROBS, SCHEMA)
+    scoring = ClassScoring(RULES, SCHEMA, source="r.yaml", label_counts=COUNTS, calibration=cal)
+    back = ClassScoring.from_dict(scoring.to_dict(), SCHEMA, source="tags.jsonl")
+    assert back == scoring and back.label_counts == COUNTS and back.calibration == cal
     want = ClassScorer(RULES, SCHEMA, priors=priors_from_counts(COUNTS), gamma=0.3, seen=("A", "C"))(PROBS)
-    assert [f["class"] for f in fields] == list(want.predicted)
-    assert "label priors" in tagging.describe() and "gamma 0.3 on 2 seen classes" in tagging.describe()
-    assert "--no-priors" in tagging.scoring_note() and "--no-calibration" in tagging.scoring_note()
+    assert back(PROBS).predicted == want.predicted
+    assert "label priors" in scoring.describe() and "gamma 0.3 on 2 seen classes" in scoring.describe()
+    note = scoring.scoring_note()
+    assert "priors=False" in note and "calibration=False" in note  # the library's words
+    assert "--no-priors" in spell(note, FLAGS) and "--no-calibration" in spell(note, FLAGS)  # the CLI's
     # A header written before priors travelled has neither: scoring as before.
-    old = {k: v for k, v in tagging.to_dict().items() if k not in ("priors", "calibration")}
-    plain = ClassTagging.from_dict(old, SCHEMA, source="old.jsonl")
+    old = {k: v for k, v in scoring.to_dict().items() if k not in ("priors", "calibration")}
+    plain = ClassScoring.from_dict(old, SCHEMA, source="old.jsonl")
     assert plain.label_counts is None and plain.calibration is None and plain.scoring_note() is None
-    assert plain != tagging  # resuming with other scoring is refused
+    assert plain != scoring  # resuming with other scoring is refused
 
 
-def test_class_tagging_for_warns_and_drops_a_calibration_of_other_rules() -> None:
+@dataclass(frozen=True)
+class _Card:
+    """What travels with a model, as :func:`class_scoring` reads it."""
+
+    schema: Schema
+    rules: Any
+    label_counts: Any
+    calibration: Any
+
+
+def test_class_scoring_warns_and_drops_a_calibration_of_other_rules() -> None:
     cal = Calibration(0.3, ("A", "C"), True, rules_digest(RULES)).to_dict()
     counts = {"a": (9, 2, 3), "b": (4, 6)}
+    card = _Card(SCHEMA, RULES_DICT, counts, cal)
     warnings: list[str] = []
-    same = class_tagging_for(SCHEMA, RULES_DICT, None, model_name="m.onnx", warn=warnings.append,
-                             label_counts=counts, calibration=cal)
+    same = class_scoring(card, None, name="m.onnx", warn=warnings.append)
     assert same.calibration is not None and same.label_counts == counts and warnings == []
     other = {"classes": {"A": {"a": "x"}, "B": {"b": "q"}}}
-    dropped = class_tagging_for(SCHEMA, RULES_DICT, other, model_name="m.onnx", warn=warnings.append,
-                                label_counts=counts, calibration=cal)
+    dropped = class_scoring(card, other, name="m.onnx", warn=warnings.append)
     assert dropped.calibration is None and dropped.label_counts == counts
     assert len(warnings) == 1 and "other class rules" in warnings[0]
+    no_priors = class_scoring(card, None, priors=False, name="m.onnx", warn=warnings.append)
+    assert no_priors.label_counts is None and no_priors.calibration is None
+    assert "chosen on scores with label priors" in warnings[-1]
+    assert class_scoring(card, None, calibration=False).calibration is None
+    assert class_scoring(card, False) is None and class_scoring(SCHEMA) is None
     bad_counts = {"a": (1, 2), "b": (1, 1)}  # 2 counts for a group of 3 values
     with pytest.raises(AttrtagError, match="priors\\['a'\\]"):
-        class_tagging_for(SCHEMA, RULES_DICT, None, model_name="m.onnx", label_counts=bad_counts)
+        class_scoring(_Card(SCHEMA, RULES_DICT, bad_counts, None), name="m.onnx")
+
+
+def test_class_scoring_refuses_class_options_without_rules_and_contradictions() -> None:
+    card = _Card(SCHEMA, None, None, None)
+    with pytest.raises(AttrtagError, match="class_top_k, overrides need class rules, but m.onnx embeds no rules"):
+        class_scoring(card, None, top_k=3, overrides={"a": "x"}, name="m.onnx")
+    with pytest.raises(AttrtagError) as err:
+        class_scoring(card, False, unknown_threshold=0.0, name="m.onnx")
+    assert "unknown_threshold need class rules, but rules=False was given" in str(err.value)
+    assert "--unknown-threshold need class rules, but --no-rules was given" in err.value.spelled(FLAGS)
+    with pytest.raises(AttrtagError, match="seen names the classes gamma applies to"):
+        class_scoring(card, RULES_DICT, seen=["A"])
+    with pytest.raises(AttrtagError, match="gamma=G and calibration=False contradict"):
+        class_scoring(card, RULES_DICT, gamma=0.2, seen=["A"], calibration=False)
+    given = class_scoring(card, RULES_DICT, gamma=0.2, seen=["A"])
+    assert given.calibration.gamma == 0.2 and given.calibration.seen == ("A",)
+    with pytest.raises(AttrtagError, match="overrides a=w: unknown value 'w'"):
+        class_scoring(card, RULES_DICT, overrides={"a": "w"})
 
 
 def test_lint_with_label_counts_names_class_group_and_value_no_image_carries(tmp_path: Path) -> None:

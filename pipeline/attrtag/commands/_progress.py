@@ -90,3 +90,20 @@ def count_progress(total: int, *, desc: str, unit: str = "img", disable: bool = 
             yield bar
     else:
         yield LineProgress(total, desc=desc, unit=unit, interval=LOG_INTERVAL)
+
+
+@contextlib.contextmanager
+def progress_to(desc: str, *, unit: str = "img", disable: bool = False) -> Iterator[Callable[..., None]]:
+    """A ``progress(done, total, failed=0)`` callback for the API's long jobs, shown as
+    :func:`count_progress` shows it; the display starts at the first call (when the total is known)."""
+    with contextlib.ExitStack() as stack:
+        bar: list[Any] = []
+
+        def update(done: int, total: int, failed: int = 0) -> None:
+            if not bar:
+                bar.append(stack.enter_context(count_progress(total, desc=desc, unit=unit, disable=disable)))
+            if failed:
+                bar[0].set_postfix_str(f"failed {failed}", refresh=False)
+            bar[0].update(done - bar[0].n)
+
+        yield update

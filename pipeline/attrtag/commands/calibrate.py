@@ -39,12 +39,12 @@ def register(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..api import calibrate
+    from .. import api
     from ._progress import tqdm_progress
     from ._rules import warn
 
     unseen = [c.strip() for c in args.unseen.split(",") if c.strip()] if args.unseen else None
-    result = calibrate(
+    result = api.calibrate(
         args.model, args.manifest, out=args.out, in_place=args.in_place, rules=args.rules, priors=not args.no_priors,
         device=args.device, skip_bad_rows=args.skip_bad_rows, warn=warn, class_column=args.class_column, unseen=unseen,
         batch_size=args.batch_size, workers=args.workers, progress=tqdm_progress,

@@ -56,67 +56,58 @@ def register(sub: Any) -> None:
     p.set_defaults(func=run)
 
 
-def _check_out(out: Path, overwrite: bool) -> None:
-    if out.exists() and not overwrite and (not out.is_dir() or any(out.iterdir())):
-        raise AttrtagError(f"--out {out} exists; pass --overwrite to replace it, or choose another path")
-
-
 def run(args: argparse.Namespace) -> int:
     """Convert; returns the exit status."""
-    out = Path(args.out)
     if args.to is not None:
         if args.to not in TARGETS:
             raise AttrtagError(f"--to {args.to}: not one of {', '.join(TARGETS)}")
         if args.schema:
             raise AttrtagError("--schema is for --from (the tags carry their own schema)")
-        return _to_tool(args, out)
+        if args.to != "labelstudio" and (args.document_root or args.image_url):
+            raise AttrtagError("--document-root and --image-url are for --to labelstudio")
+        return _to_fiftyone(args) if args.to == "fiftyone" else _to_labelstudio(args)
     if args.source not in SOURCES:
         raise AttrtagError(f"--from {args.source}: not one of {', '.join(SOURCES)}")
     if not args.schema:
         raise AttrtagError("--from labelstudio needs --schema S: the schema the manifest is for")
-    return _from_labelstudio(args, out)
-
-
-def _to_tool(args: argparse.Namespace, out: Path) -> int:
-    from ..review.sources import load_tags
-
-    if args.to != "labelstudio" and (args.document_root or args.image_url):
+    if args.document_root or args.image_url:
         raise AttrtagError("--document-root and --image-url are for --to labelstudio")
-    _check_out(out, args.overwrite)
-    tags = load_tags(args.input, root=args.root)
-    failed = len(tags.records) - len(tags.tagged)
-    skipped = f" ({failed} failed image(s) left out)" if failed else ""
-    if args.to == "fiftyone":
-        from ..review.fiftyone import write_fiftyone
+    return _from_labelstudio(args)
 
-        n = write_fiftyone(tags, out)
-        print(f"wrote {n} samples{skipped} -> {out}/")
-        print(f'import: fo.Dataset.from_dir("{out}", dataset_type=fo.types.FiftyOneImageLabelsDataset)')
-        return 0
-    from ..review.labelstudio import CONFIG_FILE, LOCAL_FILES_URL, TASKS_FILE, write_labelstudio
 
-    prefix = args.image_url or LOCAL_FILES_URL
-    n, root = write_labelstudio(tags, out, document_root=args.document_root, url_prefix=prefix)
-    print(f"wrote {n} tasks{skipped} -> {out / TASKS_FILE}, labelling config -> {out / CONFIG_FILE}")
-    if prefix == LOCAL_FILES_URL:
+def _left_out(failed: int) -> str:
+    return f" ({failed} failed image(s) left out)" if failed else ""
+
+
+def _to_fiftyone(args: argparse.Namespace) -> int:
+    from .. import api
+
+    n, failed = api.to_fiftyone(args.input, args.out, root=args.root, overwrite=args.overwrite)
+    print(f"wrote {n} samples{_left_out(failed)} -> {args.out}/")
+    print(f'import: fo.Dataset.from_dir("{args.out}", dataset_type=fo.types.FiftyOneImageLabelsDataset)')
+    return 0
+
+
+def _to_labelstudio(args: argparse.Namespace) -> int:
+    from .. import api
+    from ..review.labelstudio import CONFIG_FILE, TASKS_FILE
+
+    out = Path(args.out)
+    n, failed, root = api.to_labelstudio(args.input, out, root=args.root, document_root=args.document_root,
+                                         image_url=args.image_url, overwrite=args.overwrite)
+    print(f"wrote {n} tasks{_left_out(failed)} -> {out / TASKS_FILE}, labelling config -> {out / CONFIG_FILE}")
+    if not args.image_url:
         print(f"serve the images: LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED=true "
               f"LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT={root} label-studio (and add a Local files storage for {root})")
     print("review least sure first: sort the data manager by prediction score, ascending")
     return 0
 
 
-def _from_labelstudio(args: argparse.Namespace, out: Path) -> int:
-    from ..review.corrections import read_labelstudio_export, write_manifest
-    from ..schema import Schema
+def _from_labelstudio(args: argparse.Namespace) -> int:
+    from .. import api
 
-    if args.document_root or args.image_url:
-        raise AttrtagError("--document-root and --image-url are for --to labelstudio")
-    if out.exists() and not args.overwrite:
-        raise AttrtagError(f"--out {out} exists; pass --overwrite to replace it, or choose another file")
-    schema = Schema.load(args.schema)
-    corrections = read_labelstudio_export(args.input, schema, root=args.root)
-    write_manifest(corrections, schema, out)
+    corrections = api.from_labelstudio(args.input, args.schema, args.out, root=args.root, overwrite=args.overwrite)
     labels = sum(len(c.labels) for c in corrections)
-    print(f"wrote {len({c.path for c in corrections})} annotated image(s), {labels} label(s) -> {out}")
-    print(f"train on it: attrtag train --schema {args.schema} --manifest {out} --out runs/corrected")
+    print(f"wrote {len({c.path for c in corrections})} annotated image(s), {labels} label(s) -> {args.out}")
+    print(f"train on it: attrtag train --schema {args.schema} --manifest {args.out} --out runs/corrected")
     return 0

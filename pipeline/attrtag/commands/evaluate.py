@@ -1,5 +1,8 @@
 """``attrtag evaluate``: per-group accuracy, macro-F1, label counts and confusion matrices.
 
+The model is a training checkpoint or an exported ``.onnx`` file (which runs on ONNX Runtime,
+without torch).
+
 Held-out images by default: the test split when the manifest has one, else val; training images
 only with ``--split train`` or ``--split all``, and the printout and report say which images were
 scored. The report also lists the options the model was trained with (its card's ``training``).
@@ -18,8 +21,9 @@ from ..data.manifest import SPLITS
 
 
 def register(sub: Any) -> None:
-    p = sub.add_parser("evaluate", help="evaluate a checkpoint on a manifest", description=__doc__)
-    p.add_argument("--checkpoint", required=True, help="training checkpoint (best.pt / last.pt)")
+    p = sub.add_parser("evaluate", help="evaluate a model (checkpoint or .onnx) on a manifest", description=__doc__)
+    p.add_argument("--checkpoint", "--model", dest="checkpoint", required=True, metavar="MODEL",
+                   help="training checkpoint (best.pt / last.pt) or exported .onnx model")
     p.add_argument("--manifest", required=True, help="CSV or JSONL manifest with labels")
     p.add_argument("--split", choices=(*SPLITS, "all"),
                    help="the images to score (default: the test split when the manifest has one, else val); "
@@ -44,42 +48,19 @@ def register(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..data.manifest import read_manifest
-    from ..evaluation.evaluate import evaluate, write_report
+    from .. import api
     from ..evaluation.metrics import format_metrics
-    from ..runtime.torch_backend import TorchPredictor
     from ..zeroshot.evaluation import format_zero_shot
     from ._progress import tqdm_progress
-    from ._rules import load_rules
+    from ._rules import warn
 
-    predictor = TorchPredictor.from_checkpoint(args.checkpoint, device=args.device)
-    schema = predictor.schema
-    manifest = read_manifest(args.manifest, schema, skip_bad=args.skip_bad_rows)
-    counts = None if args.no_priors else predictor.card.label_counts
-    rules = load_rules(args.rules, schema, counts) if args.rules else None
     unseen = [c.strip() for c in args.unseen.split(",") if c.strip()] if args.unseen else None
-    result = evaluate(predictor, manifest, split=args.split, rules=rules, class_column=args.class_column,
-                      unseen=unseen, priors=not args.no_priors, batch_size=args.batch_size, workers=args.workers, progress=tqdm_progress)
-    preds = result.predictions
     out = Path(args.out) if args.out else Path(args.checkpoint).parent / f"eval_{Path(args.manifest).stem}"
-    extra: dict[str, Any] = {
-        "checkpoint": str(args.checkpoint),
-        "manifest": str(args.manifest),
-        "split": result.split,
-        "split_note": result.note,
-        "includes_training_images": result.includes_training,
-        "images": len(preds.samples) + len(preds.failed),
-        "training": result.training,
-        "failed_images": [{"path": p, "reason": r} for p, r in preds.failed],
-    }
-    if result.zero_shot is not None:
-        extra["zero_shot"] = {
-            "rules": str(args.rules), "class_column": args.class_column,
-            "split": "test" if manifest.has_splits else None,
-            "calibration_split": "val" if manifest.has_splits else None,
-            **result.zero_shot.to_dict(),
-        }
-    written = write_report(out, schema, result.metrics, extra=extra)
+    result = api.evaluate(args.checkpoint, args.manifest, split=args.split, rules=args.rules,
+                          priors=not args.no_priors, class_column=args.class_column, unseen=unseen, out=out,
+                          device=args.device, batch_size=args.batch_size, workers=args.workers,
+                          skip_bad_rows=args.skip_bad_rows, progress=tqdm_progress, warn=warn)
+    preds = result.predictions
     print(f"evaluated {len(preds.samples)} image(s) from {args.manifest}: {result.note}")
     if result.includes_training:
         print("note: these figures include training images; score held-out images (--split test) to judge the model")
@@ -88,10 +69,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"warning: {len(preds.failed)} image(s) could not be decoded; listed in the report")
     print(format_metrics(result.metrics))
     if result.zero_shot is not None:
-        where = "test split, gamma chosen on val" if manifest.has_splits else "all rows, no calibration"
-        where += "; scores divided by the training label priors" if counts is not None else ""
-        print(format_zero_shot(result.zero_shot, title=f"zero-shot classes ({args.rules}; {where})"))
-    print(f"report: {written['json']} (+ {len(written) - 1} confusion matrix PNG(s) in {out})")
+        print(format_zero_shot(result.zero_shot, title=f"zero-shot classes ({args.rules}; {result.zero_shot_note})"))
+    print(f"report: {result.report['json']} (+ {len(result.report) - 1} confusion matrix PNG(s) in {out})")
     return 0
 
 

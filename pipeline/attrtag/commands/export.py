@@ -2,11 +2,7 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
-from typing import Any, Mapping, Sequence
-
-from ..errors import AttrtagError
-from ..schema import Schema
+from typing import Any
 
 
 def register(sub: Any) -> None:
@@ -30,68 +26,23 @@ def register(sub: Any) -> None:
     p.set_defaults(func=run)
 
 
-def rules_for_export(
-    path: str | Path, schema: Schema, label_counts: Mapping[str, Sequence[int]] | None = None
-) -> dict[str, Any]:
-    """Read a rules file, check it against the model's schema, return the dict to embed.
-
-    Its lint warnings are printed (with ``label_counts``: values no training image carries too).
-
-    Args:
-        path: rules YAML (``classes: {name: {group: value(s)}}``).
-        schema: the exported model's schema.
-        label_counts: the model's training label counts.
-
-    Returns:
-        ``{"classes": {...}}`` as :meth:`attrtag.zeroshot.rules.Rules.to_dict` writes it, which
-        :meth:`attrtag.zeroshot.rules.Rules.from_dict` reads back.
-
-    Raises:
-        SchemaError: "file:line: ..." for malformed rules or unknown groups/values.
-    """
-    from ._rules import load_rules
-
-    return load_rules(str(path), schema, label_counts).to_dict()
-
-
 def run(args: argparse.Namespace) -> int:
-    from attrtag_onnx.export import DEFAULT_OPSET, export_onnx
-    from attrtag_onnx.quantize import DEFAULT_CALIB_IMAGES, export_int8
-
-    from ..model import load_model
+    from .. import api
+    from ..runtime import read_card
     from ._progress import tqdm_progress
+    from ._rules import warn
 
-    if args.int8 and not args.calib_manifest:
-        raise AttrtagError(
-            "--int8 needs --calib-manifest M: a labelled manifest to calibrate on and check accuracy with"
-        )
-    if not args.int8 and (args.calib_manifest or args.calib_images is not None or args.eval_images is not None):
-        raise AttrtagError("--calib-manifest/--calib-images/--eval-images only apply with --int8")
-    out = Path(args.out)
-    if out.suffix.lower() != ".onnx":
-        raise AttrtagError(f"--out {out}: name the file with a .onnx suffix (tagging picks the backend by it)")
-
-    model = load_model(args.checkpoint)
-    source, prep = model, model.card.preprocessing
-    rules = rules_for_export(args.rules, model.schema, model.card.label_counts) if args.rules else None
-    opset = args.opset or DEFAULT_OPSET
-
-    if args.int8:
-        report = export_int8(
-            source, out, args.calib_manifest,
-            calib_images=DEFAULT_CALIB_IMAGES if args.calib_images is None else args.calib_images,
-            eval_images=args.eval_images, rules=rules, opset=opset, batch_check=args.batch_check,
-            progress=tqdm_progress,
-        )
-    else:
-        report = export_onnx(source, out, opset=opset, fp16=args.fp16, rules=rules, batch_check=args.batch_check)
-
+    report = api.export(args.checkpoint, args.out, fp16=args.fp16, int8=args.int8, calib_manifest=args.calib_manifest,
+                        calib_images=args.calib_images, eval_images=args.eval_images, rules=args.rules,
+                        opset=args.opset, batch_check=args.batch_check, progress=tqdm_progress, warn=warn)
+    card = read_card(report.path)  # what the file says about itself
+    prep = card.preprocessing
     print(f"wrote {report.path} ({report.size_bytes / 1e6:.1f} MB, {report.precision}, opset {report.opset}, "
           f"{report.exporter} exporter, {report.seconds:.1f}s)")
     print(f"input: image float32 [batch, 3, {prep.input_size[0]}, {prep.input_size[1]}]")
-    print("groups: " + ", ".join(f"{g.name} ({len(g)})" for g in model.schema))
-    if rules:
-        print(f"rules: {len(rules['classes'])} class(es) embedded from {args.rules}")
+    print("groups: " + ", ".join(f"{g.name} ({len(g)})" for g in card.schema))
+    if args.rules:
+        print(f"rules: {len(card.rules['classes'])} class(es) embedded from {args.rules}")
     checked = "float32 model" if args.int8 else "model"
     if report.max_abs_diff:
         print(f"parity check ({checked} vs PyTorch, batches {', '.join(map(str, report.check_batches))}) "

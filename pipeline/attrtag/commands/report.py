@@ -7,8 +7,6 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ..errors import AttrtagError
-
 _DESCRIPTION = """\
 Write one HTML file that shows a tag output: per group a histogram of the top values and of the
 confidence, a grid of the images with their values and confidences (least sure first), filters
@@ -43,28 +41,15 @@ def register(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Write the report; returns the exit status."""
-    from pathlib import Path
-
-    from ..runtime.threads import usable_cpus
-    from ..review.report import write_report
-    from ..review.sources import load_tags
-    from ._progress import count_progress
+    from .. import api
+    from ._progress import progress_to
     from .tag import parse_thresholds
 
-    out = Path(args.out)
-    if out.exists() and not args.overwrite:
-        raise AttrtagError(f"--out {out} exists; pass --overwrite to replace it, or choose another file")
-    # No model runs beside the thumbnails: every usable CPU may decode (up to 8).
-    workers = max(1, min(8, usable_cpus())) if args.workers is None else args.workers
-    if workers < 0:
-        raise AttrtagError(f"--workers must be 0 or more, got {workers}")
-    tags = load_tags(args.tags, root=args.root)
-    thresholds = parse_thresholds(args.threshold, tags.schema.names)
-    todo = len(tags.tagged) if args.thumbnails == "embed" else 0
-    with count_progress(todo, desc="thumbnails", disable=args.no_progress) as bar:
-        summary = write_report(tags, out, thumbnails=args.thumbnails, thumb_size=args.thumb_size,
-                               thresholds=thresholds, workers=workers, progress=lambda n: bar.update(n - bar.n))
+    with progress_to("thumbnails", disable=args.no_progress) as progress:
+        summary = api.report(args.tags, args.out, root=args.root, thumbnails=args.thumbnails,
+                             thumb_size=args.thumb_size, thresholds=parse_thresholds(args.threshold) or None,
+                             workers=args.workers, overwrite=args.overwrite, progress=progress)
     missing = f", {summary.no_thumbnail} without a thumbnail (moved or unreadable)" if summary.no_thumbnail else ""
     print(f"report of {summary.images} images ({summary.failed} failed{missing}), "
-          f"{summary.bytes / 1e6:.1f} MB -> {out}")
+          f"{summary.bytes / 1e6:.1f} MB -> {args.out}")
     return 0

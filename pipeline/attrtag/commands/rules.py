@@ -9,11 +9,8 @@ then use it with tag/evaluate/calibrate --rules (see datasets/RULES.md).
 from __future__ import annotations
 
 import argparse
-import csv
 from pathlib import Path
 from typing import Any
-
-from ..errors import AttrtagError
 
 _DEFAULT_SPLITS = "every split but test"
 
@@ -43,54 +40,25 @@ def register(sub: Any) -> None:
 
 
 def run_suggest(args: argparse.Namespace) -> int:
-    from .._files import write_text
-    from ..data.manifest import read_manifest
-    from ..schema import Schema
-    from ..zeroshot.suggest import suggest_rules
-    from ._rules import load_rules, warn
+    from .. import api
+    from ._rules import warn
 
-    out, manifest_path = Path(args.out), Path(args.manifest)
-    if out.exists() and not args.overwrite:
-        raise AttrtagError(f"--out {out} exists; pass --overwrite to replace it, or choose another file")
-    if not manifest_path.is_file():
-        raise AttrtagError(f"{manifest_path}: manifest not found")
-    if args.schema:
-        schema = Schema.load(args.schema)
-    else:
-        schema = _schema_from_columns(manifest_path, args)
-    manifest = read_manifest(manifest_path, schema, check_files=False)
-    samples = ([s for s in manifest.samples if s.split in args.split] if args.split
-               else [s for s in manifest.samples if s.split != "test"])
-    draft = suggest_rules(samples, schema, args.class_column, cover=args.cover, max_values=args.max_values,
-                          min_images=args.min_images)
     splits = ", ".join(args.split) if args.split else _DEFAULT_SPLITS
-    header = (f"Drafted by 'attrtag rules suggest' from {manifest_path.name} ({len(samples)} rows: {splits}; class "
-              f"column {args.class_column}).\nPer group, the fewest values covering {100 * args.cover:.0f}% of a class's "
-              f"labelled images, weighted by their share;\ngroups needing more than {args.max_values} values are left "
-              "out. Edit before use: this describes the labels,\nnot what tells the classes apart.")
-    write_text(out, draft.to_yaml(header))
-    load_rules(str(out), schema)  # the file must load; prints its lint warnings
+    groups = [g.strip() for g in args.groups.split(",") if g.strip()] if args.groups else None
+
+    def header(rows: int) -> str:
+        return (f"Drafted by 'attrtag rules suggest' from {Path(args.manifest).name} ({rows} rows: {splits}; class "
+                f"column {args.class_column}).\nPer group, the fewest values covering {100 * args.cover:.0f}% of a "
+                f"class's labelled images, weighted by their share;\ngroups needing more than {args.max_values} values "
+                "are left out. Edit before use: this describes the labels,\nnot what tells the classes apart.")
+
+    draft, rows = api.suggest_rules(args.manifest, args.class_column, args.out, schema=args.schema, groups=groups,
+                                    cover=args.cover, max_values=args.max_values, min_images=args.min_images,
+                                    splits=args.split, header=header, overwrite=args.overwrite, warn=warn)
     constrained = sum(1 for c in draft.classes if c.spec)
-    print(f"drafted {len(draft.classes)} class(es) from {len(samples)} row(s) of {manifest_path} ({splits}); "
-          f"{constrained} constrain at least one group -> {out}")
+    print(f"drafted {len(draft.classes)} class(es) from {rows} row(s) of {args.manifest} ({splits}); "
+          f"{constrained} constrain at least one group -> {args.out}")
     for names in draft.coincident:
         warn(f"classes {', '.join(names)} accept the same values in every group; no model can tell them apart "
              "(merge them, or label a group that separates them)")
     return 0
-
-
-def _schema_from_columns(path: Path, args: argparse.Namespace) -> Any:
-    """A schema of ``--groups``, or of every CSV column but path, split and the class column."""
-    from ..data.tables import schema_from_table
-
-    if path.suffix.lower() != ".csv":
-        raise AttrtagError(f"{path}: groups can only be read from a CSV's columns; pass --schema S")
-    if args.groups:
-        groups = [g.strip() for g in args.groups.split(",") if g.strip()]
-    else:
-        with open(path, newline="", encoding="utf-8-sig") as f:
-            header = [h.strip() for h in next(csv.reader(f), [])]
-        groups = [h for h in header if h not in ("path", "split", args.class_column)]
-    if not groups:
-        raise AttrtagError(f"{path}: no column to use as a group; pass --schema S or --groups G1,G2")
-    return schema_from_table(path, groups)

@@ -9,18 +9,10 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
-from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import Any, Sequence
 
 from ..errors import AttrtagError
-from ..zeroshot.fields import ClassTagging, class_tagging_for
-from ._rules import (
-    add_class_options, add_scoring_options, class_options, class_options_given, note, warn, warn_unconstrained_overrides,
-)
-
-if TYPE_CHECKING:
-    from ..card import ModelCard
+from ._rules import add_class_options, add_scoring_options, announce, class_options, warn
 
 _logger = logging.getLogger(__name__)
 
@@ -100,6 +92,13 @@ def register(sub: Any) -> None:
     p.add_argument("--retry-failed", action="store_true",
                    help="tag again the inputs that --out holds error records for (e.g. files fixed on disk), "
                    "replacing those records")
+    _add_ray_options(p)
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress (default: a bar on a terminal, otherwise a line every 30 s)")
+    p.set_defaults(func=run)
+
+
+def _add_ray_options(p: argparse.ArgumentParser) -> None:
     ray = p.add_argument_group("Ray engine (pip install \"attrtag[ray]\")")
     ray.add_argument("--engine", choices=("local", "ray"), default="local",
                      help="local: threads in this process (default); ray: a Ray Data actor pool")
@@ -110,157 +109,59 @@ def register(sub: Any) -> None:
                      "--gpus-per-actor)")
     ray.add_argument("--gpus-per-actor", type=float, default=0.0, metavar="G",
                      help="GPUs per actor (default: 0, the model runs on the CPU)")
-    p.add_argument("--no-progress", action="store_true",
-                   help="no progress (default: a bar on a terminal, otherwise a line every 30 s)")
-    p.set_defaults(func=run)
 
 
-def parse_thresholds(specs: Sequence[str], groups: Sequence[str]) -> dict[str, float]:
-    """``["0.5", "colour=0.7"]`` -> ``{group: threshold}`` for every group that gets one.
-
-    Args:
-        specs: ``--threshold`` values: ``P`` (all groups) or ``GROUP=P`` (one group; wins over ``P``).
-        groups: the model's group names, in order.
-
-    Returns:
-        Thresholds in group order.
+def parse_thresholds(specs: Sequence[str]) -> dict[str, float]:
+    """``["0.5", "colour=0.7"]`` -> ``{"*": 0.5, "colour": 0.7}`` (``--threshold``'s syntax;
+    the library checks the groups and the range).
 
     Raises:
-        AttrtagError: a value that is not a probability, or an unknown group.
+        AttrtagError: a value that is not a number.
     """
-    default: float | None = None
-    per_group: dict[str, float] = {}
+    out: dict[str, float] = {}
     for spec in specs:
         name, sep, value = spec.rpartition("=")
         try:
-            p = float(value)
+            out[name if sep else "*"] = float(value)
         except ValueError:
-            p = float("nan")
-        if not 0.0 <= p <= 1.0:
-            raise AttrtagError(f"--threshold {spec}: expected P or GROUP=P with P a probability between 0 and 1")
-        if not sep:
-            default = p
-        elif name not in groups:
-            raise AttrtagError(f"--threshold {spec}: the model has no group '{name}' (groups: {', '.join(groups)})")
-        else:
-            per_group[name] = p
-    return {g: per_group.get(g, default) for g in groups if g in per_group or default is not None}  # type: ignore[misc]
+            raise AttrtagError(f"--threshold {spec}: expected P or GROUP=P with P a probability between 0 and 1") from None
+    return out
 
 
-def classes_for_run(args: argparse.Namespace, card: ModelCard, model_name: str) -> ClassTagging | None:
-    """The class rules and options of a ``tag`` run: ``--rules``, else the model's own, else none;
-    with the card's priors and calibration unless turned off.
+def engine_of(args: argparse.Namespace) -> Any:
+    """``local``, or the Ray engine's options (``--ray-address``, ``--actors``, ``--gpus-per-actor``)."""
+    from ..tagging.ray_engine import Ray
 
-    Raises:
-        AttrtagError: bad rules ("file:line: ..."), or class options without rules.
-    """
-    rules = args.rules if args.rules else (False if args.no_rules else None)
-    tagging = class_tagging_for(
-        card.schema, card.rules, rules, model_name=model_name, warn=warn, **class_options(args),
-        label_counts=None if args.no_priors else card.label_counts,
-        calibration=None if args.no_calibration else card.calibration,
-    )
-    if tagging is None:
-        given = class_options_given(args)
-        if given:
-            why = "--no-rules was given" if args.no_rules else f"{model_name} embeds no rules"
-            raise AttrtagError(f"{', '.join(given)} need class rules, but {why}; pass --rules R")
-        return None
-    if not args.rules:
-        _logger.info("classes: %s (--no-rules to skip them)", tagging.describe())
-    scoring = tagging.scoring_note()
-    if scoring:
-        note(scoring)
-    warn_unconstrained_overrides(tagging)
-    return tagging
+    given = [o for o, v in (("--ray-address", args.ray_address), ("--actors", args.actors),
+                            ("--gpus-per-actor", args.gpus_per_actor)) if v]
+    if args.engine == "local" and given:
+        raise AttrtagError(f"{', '.join(given)} need --engine ray")
+    return Ray(args.ray_address, args.actors, args.gpus_per_actor) if args.engine == "ray" else "local"
 
 
 def run(args: argparse.Namespace) -> int:
     """Tag the inputs into ``args.out``; returns the exit status."""
-    from ..data.images import DEFAULT_MAX_PIXELS
-    from ..runtime import model_kind, read_card
-    from ..runtime.threads import open_with_thread_plan
-    from ..tagging.header import model_fingerprint, output_format
-    from ..tagging.inputs import expand_inputs
-    from ..tagging.job import TagJob
-    from ..tagging.records import RecordLayout
-    from ._progress import count_progress
+    from .. import api
+    from ..tagging import expand_inputs, output_format
+    from ._progress import progress_to
 
-    fmt = output_format(args.out, args.format)  # a bad --out fails before the model loads
-    if args.batch_size < 1:
-        raise AttrtagError(f"--batch-size must be at least 1, got {args.batch_size}")
-    if args.workers is not None and args.workers < 0:
-        raise AttrtagError(f"--workers must be 0 or more, got {args.workers}")
-    ray_options = [o for o, v in (("--ray-address", args.ray_address), ("--actors", args.actors),
-                                  ("--gpus-per-actor", args.gpus_per_actor)) if v]
-    if args.engine == "local" and ray_options:
-        raise AttrtagError(f"{', '.join(ray_options)} need --engine ray")
-    if args.engine == "ray":
-        from ..tagging.ray_engine import import_ray
-
-        import_ray()  # a missing install fails before any work
-        if args.worker_kind != "thread":
-            raise AttrtagError("--worker-kind process is for the local engine; Ray actors decode in threads")
-    paths = expand_inputs(args.inputs)
-    model_kind(args.model)  # a file that is not a model fails here, saying what it is
-    max_pixels = args.max_pixels or DEFAULT_MAX_PIXELS
-    # The output header names the model by its SHA-256: hash it (0.13 s for a ResNet-50, GIL
-    # released) while the model loads, which is most of a short run's start-up.
-    hashing = ThreadPoolExecutor(1, thread_name_prefix="attrtag-hash")
-    fingerprint = hashing.submit(model_fingerprint, args.model)
-    hashing.shutdown(wait=False)
-    predictor = None
-    if args.engine == "local":
-        predictor, split = open_with_thread_plan(
-            args.model, device=args.device, workers=args.workers, threads=args.threads,
-            batch_size_hint=args.batch_size, trt_cache_dir=args.trt_cache_dir,
-        )
-        _logger.info("%d decode threads, %d model threads", split.decode_workers, split.model_threads)
-        card = predictor.card
-    else:
-        card = read_card(args.model)
-    layout = RecordLayout(
-        card.schema, top_k=args.top_k, thresholds=parse_thresholds(args.threshold, card.schema.names),
-        classes=classes_for_run(args, card, os.path.basename(args.model)),
-    )
-    ray_started = False
-    try:
-        if args.engine == "ray":
-            from ..tagging import ray_engine
-
-            ray_started = ray_engine.connect(args.ray_address)
-            ray_plan = ray_engine.plan(args.model, actors=args.actors, gpus_per_actor=args.gpus_per_actor,
-                                       device=args.device, workers=args.workers, threads=args.threads)
-            _logger.info("Ray: %d actors, %d CPUs and %g GPUs each, %d decode and %d model threads each",
-                         ray_plan.actors, ray_plan.cpus_per_actor, ray_plan.gpus_per_actor, ray_plan.decode_workers,
-                         ray_plan.model_threads)
-        with TagJob(predictor, paths, args.out, layout=layout, model_path=args.model, fmt=fmt, overwrite=args.overwrite,
-                    retry_failed=args.retry_failed, model_sha256=fingerprint.result()) as job:
-            if job.retried:
-                _logger.info("retrying %d images that failed before", job.retried)
-            if job.skipped:
-                _logger.info("resuming %s: %d of %d images already there", args.out, job.skipped, len(paths))
-            if args.engine == "ray":
-                batches = job.record(ray_engine.tag_with_ray(
-                    args.model, job.todo, layout, ray_plan, batch_size=args.batch_size, max_pixels=max_pixels))
-            else:
-                batches = job.run(batch_size=args.batch_size, workers=split.decode_workers,
-                                  worker_kind=args.worker_kind, max_pixels=max_pixels)
-            with count_progress(len(job.todo), desc="tagging", disable=args.no_progress) as bar:
-                for records in batches:
-                    if job.failed:
-                        bar.set_postfix_str(f"failed {job.failed}", refresh=False)
-                    bar.update(len(records))
-    finally:
-        if ray_started:
-            ray_engine.shutdown()
-
-    reasons = ", ".join(f"{k} {n}" for k, n in sorted(job.counts.items()) if k != "ok")
+    output_format(args.out, args.format)  # a bad --out or INPUT fails before the model loads
+    inputs = expand_inputs(args.inputs)
+    with api.load(
+        args.model, device=args.device, rules=args.rules or (False if args.no_rules else None), top_k=args.top_k,
+        thresholds=parse_thresholds(args.threshold), **class_options(args), batch_size=args.batch_size,
+        workers=args.workers, worker_kind=args.worker_kind, threads=args.threads, max_pixels=args.max_pixels,
+        trt_cache_dir=args.trt_cache_dir, engine=engine_of(args), warn=warn,
+    ) as tagger:
+        announce(tagger.layout.classes, embedded=not args.rules)
+        with progress_to("tagging", disable=args.no_progress) as progress:
+            summary = tagger.tag_to(args.out, inputs, fmt=args.format, overwrite=args.overwrite,
+                                    retry_failed=args.retry_failed, progress=progress)
+    reasons = ", ".join(f"{k} {n}" for k, n in sorted(summary.counts.items()) if k != "ok")
     print(
-        f"tagged {job.tagged}, failed {job.failed}" + (f" ({reasons})" if reasons else "")
-        + (f", {job.retried} retried" if job.retried else "")
-        + (f", {job.skipped} already in {args.out}" if job.skipped else "")
-        + f"; {job.rate:.1f} images/s -> {args.out}"
+        f"tagged {summary.tagged}, failed {summary.failed}" + (f" ({reasons})" if reasons else "")
+        + (f", {summary.retried} retried" if summary.retried else "")
+        + (f", {summary.skipped} already in {args.out}" if summary.skipped else "")
+        + f"; {summary.rate:.1f} images/s -> {args.out}"
     )
     return 0
-

@@ -100,43 +100,32 @@ def parse_group_weights(items: list[str]) -> dict[str, float]:
     return out
 
 
-def build_config(args: argparse.Namespace) -> Any:
-    from ..training.config import TrainConfig
-
-    base = TrainConfig.read(args.config) if args.config else {}
-    for flag, field_name in FLAG_TO_FIELD.items():
-        value = getattr(args, flag)
-        if value is not None:
-            base[field_name] = value
+def training_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The options given on the command line, as :class:`TrainConfig` fields (they override ``--config``)."""
+    options = {field: getattr(args, flag) for flag, field in FLAG_TO_FIELD.items() if getattr(args, flag) is not None}
     if args.group_weight:
-        base["group_weights"] = parse_group_weights(args.group_weight)
-    return TrainConfig.from_dict(base, source=f"{args.config} with the command line" if args.config else "command line")
+        options["group_weights"] = parse_group_weights(args.group_weight)
+    return options
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..data.manifest import coverage, format_coverage, read_manifest
+    from .. import api
+    from ..data.manifest import coverage, format_coverage
     from ..evaluation.metrics import format_metrics
-    from ..schema import Schema
     from ..training.distributed import env_rank
-    from ..training.loop import train
     from ._progress import tqdm_progress
 
     main_process = env_rank() == 0
     if not main_process:  # the other torchrun processes print nothing but warnings and errors
         logging.getLogger("attrtag").setLevel(logging.WARNING)
     say = print if main_process else _silent
-    cfg = build_config(args)
-    schema = Schema.load(args.schema)
-    manifest = read_manifest(args.manifest, schema, skip_bad=cfg.skip_bad_rows)
-    if manifest.skipped:
-        say(f"skipped {len(manifest.skipped)} bad manifest row(s); first: {manifest.skipped[0]}")
-    resume = None
-    if args.resume is not None:
-        resume = Path(args.resume) if args.resume else Path(args.out) / "last.pt"
-        if not resume.is_file():
-            raise AttrtagError(f"--resume: checkpoint {resume} not found")
-    say(f"{len(manifest)} images in {args.manifest}; label coverage per group:")
-    say(format_coverage(coverage(schema, manifest.samples)))
+    cfg = api.train_config(args.config, **training_options(args))
+
+    def on_start(manifest: Any) -> None:
+        if manifest.skipped:
+            say(f"skipped {len(manifest.skipped)} bad manifest row(s); first: {manifest.skipped[0]}")
+        say(f"{len(manifest)} images in {args.manifest}; label coverage per group:")
+        say(format_coverage(coverage(manifest.schema, manifest.samples)))
 
     def on_epoch(row: dict[str, Any], metrics: list[Any]) -> None:
         val = f", val loss {row['val_loss']:.3f}" if row.get("val_loss") is not None else ""
@@ -146,7 +135,9 @@ def run(args: argparse.Namespace) -> int:
         if metrics:
             say(format_metrics(metrics), flush=True)
 
-    result = train(cfg, schema, manifest, args.out, resume=resume, progress=tqdm_progress, on_epoch=on_epoch)
+    resume = False if args.resume is None else (args.resume or True)
+    result = api.train(args.schema, args.manifest, args.out, resume=resume, config=cfg,
+                       progress=tqdm_progress, on_start=on_start, on_epoch=on_epoch)
     if result.failed_images:
         say(f"warning: {len(result.failed_images)} training image(s) could not be decoded and were skipped")
     say(f"checkpoints: {result.last} and {result.best} (best val score {result.best_score:.3f})")

@@ -21,11 +21,12 @@ import numpy as np
 from ..data.manifest import Manifest
 from ..errors import AttrtagError
 from ..runtime.api import Predictor
-from ..zeroshot.calibration import Calibration, priors_from_counts, rules_digest
-from ..zeroshot.evaluation import labelled_scores, seen_and_unseen
+from ..zeroshot.calibration import Calibration, rules_digest
+from ..zeroshot.evaluation import LabelledScores, labelled_scores, seen_and_unseen
 from ..zeroshot.metrics import GzslAccuracy, choose_gamma, evaluate_gzsl, seen_unseen_curve
 from ..zeroshot.rules import Rules
-from .evaluate import Progress, check_class_column, class_names, predict
+from ..zeroshot.scoring import ClassScoring
+from .evaluate import Predictions, Progress, check_class_column, class_names, predict
 
 
 @dataclass(frozen=True)
@@ -80,80 +81,82 @@ class CalibrationResult:
 def choose_calibration(
     predictor: Predictor,
     manifest: Manifest,
-    rules: Rules,
+    classes: ClassScoring,
     *,
     class_column: str = "class",
     unseen: Sequence[str] | None = None,
-    priors: bool = True,
     batch_size: int = 64,
     workers: int = 2,
     progress: Progress | None = None,
 ) -> CalibrationResult:
-    """Choose the calibrated-stacking constant of ``predictor`` for ``rules`` on ``manifest``.
+    """Choose the calibrated-stacking constant of ``predictor`` for ``classes`` on ``manifest``.
 
     Args:
         predictor: the model (either backend).
         manifest: labelled images with a class column.
-        rules: the class rules, checked against the model's schema.
+        classes: the rules and priors to score with (:func:`attrtag.zeroshot.scoring.class_scoring`).
         class_column: the manifest column holding each image's class.
         unseen: the unseen classes (default: the classes of the rules without an image in the
             manifest's train split).
-        priors: divide scores by the model's label priors when its card has label counts.
         batch_size: images per model call.
         workers: decoding threads.
         progress: optional progress wrapper.
-
-    Returns:
-        The calibration and the figures before and after it.
 
     Raises:
         AttrtagError: no class column, no seen or no unseen class, or a calibration split
             without images of both.
     """
-    source = os.path.basename(manifest.source) or "manifest"
-    check_class_column(manifest, class_column, unseen)
-    train = [c for c in class_names(manifest.split("train"), class_column) if c]
-    seen, unseen_ = seen_and_unseen(rules, train, unseen)
-    if not seen:
-        raise AttrtagError(f"{manifest.source}: no seen class (none of the rules' classes has train-split images "
-                           "and is left out of --unseen), so there is nothing to calibrate against")
-    if not unseen_:
-        raise AttrtagError(f"{manifest.source}: no unseen class (every class of the rules has images in the train "
-                           "split); name the unseen classes with --unseen A,B,...")
+    rules = classes.rules
+    seen, unseen_ = _seen_and_unseen(manifest, rules, class_column, unseen)
     splits = ("val", "test") if manifest.has_splits else (None,)
     rows = [(s, (s.extra.get(class_column) or "").strip()) for split in splits for s in manifest.split(split)]
     wanted = [s for s, c in rows if c in rules.names]  # only the images that can count
     skipped = Counter(c for _, c in rows if c and c not in rules.names)
     preds = predict(predictor, wanted, batch_size=batch_size, workers=workers, progress=progress)
-    counts = predictor.card.label_counts if priors else None
-    prior = None if counts is None else priors_from_counts(counts)
+    scored = {split or "all": _scores(preds, split, class_column, classes) for split in splits}
     s_idx, u_idx = [rules.index(c) for c in seen], [rules.index(c) for c in unseen_]
-
-    scored = {}
-    for split in splits:
-        part = preds.take([s for s in preds.samples if s.split == split] if split else preds.samples)
-        scored[split or "all"] = labelled_scores(part.probs, class_names(part.samples, class_column), rules,
-                                                 predictor.schema, priors=prior)
     first = next(iter(scored))
-    cal_scores = scored[first]
     for what, idx in (("seen", s_idx), ("unseen", u_idx)):
-        if not np.isin(cal_scores.labels, idx).any():
+        if not np.isin(scored[first].labels, idx).any():
             raise AttrtagError(f"{manifest.source}: the {first} split has no image of a {what} class of the rules; "
                                "calibration needs images of both")
-    gamma = choose_gamma(cal_scores.scores, cal_scores.labels, s_idx, u_idx)
-    figures = []
-    for split, data in scored.items():
-        y = data.labels
-        n_s, n_u = int(np.isin(y, s_idx).sum()), int(np.isin(y, u_idx).sum())
-        if not (n_s and n_u):
-            continue
-        figures.append(SplitFigures(
-            split, n_s, n_u, evaluate_gzsl(data.scores, y, s_idx, u_idx),
-            evaluate_gzsl(data.scores, y, s_idx, u_idx, gamma=gamma),
-            seen_unseen_curve(data.scores, y, s_idx, u_idx).area,
-        ))
-    chosen = figures[0]
+    gamma = choose_gamma(scored[first].scores, scored[first].labels, s_idx, u_idx)
+    figures = [f for f in (_figures(split, data, s_idx, u_idx, gamma) for split, data in scored.items()) if f]
+    chosen, source = figures[0], os.path.basename(manifest.source) or "manifest"
     info = {"chosen_on": f"{source}, split {first}, {chosen.seen_images + chosen.unseen_images} images",
             "unseen": list(unseen_), "figures": [f.to_dict() for f in figures]}
-    calibration = Calibration(gamma, tuple(seen), counts is not None, rules_digest(rules), info=info)
+    calibration = Calibration(gamma, tuple(seen), classes.label_counts is not None, rules_digest(rules), info=info)
     return CalibrationResult(calibration, rules, tuple(unseen_), tuple(figures), dict(skipped), list(preds.failed))
+
+
+def _seen_and_unseen(manifest: Manifest, rules: Rules, column: str,
+                     unseen: Sequence[str] | None) -> tuple[list[str], list[str]]:
+    """The seen classes (train-split images) and the unseen ones, both needed to calibrate."""
+    check_class_column(manifest, column, unseen)
+    train = [c for c in class_names(manifest.split("train"), column) if c]
+    seen, unseen_ = seen_and_unseen(rules, train, unseen)
+    if not seen:
+        raise AttrtagError(f"{manifest.source}: no seen class (none of the rules' classes has train-split images "
+                           "and is left out of `unseen`), so there is nothing to calibrate against")
+    if not unseen_:
+        raise AttrtagError(f"{manifest.source}: no unseen class (every class of the rules has images in the train "
+                           "split); name the unseen classes with `unseen=A,B,...`")
+    return seen, unseen_
+
+
+def _scores(preds: Predictions, split: str | None, column: str, classes: ClassScoring) -> LabelledScores:
+    """Class scores and labels of one split's images (every image when ``split`` is None)."""
+    part = preds.take([s for s in preds.samples if s.split == split] if split else preds.samples)
+    return labelled_scores(part.probs, class_names(part.samples, column), classes.rules, classes.schema,
+                           priors=classes.priors)
+
+
+def _figures(split: str, data: LabelledScores, s_idx: list[int], u_idx: list[int], gamma: float) -> SplitFigures | None:
+    """Seen/unseen/H before and after ``gamma`` on one split (None without images of both)."""
+    y = data.labels
+    n_s, n_u = int(np.isin(y, s_idx).sum()), int(np.isin(y, u_idx).sum())
+    if not (n_s and n_u):
+        return None
+    return SplitFigures(split, n_s, n_u, evaluate_gzsl(data.scores, y, s_idx, u_idx),
+                        evaluate_gzsl(data.scores, y, s_idx, u_idx, gamma=gamma),
+                        seen_unseen_curve(data.scores, y, s_idx, u_idx).area)

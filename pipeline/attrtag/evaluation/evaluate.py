@@ -20,9 +20,8 @@ from ..data.manifest import SPLITS, Manifest, Sample
 from ..errors import AttrtagError
 from ..runtime.api import Predictor
 from ..schema import Schema
-from ..zeroshot.calibration import priors_from_counts, resolve_calibration
 from ..zeroshot.evaluation import ZeroShotReport, evaluate_splits, seen_and_unseen
-from ..zeroshot.rules import Rules
+from ..zeroshot.scoring import ClassScoring
 from .metrics import GroupMetrics, group_metrics
 
 _logger = logging.getLogger(__name__)
@@ -141,6 +140,8 @@ class Evaluation:
     note: str = ""  # which images these are, in words (printed and written into the report)
     includes_training: bool = False  # some scored images may have been trained on
     training: dict[str, Any] | None = None  # the learning options the model card records
+    report: dict[str, Path] = field(default_factory=dict)  # what write_report wrote, when asked to
+    zero_shot_note: str = ""  # which images and scoring the zero-shot figures come from, in words
 
 
 def choose_split(manifest: Manifest, split: str | None) -> tuple[list[Sample], str, str, bool]:
@@ -161,7 +162,7 @@ def choose_split(manifest: Manifest, split: str | None) -> tuple[list[Sample], s
                 return manifest.split(name), name, note, False
         raise AttrtagError(
             f"{manifest.source}: no 'test' or 'val' rows (split column), so any row may have been trained on; "
-            "pass --split all to score every row anyway (the report then says so)"
+            "pass `split=all` to score every row anyway (the report then says so)"
         )
     if split == "all":
         trained = len(manifest.split("train"))
@@ -188,46 +189,41 @@ def evaluate(
     manifest: Manifest,
     *,
     split: str | None = None,
-    rules: Rules | None = None,
+    classes: ClassScoring | None = None,
     class_column: str = "class",
     unseen: Sequence[str] | None = None,
-    priors: bool = True,
     batch_size: int = 64,
     workers: int = 2,
     progress: Progress | None = None,
 ) -> Evaluation:
-    """Per-group metrics on one split, and with ``rules`` the zero-shot figures.
+    """Per-group metrics on one split, and with ``classes`` the zero-shot figures.
 
     Zero-shot figures are computed on the test split with the calibration chosen on val
     (every row, uncalibrated, when the manifest has no split column), scored as tagging scores
-    them: divided by the model's label priors, and also with the model's stored calibration
-    when it holds for ``rules``.
+    them (:func:`attrtag.zeroshot.scoring.class_scoring`: label priors, and the model's stored
+    calibration as one more row when it holds).
 
     Args:
         predictor: the model.
         manifest: labelled samples.
         split: ``test``, ``val``, ``train`` or ``all`` (every row); None: the test split when the
             manifest has one, else val (:func:`choose_split`).
-        rules: class rules; needs a ``class_column`` in the manifest.
+        classes: the class scoring; needs a ``class_column`` in the manifest.
         class_column: the manifest column holding each image's class.
         unseen: the unseen classes (default: the classes with no image in the train split).
-        priors: divide class scores by the label priors of the model's card (when it has them).
         batch_size: images per model call.
         workers: decoding threads.
         progress: optional progress wrapper.
-
-    Returns:
-        The :class:`Evaluation`.
 
     Raises:
         AttrtagError: an empty split, or rules without what zero-shot evaluation needs.
     """
     samples, split, note, includes_training = choose_split(manifest, split)
     zs_samples: list[Sample] = []
-    if rules is not None:
+    if classes is not None:
         zs_samples = _zero_shot_samples(manifest, class_column, unseen)
     elif unseen:
-        raise AttrtagError("--unseen needs --rules R")
+        raise AttrtagError("`unseen` needs `rules=R`")
     wanted = {id(s) for s in samples} | {id(s) for s in zs_samples}
     # One pass over every image either report needs.
     every = predict(predictor, [s for s in manifest.samples if id(s) in wanted], batch_size=batch_size,
@@ -236,19 +232,49 @@ def evaluate(
     recorded = predictor.card.training
     result = Evaluation(compute_metrics(predictor.schema, preds), preds, split, note=note,
                         includes_training=includes_training, training=None if recorded is None else dict(recorded))
-    if rules is not None:
-        train_classes = [c for c in class_names(manifest.split("train"), class_column) if c]
-        seen, unseen_ = seen_and_unseen(rules, train_classes, unseen)
-        zs = every.take(zs_samples)
-        counts = predictor.card.label_counts if priors else None
-        stored, _ = resolve_calibration(predictor.card.calibration, rules, priors=counts is not None, source="model")
-        result.zero_shot = evaluate_splits(
-            zs.probs, class_names(zs.samples, class_column), [s.split for s in zs.samples] if manifest.has_splits
-            else [None] * len(zs.samples), rules, predictor.schema, seen=seen, unseen=unseen_,
-            priors=None if counts is None else priors_from_counts(counts),
-            stored_gamma=stored.gamma if stored is not None and set(stored.seen) == set(seen) else None,
-        )
+    if classes is not None:
+        result.zero_shot = _zero_shot(every.take(zs_samples), manifest, classes, class_column, unseen)
+        result.zero_shot_note = ("test split, gamma chosen on val" if manifest.has_splits else "all rows, no calibration") \
+            + ("; scores divided by the training label priors" if classes.label_counts is not None else "")
     return result
+
+
+def _zero_shot(zs: Predictions, manifest: Manifest, classes: ClassScoring, column: str,
+               unseen: Sequence[str] | None) -> ZeroShotReport:
+    """The zero-shot figures of the val and test images (every row without splits)."""
+    train_classes = [c for c in class_names(manifest.split("train"), column) if c]
+    seen, unseen_ = seen_and_unseen(classes.rules, train_classes, unseen)
+    stored = classes.calibration
+    splits = [s.split for s in zs.samples] if manifest.has_splits else [None] * len(zs.samples)
+    return evaluate_splits(
+        zs.probs, class_names(zs.samples, column), splits, classes.rules, classes.schema, seen=seen,
+        unseen=unseen_, priors=classes.priors,
+        stored_gamma=stored.gamma if stored is not None and set(stored.seen) == set(seen) else None,
+    )
+
+
+def report_extra(result: Evaluation, *, model: str, manifest: Manifest, rules: str | None,
+                 class_column: str) -> dict[str, Any]:
+    """What ``metrics.json`` holds besides the per-group figures: the model, the images, how they were chosen."""
+    preds = result.predictions
+    extra: dict[str, Any] = {
+        "checkpoint": model,
+        "manifest": manifest.source,
+        "split": result.split,
+        "split_note": result.note,
+        "includes_training_images": result.includes_training,
+        "images": len(preds.samples) + len(preds.failed),
+        "training": result.training,
+        "failed_images": [{"path": p, "reason": r} for p, r in preds.failed],
+    }
+    if result.zero_shot is not None:
+        extra["zero_shot"] = {
+            "rules": rules, "class_column": class_column,
+            "split": "test" if manifest.has_splits else None,
+            "calibration_split": "val" if manifest.has_splits else None,
+            **result.zero_shot.to_dict(),
+        }
+    return extra
 
 
 def check_class_column(manifest: Manifest, column: str, unseen: Sequence[str] | None) -> None:
@@ -257,12 +283,12 @@ def check_class_column(manifest: Manifest, column: str, unseen: Sequence[str] | 
     if not any(column in s.extra for s in manifest.samples):
         raise AttrtagError(
             f"{manifest.source}: no '{column}' column; zero-shot figures need each image's class "
-            "(name the column with --class-column)"
+            "(name the column with `class_column`)"
         )
     if not manifest.has_splits and not unseen:
         raise AttrtagError(
             f"{manifest.source}: no split column, so unseen classes cannot be told from training images; "
-            "pass --unseen A,B,..."
+            "pass `unseen=A,B,...`"
         )
 
 
@@ -282,9 +308,14 @@ def write_report(
     """Write ``metrics.json`` and one confusion-matrix PNG per labelled group into ``out_dir``.
 
     Returns:
-        ``{"json": path, <group>: png_path, ...}``.
+        ``{"json": path, <group>: png_path, ...}``; without matplotlib (the ``train`` extra)
+        only the JSON, and a warning says so.
     """
-    from .plots import plot_confusion  # matplotlib only when a report is written
+    try:
+        from .plots import plot_confusion  # matplotlib only when a report is written
+    except ImportError:
+        _logger.warning("confusion matrices not drawn: matplotlib is not installed (pip install 'attrtag[train]')")
+        plot_confusion = None
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -295,7 +326,7 @@ def write_report(
         d = m.to_dict(values)
         if m.labelled == 0:
             d["note"] = "no labels for this group in the evaluated images"
-        else:
+        elif plot_confusion is not None:
             png = out_dir / f"confusion_{m.group}.png"
             plot_confusion(m.confusion, values, png, title=f"{m.group}  (n={m.labelled}, acc={100 * m.accuracy:.1f}%)")
             d["confusion_png"] = png.name

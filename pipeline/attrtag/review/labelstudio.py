@@ -17,7 +17,7 @@ from typing import Any, Sequence
 from .._files import atomic_dir
 from ..schema import Schema
 from ..tagging.records import TagRecord
-from ..zeroshot.fields import UNKNOWN
+from ..tagging.records import UNKNOWN
 from .sources import TagSet, relative_url
 
 #: Label Studio's URL for files it serves from ``LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT``.

@@ -27,7 +27,7 @@ from .._files import write_text
 from ..data.batches import decode_batches
 from ..data.preprocess import Preprocessing
 from ..errors import AttrtagError, OutputError
-from ..zeroshot.fields import UNKNOWN
+from ..tagging.records import UNKNOWN
 from .sources import TagSet, relative_url
 
 _logger = logging.getLogger(__name__)
@@ -187,9 +187,9 @@ def write_report(
         What was written.
     """
     if thumbnails not in THUMBNAIL_MODES:
-        raise AttrtagError(f"--thumbnails {thumbnails}: not one of {', '.join(THUMBNAIL_MODES)}")
+        raise AttrtagError(f"`thumbnails={thumbnails}`: not one of {', '.join(THUMBNAIL_MODES)}")
     if not 16 <= thumb_size <= 512:
-        raise AttrtagError(f"--thumb-size {thumb_size}: choose between 16 and 512 pixels")
+        raise AttrtagError(f"`thumb_size={thumb_size}`: choose between 16 and 512 pixels")
     out = Path(out)
     paths = [tags.image_path(r) for r in tags.tagged]
     # The data first: a bad record fails before minutes of thumbnail decoding, not after.

@@ -56,13 +56,15 @@ def model_kind(path: str | Path) -> str:
     raise CheckpointError(f"{path}: not an ONNX model or an attrtag checkpoint: {_describe(head)}; {_FIX}")
 
 
-def read_card(path: str | Path) -> ModelCard:
+def read_card(path: str | Path, *, kind: str | None = None) -> ModelCard:
     """The model card of an ONNX file or a checkpoint, without opening an inference session.
+
+    ``kind``: the file's :func:`model_kind` when the caller has read it already.
 
     Raises:
         CheckpointError: not a model, or not an attrtag one.
     """
-    if model_kind(path) == ONNX:
+    if (kind or model_kind(path)) == ONNX:
         from .onnx_backend import read_onnx_card  # lazy: keeps torch out of the ONNX path
 
         return read_onnx_card(path)

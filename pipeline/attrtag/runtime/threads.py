@@ -83,7 +83,7 @@ def plan_threads(
 
 def open_with_thread_plan(
     model_path: str | os.PathLike[str], *, device: str = "auto", workers: int | None = None,
-    threads: int | None = None, **options: Any,
+    threads: int | None = None, kind: str | None = None, **options: Any,
 ) -> tuple[Predictor, ThreadPlan]:
     """Open a model that will run beside decode threads, with the CPUs split between the two.
 
@@ -95,6 +95,7 @@ def open_with_thread_plan(
         device: as :func:`attrtag.runtime.open_predictor`.
         workers: explicit decode threads (None: planned).
         threads: explicit model threads (None: planned).
+        kind: the file's :func:`.model_file.model_kind` when the caller has read it already.
         options: passed to :func:`attrtag.runtime.open_predictor` (``batch_size_hint``, ...).
 
     Returns:
@@ -102,7 +103,7 @@ def open_with_thread_plan(
     """
     from . import open_predictor  # the package imports this module's neighbours, not the reverse
 
-    kind = model_kind(model_path)  # the one look at the file's first bytes in a run
+    kind = kind or model_kind(model_path)  # one look at the file's first bytes per run
     backend = "torch" if kind == CHECKPOINT else "onnx"
     split = plan_threads(backend=backend, on_gpu=False, workers=workers, threads=threads)
     predictor = open_predictor(model_path, device=device, threads=split.model_threads, kind=kind, **options)

@@ -10,28 +10,23 @@ Two ways to drive it, sharing :func:`predict_records` (one batch):
   constructor: the shape Ray Data's actor pools call (``ds.map_batches(TagWorker, ...)``).
 
 Every image yields exactly one record: decoding failures of any kind become error records
-(:meth:`RecordLayout.error_record`) and the run goes on. Only a failure of the model itself
-stops a run. Class fields (zero-shot rules) are added here, from the rounded distributions the
-records hold, with the rules compiled once per run.
+(:meth:`RecordLayout.batch`) and the run goes on. Only a failure of the model itself stops a
+run. The records, class fields included, are made by :mod:`.records` in one call per batch.
 """
 from __future__ import annotations
 
-import logging
+import json
 import os
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
 from ..data.batches import Decoded, decode_batches, decode_one, stack_inputs
-from ..data.images import DEFAULT_MAX_PIXELS, display_path
+from ..data.images import DEFAULT_MAX_PIXELS
 from ..runtime import Predictor
 from ..runtime.threads import open_with_thread_plan
-from ..schema import Schema
-from ..zeroshot.fields import CLASS_FIELDS, ClassTagging, class_tagging_for
-from .records import RecordLayout, TagRecord, round_probs
-
-_logger = logging.getLogger(__name__)
+from .records import RecordLayout, TagRecord
 
 DEFAULT_BATCH_SIZE = 32
 
@@ -39,43 +34,6 @@ DEFAULT_BATCH_SIZE = 32
 #: ``probs[group]`` has one row per record without ``error``, in record order, with the full
 #: distribution even under ``top_k``.
 Postprocess = Callable[[list[TagRecord], Mapping[str, np.ndarray]], list[TagRecord]]
-
-
-def add_class_fields(
-    records: Sequence[TagRecord], probs: Mapping[str, np.ndarray], classes: ClassTagging, schema: Schema
-) -> None:
-    """Add the class fields of ``classes`` to the tagged records, in place.
-
-    Args:
-        records: records in batch order; those with ``error`` are left alone.
-        probs: group -> distributions of the tagged records, in order (rounded as the records
-            hold them, so re-scoring a finished output reproduces the fields exactly).
-        classes: the run's rules and class options.
-        schema: the model's schema.
-    """
-    tagged = [r for r in records if "error" not in r]
-    if tagged:
-        for rec, fields in zip(tagged, classes.fields(probs, schema)):
-            rec.update(fields)
-
-
-def rescore(records: Sequence[TagRecord], source: RecordLayout, target: RecordLayout) -> list[TagRecord]:
-    """Records of ``source`` with the class fields of ``target.classes`` (``attrtag classify``).
-
-    Args:
-        records: records written with layout ``source`` (which must hold full distributions).
-        source: the layout of the file the records come from.
-        target: the layout to write; its ``classes`` are scored (None: class fields removed).
-
-    Returns:
-        New records: failed images unchanged; tagged ones without any old class fields, plus
-        the new ones.
-    """
-    out = [r if "error" in r else {k: v for k, v in r.items() if k not in CLASS_FIELDS} for r in records]
-    tagged = [r for r in out if "error" not in r]
-    if target.classes is not None and tagged:
-        add_class_fields(out, source.probabilities(tagged), target.classes, target.schema)
-    return out
 
 
 def predict_records(
@@ -97,25 +55,9 @@ def predict_records(
         Records in the order of ``decoded``.
     """
     ok = [d for d in decoded if d.pixels is not None]
-    raw: dict[str, np.ndarray] = {}
-    probs: dict[str, np.ndarray] = {}
-    tagged: list[TagRecord] = []
-    if ok:
-        raw = predictor(stack_inputs(ok, predictor.preprocessing))
-        probs = round_probs(raw)  # what the records hold, and what class fields are scored on
-        tagged = layout.prediction_records([display_path(d.path) for d in ok], probs)
-    next_tagged = iter(tagged)
-    records = [
-        next(next_tagged)
-        if d.pixels is not None
-        else layout.error_record(display_path(d.path), d.error or "decode", d.message or "")
-        for d in decoded
-    ]
-    if layout.classes is not None and tagged:
-        add_class_fields(records, probs, layout.classes, layout.schema)
-    if postprocess is not None:
-        records = postprocess(records, raw)
-    return records
+    raw = predictor(stack_inputs(ok, predictor.preprocessing)) if ok else {}
+    records = layout.batch(decoded, raw)
+    return postprocess(records, raw) if postprocess is not None else records
 
 
 def tag_paths(
@@ -157,46 +99,58 @@ def tag_paths(
         yield predict_records(predictor, layout, chunk, postprocess=postprocess)
 
 
+class LocalEngine:
+    """Tagging in this process: decode threads (or processes) beside one open model.
+
+    Args:
+        predictor: the open model.
+        workers: decode workers (0: decode in the model's thread).
+        worker_kind: ``thread`` or ``process``.
+    """
+
+    def __init__(self, predictor: Predictor, *, workers: int, worker_kind: str = "thread") -> None:
+        self.predictor, self.workers, self.worker_kind = predictor, workers, worker_kind
+
+    def batches(self, paths: Iterable[str], layout: RecordLayout, *, batch_size: int,
+                max_pixels: int) -> Iterator[list[TagRecord]]:
+        """Records of ``paths`` in input order, a batch at a time (see :func:`tag_paths`)."""
+        return tag_paths(self.predictor, paths, layout=layout, batch_size=batch_size, workers=self.workers,
+                         worker_kind=self.worker_kind, max_pixels=max_pixels)
+
+    def close(self) -> None:
+        """Nothing to release: the model goes with the predictor."""
+
+
 class TagWorker:
     """Tag a batch of paths with a model opened once: the unit of work for Ray Data actors.
 
-    ``TagWorker(model_path, **opts)({"path": array_of_paths})`` returns flat column arrays (see
-    ``datasets/OUTPUT.md``): ``object`` arrays for text columns (None where empty) and
-    ``float64`` for ``<group>_prob`` (NaN for failed images).
+    ``TagWorker(model_path, layout)({"path": array_of_paths})`` returns ``{"record": array}``:
+    one JSON text per path, in order, each the record :class:`RecordLayout` made (what the
+    output file holds). Records travel as text because their fields differ between tagged and
+    failed images; the driver parses each once and hands it to the writer.
     """
 
     def __init__(
         self,
         model_path: str,
+        layout: RecordLayout,
         *,
         device: str = "auto",
         threads: int | None = None,
-        top_k: int | None = None,
-        thresholds: Mapping[str, float] | None = None,
         workers: int | None = None,
         max_pixels: int = DEFAULT_MAX_PIXELS,
         batch_size: int | None = None,
-        rules: str | None = None,
-        class_top_k: int = 5,
-        layout: RecordLayout | None = None,
     ) -> None:
         """Open the model.
 
         Args:
             model_path: ``.onnx`` file or training checkpoint.
+            layout: the run's record layout (class scoring included).
             device: ``auto``, ``cpu`` or ``cuda`` (see :func:`attrtag.runtime.open_predictor`).
             threads: model runtime threads (None: :func:`attrtag.runtime.threads.plan_threads`).
-            top_k: keep the ``k`` most probable values per group.
-            thresholds: group -> minimum top probability (marks ``uncertain``).
             workers: decoding threads inside this worker (0: decode inline; None: the plan's).
             max_pixels: decompression-bomb limit.
             batch_size: the batch size Ray will pass (lets TensorRT build its engine for it).
-            rules: a rules YAML file, or ``"embedded"`` for the rules in the model's card, to
-                add class fields (as ``attrtag tag --rules``); None: no class fields.
-            class_top_k: classes kept per record when ``rules`` is set.
-            layout: the exact record layout to use (the Ray engine passes its run's, class
-                options included); ``top_k``, ``thresholds``, ``rules`` and ``class_top_k``
-                are then ignored.
 
         Raises:
             AttrtagError: the model cannot be opened, or its schema is not ``layout``'s.
@@ -204,24 +158,13 @@ class TagWorker:
         self.predictor, split = open_with_thread_plan(
             model_path, device=device, workers=workers, threads=threads, batch_size_hint=batch_size
         )
-        if layout is not None:
-            self.predictor.schema.check_same(layout.schema, what=f"{model_path} is not the model this run was set up for")
-            self.layout = layout
-        else:
-            self.layout = RecordLayout(
-                self.predictor.schema, top_k=top_k, thresholds=dict(thresholds or {}),
-                classes=class_tagging_for(
-                    self.predictor.schema, self.predictor.rules,
-                    False if rules is None else True if rules == "embedded" else rules,
-                    model_name=os.path.basename(model_path), top_k=class_top_k, warn=_logger.warning,
-                ),
-            )
-        self.max_pixels = max_pixels
+        self.predictor.schema.check_same(layout.schema, what=f"{model_path} is not the model this run was set up for")
+        self.layout, self.max_pixels = layout, max_pixels
         workers = split.decode_workers
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="attrtag-decode") if workers else None
 
     def __call__(self, batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Tag ``batch["path"]``; returns ``{column: array}`` with one row per path, in order."""
+        """Tag ``batch["path"]``; returns ``{"record": JSON texts}``, one per path, in order."""
         paths = [os.fsdecode(p) if isinstance(p, bytes) else str(p) for p in batch["path"]]
         prep = self.predictor.preprocessing
         if self._pool is not None:
@@ -229,25 +172,4 @@ class TagWorker:
         else:
             decoded = [decode_one(p, prep, self.max_pixels) for p in paths]
         records = predict_records(self.predictor, self.layout, decoded) if decoded else []
-        return records_to_columns(self.layout, records)
-
-
-def records_to_columns(layout: RecordLayout, records: Sequence[TagRecord]) -> dict[str, np.ndarray]:
-    """Records -> flat column arrays (``float64`` for probabilities, ``object`` otherwise).
-
-    Args:
-        layout: the record layout.
-        records: records made with ``layout``.
-
-    Returns:
-        ``{column: array of len(records)}`` for every column of ``layout``.
-    """
-    flat = [layout.to_flat(r) for r in records]
-    out: dict[str, np.ndarray] = {}
-    for col in layout.columns:
-        values: list[Any] = [row[col] for row in flat]
-        if col == "class_prob" or (col.endswith("_prob") and col[: -len("_prob")] in layout.schema):
-            out[col] = np.array([np.nan if v is None else v for v in values], dtype=np.float64)
-        else:
-            out[col] = np.array(values, dtype=object)
-    return out
+        return {"record": np.array([json.dumps(r, ensure_ascii=False) for r in records], dtype=object)}

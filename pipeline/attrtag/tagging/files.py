@@ -267,7 +267,7 @@ def _scan_csv(
             if header != list(columns):
                 raise OutputMismatchError(
                     f"{path}: columns {header} differ from this run's {list(columns)}; "
-                    "use another --out, or --overwrite to start it again"
+                    "use another `out`, or `overwrite=True` to start it again"
                 )
             kept = []
             for row in reader:
@@ -290,7 +290,7 @@ def _sidecar_meta(path: Path) -> OutputMeta:
     if not meta_path.exists():
         raise OutputError(
             f"{path}: no {meta_path.name} next to it, so it is not an attrtag tag output (or its header file "
-            "was lost); choose another --out, or --overwrite to replace it"
+            "was lost); choose another `out`, or `overwrite=True` to replace it"
         )
     return OutputMeta.from_dict(_read_json(meta_path), source=str(meta_path))
 
@@ -331,10 +331,10 @@ def _parquet_meta(path: Path) -> OutputMeta:
     try:
         raw = (pa.parquet.read_schema(path).metadata or {}).get(b"attrtag")
     except (OSError, pa.ArrowException) as err:
-        raise OutputError(f"{path}: cannot read it as Parquet ({err}); use another --out, or --overwrite") from None
+        raise OutputError(f"{path}: cannot read it as Parquet ({err}); use another `out`, or `overwrite=True`") from None
     if raw is None:
         raise OutputError(
-            f"{path}: not an attrtag tag output (no 'attrtag' metadata); use another --out, or --overwrite"
+            f"{path}: not an attrtag tag output (no 'attrtag' metadata); use another `out`, or `overwrite=True`"
         )
     return OutputMeta.from_dict(json.loads(raw), source=str(path))
 

@@ -13,7 +13,7 @@ from typing import Any, Mapping
 
 from ..errors import OutputError, OutputMismatchError, SchemaError
 from ..schema import Schema
-from ..zeroshot.fields import ClassTagging
+from ..zeroshot.scoring import ClassScoring
 from .records import RecordLayout
 
 
@@ -36,6 +36,24 @@ class OutputMeta:
     layout: RecordLayout
     model: str
     model_sha256: str
+
+    # What travels with the records, as a model card carries it (:func:`attrtag.zeroshot.scoring.class_scoring`).
+    @property
+    def schema(self) -> Schema:
+        return self.layout.schema
+
+    @property
+    def rules(self) -> Any:
+        """The class rules the records were scored with, or None."""
+        return None if self.layout.classes is None else self.layout.classes.rules
+
+    @property
+    def label_counts(self) -> Mapping[str, tuple[int, ...]] | None:
+        return None if self.layout.classes is None else self.layout.classes.label_counts
+
+    @property
+    def calibration(self) -> Any:
+        return None if self.layout.classes is None else self.layout.classes.calibration
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON header (``{"format_version", "model", ...}``)."""
@@ -65,14 +83,14 @@ class OutputMeta:
                 schema,
                 top_k=d.get("top_k"),
                 thresholds={str(g): float(t) for g, t in (d.get("thresholds") or {}).items()},
-                classes=ClassTagging.from_dict(classes, schema, source=source) if classes is not None else None,
+                classes=ClassScoring.from_dict(classes, schema, source=source) if classes is not None else None,
             )
             return cls(layout, str(d["model"]), str(d["model_sha256"]))
         except (KeyError, TypeError, ValueError, SchemaError) as err:
             if isinstance(err, OutputError):
                 raise
             raise OutputError(
-                f"{source}: unreadable attrtag header ({err}); delete the file or use another --out"
+                f"{source}: unreadable attrtag header ({err}); delete the file or use another `out`"
             ) from None
 
     def check_resumable(self, found: "OutputMeta", *, source: str) -> None:
@@ -82,7 +100,7 @@ class OutputMeta:
             found: the header read from the existing output.
             source: the output file, for the message.
         """
-        fix = "use another --out, or --overwrite to start it again"
+        fix = "use another `out`, or `overwrite=True` to start it again"
         try:
             found.layout.schema.check_same(self.layout.schema, what=f"{source} was written with another schema")
         except SchemaError as err:
@@ -93,8 +111,8 @@ class OutputMeta:
                 f"'{self.model}' (sha256 {self.model_sha256[:12]}); {fix}"
             )
         for what, old, new in (
-            ("--top-k", found.layout.top_k, self.layout.top_k),
-            ("--threshold", dict(found.layout.thresholds), dict(self.layout.thresholds)),
+            ("`top_k`", found.layout.top_k, self.layout.top_k),
+            ("`thresholds`", dict(found.layout.thresholds), dict(self.layout.thresholds)),
         ):
             if old != new:
                 raise OutputMismatchError(f"{source} was written with {what} {old}, this run uses {new}; {fix}")
@@ -105,7 +123,7 @@ class OutputMeta:
             )
 
 
-def _describe_classes(classes: ClassTagging | None) -> str:
+def _describe_classes(classes: ClassScoring | None) -> str:
     return "no class rules" if classes is None else f"class rules: {classes.describe()}"
 
 
@@ -141,13 +159,13 @@ def output_format(path: str | os.PathLike[str], fmt: str | None = None) -> str:
     """
     if fmt is not None:
         if fmt not in FORMATS:
-            raise OutputError(f"--format {fmt}: not one of {', '.join(FORMATS)}")
+            raise OutputError(f"`fmt={fmt}`: not one of {', '.join(FORMATS)}")
         return fmt
     ext = Path(path).suffix.lower()
     if ext not in _EXTENSIONS:
         raise OutputError(
-            f"--out {path}: {f'extension {ext!r}' if ext else 'no extension'} names no output format; "
-            f"use {', '.join(_EXTENSIONS)} (or --format jsonl/csv/parquet to choose one for this name)"
+            f"`out={path}`: {f'extension {ext!r}' if ext else 'no extension'} names no output format; "
+            f"use {', '.join(_EXTENSIONS)} (or `fmt` jsonl/csv/parquet to choose one for this name)"
         )
     return _EXTENSIONS[ext]
 

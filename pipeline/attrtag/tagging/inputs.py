@@ -42,7 +42,12 @@ _logger = logging.getLogger(__name__)
 _GLOB_CHARS = frozenset("*?[")
 
 
-def expand_inputs(inputs: Sequence[str], *, must_exist: bool = True) -> list[str]:
+class ImagePaths(list):
+    """Paths :func:`expand_inputs` made: expanding them again returns them as they are, so a
+    caller can check its INPUTs early (before a model loads) and hand the result on."""
+
+
+def expand_inputs(inputs: Sequence[str], *, must_exist: bool = True) -> ImagePaths:
     """Expand INPUT arguments (folders, files, globs, list files) into sorted image paths.
 
     Args:
@@ -59,13 +64,15 @@ def expand_inputs(inputs: Sequence[str], *, must_exist: bool = True) -> list[str
         InputError: no inputs, an INPUT that matches nothing or does not exist, or an
             unreadable list file.
     """
+    if isinstance(inputs, ImagePaths):
+        return inputs
     if not inputs:
-        raise InputError("no INPUT given; name image files, folders, glob patterns or @list.txt files")
+        raise InputError("no `inputs` given; name image files, folders, glob patterns or @list.txt files")
     found: dict[str, str] = {}  # absolute key -> path as it will be reported
     for arg in inputs:
         paths = list(_expand_one(arg, must_exist))
         if not paths:
-            raise InputError(f"INPUT '{arg}' matches no image files; check the path or pattern")
+            raise InputError(f"`inputs` '{arg}' matches no image files; check the path or pattern")
         for p in paths:
             p = os.path.normpath(p)
             key = os.path.abspath(p)
@@ -73,7 +80,7 @@ def expand_inputs(inputs: Sequence[str], *, must_exist: bool = True) -> list[str
             # that sorts first so the choice does not depend on argument order.
             if key not in found or os.fsencode(p) < os.fsencode(found[key]):
                 found[key] = p
-    paths = sorted(found.values(), key=os.fsencode)
+    paths = ImagePaths(sorted(found.values(), key=os.fsencode))
     _logger.debug("%d INPUT arguments expanded to %d paths", len(inputs), len(paths))
     return paths
 
@@ -93,7 +100,7 @@ def _expand_one(arg: str, must_exist: bool) -> Iterable[str]:
     if is_glob(arg):
         return _expand_glob(arg)
     if must_exist and not os.path.lexists(arg):
-        raise InputError(f"INPUT '{arg}': no such file or folder; check the path")
+        raise InputError(f"`inputs` '{arg}': no such file or folder; check the path")
     return [arg]  # a file, a broken link or (not must_exist) a missing path: the decoder reports which
 
 

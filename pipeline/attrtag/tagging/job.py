@@ -2,32 +2,31 @@
 
 :class:`TagJob` opens the output (checking an existing one was made by the same model and
 settings, see :mod:`.header`), skips the paths already recorded, and writes each batch of
-records durably before yielding it, so the caller can show progress and a ``kill -9`` loses at
-most the batch in flight.
+records an engine makes durably before yielding it, so the caller can show progress and a
+``kill -9`` loses at most the batch in flight.
 """
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections import Counter
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
-from ..data.images import DEFAULT_MAX_PIXELS, display_path
-from ..runtime.api import Predictor
-from .engine import DEFAULT_BATCH_SIZE, tag_paths
+from ..data.images import display_path
 from .files import open_output
 from .header import OutputMeta, model_fingerprint
 from .records import RecordLayout, TagRecord
 from .retry import drop_failed
 
+_logger = logging.getLogger(__name__)
+
 
 class TagJob:
-    """Tag ``paths`` into ``out`` with ``predictor``; use as a context manager.
+    """Write the records of ``paths`` into ``out``, resuming it; use as a context manager.
 
     Args:
-        predictor: the open model; None when the records come from elsewhere (:meth:`record`,
-            e.g. the Ray engine, whose actors run the model).
         paths: image paths in output order (see :func:`attrtag.tagging.inputs.expand_inputs`).
         out: the output file (``.jsonl``, ``.csv`` or ``.parquet``).
         layout: record layout (schema, top-k, thresholds, class rules).
@@ -47,7 +46,6 @@ class TagJob:
 
     def __init__(
         self,
-        predictor: Predictor | None,
         paths: Sequence[str],
         out: str | os.PathLike[str],
         *,
@@ -58,7 +56,7 @@ class TagJob:
         retry_failed: bool = False,
         model_sha256: str | None = None,
     ) -> None:
-        self.predictor, self.layout, self.out = predictor, layout, Path(out)
+        self.layout, self.out = layout, Path(out)
         meta = OutputMeta(layout, model=os.path.basename(model_path),
                           model_sha256=model_sha256 or model_fingerprint(model_path))
         self.writer = open_output(out, meta, fmt=fmt, overwrite=overwrite)
@@ -73,22 +71,10 @@ class TagJob:
         self.skipped = len(paths) - len(self.todo)
         self.counts: Counter[str] = Counter()
         self.seconds = 0.0
-
-    def run(
-        self,
-        *,
-        batch_size: int = DEFAULT_BATCH_SIZE,
-        workers: int = 2,
-        worker_kind: str = "thread",
-        max_pixels: int = DEFAULT_MAX_PIXELS,
-    ) -> Iterator[list[TagRecord]]:
-        """Tag :attr:`todo`, writing each batch before yielding it (see :func:`tag_paths`)."""
-        if self.predictor is None:
-            raise TypeError("TagJob.run needs a predictor; use TagJob.record for records made elsewhere")
-        return self.record(tag_paths(
-            self.predictor, self.todo, layout=self.layout, batch_size=batch_size, workers=workers,
-            worker_kind=worker_kind, max_pixels=max_pixels,
-        ))
+        if self.retried:
+            _logger.info("retrying %d images that failed before", self.retried)
+        if self.skipped:
+            _logger.info("resuming %s: %d of %d images already there", out, self.skipped, len(paths))
 
     def record(self, batches: Iterable[list[TagRecord]]) -> Iterator[list[TagRecord]]:
         """Write each batch of records (of :attr:`todo`, in order) durably, then yield it."""

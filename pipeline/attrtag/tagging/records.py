@@ -1,8 +1,10 @@
 """Tag records: how a batch of probabilities becomes one record per image, and flat columns.
 
-The record and column layout is specified in ``datasets/OUTPUT.md``. This module builds the
-group fields; class fields (zero-shot) are computed by the engine with the run's compiled
-rules and merged in (:func:`attrtag.tagging.engine.add_class_fields`).
+The record and column layout is specified in ``datasets/OUTPUT.md``. This module owns every
+field of a record: the group fields, ``uncertain``, the class fields (scored by the run's
+:class:`~attrtag.zeroshot.scoring.ClassScoring` from the rounded distributions the record
+itself holds, so re-scoring a finished output reproduces them exactly) and the error fields.
+Probabilities are rounded here, once.
 """
 from __future__ import annotations
 
@@ -14,9 +16,12 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from ..data.batches import Decoded
+from ..data.images import display_path
 from ..errors import OutputError
-from ..schema import Schema
-from ..zeroshot.fields import CLASS_FIELDS, ClassTagging
+from ..schema import Group, Schema
+from ..zeroshot.classifier import ZeroShotResult
+from ..zeroshot.scoring import ClassScoring
 
 #: One output record (a JSON object), as specified in ``datasets/OUTPUT.md``.
 TagRecord = dict[str, Any]
@@ -24,12 +29,31 @@ TagRecord = dict[str, Any]
 #: Probabilities are rounded to this many decimals (float32 softmax outputs carry about 7
 #: digits): files stay small, and records of the same model are byte-identical across runs.
 PROB_DECIMALS = 6
+#: Record fields (and flat columns, in this order) of a run with class rules.
+CLASS_FIELDS = ("class", "class_prob", "classes", "class_explanation")
+#: ``class`` of an image whose best class probability is below the unknown threshold.
+UNKNOWN = "unknown"
 _FIXED_COLUMNS = ("path", "uncertain", "error", "message")
 
 
 def round_probs(probs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     """float64 copies rounded to :data:`PROB_DECIMALS`: the values records hold."""
     return {g: np.round(np.asarray(p, dtype=np.float64), PROB_DECIMALS) for g, p in probs.items()}
+
+
+def class_fields(result: ZeroShotResult) -> list[dict[str, Any]]:
+    """The class fields of ``N`` scored images, keys in :data:`CLASS_FIELDS` order."""
+    names = result.class_names
+    top_probs = np.round(result.top_k_probs, PROB_DECIMALS).tolist()
+    out = []
+    for i, (idx, ps, unknown) in enumerate(zip(result.top_k.tolist(), top_probs, result.unknown.tolist())):
+        out.append({
+            "class": UNKNOWN if unknown else names[idx[0]],
+            "class_prob": ps[0],
+            "classes": [{"class": names[c], "prob": p} for c, p in zip(idx, ps)],
+            "class_explanation": {g: round(v, PROB_DECIMALS) for g, v in result.explain(i, idx[0]).items()},
+        })
+    return out
 
 
 @dataclass(frozen=True)
@@ -41,22 +65,22 @@ class RecordLayout:
         top_k: keep only the ``k`` most probable values in ``<group>_probs`` (None: all).
         thresholds: group -> minimum top probability; groups below it are listed in
             ``uncertain``. Empty: no ``uncertain`` field at all.
-        classes: zero-shot class rules and options; None: no class fields.
+        classes: zero-shot class scoring (built for ``schema``); None: no class fields.
     """
 
     schema: Schema
     top_k: int | None = None
     thresholds: Mapping[str, float] = field(default_factory=dict)
-    classes: ClassTagging | None = None
+    classes: ClassScoring | None = None
 
     def __post_init__(self) -> None:
-        if self.top_k is not None and self.top_k < 1:
-            raise OutputError(f"--top-k must be at least 1, got {self.top_k}")
+        if self.top_k is not None and (isinstance(self.top_k, bool) or self.top_k < 1):
+            raise OutputError(f"`top_k` must be at least 1, got {self.top_k}")
         for g, t in self.thresholds.items():
             if g not in self.schema:
-                raise OutputError(f"--threshold {g}={t}: unknown group '{g}' (groups: {', '.join(self.schema.names)})")
+                raise OutputError(f"`thresholds` {g}={t}: the model has no group '{g}' (groups: {', '.join(self.schema.names)})")
             if not 0.0 <= t <= 1.0:
-                raise OutputError(f"--threshold {g}={t}: a threshold is a probability between 0 and 1")
+                raise OutputError(f"`thresholds` {g}={t}: a threshold is a probability between 0 and 1")
         for g in self.schema:
             for name in (g.name, *g.values):
                 if any(c in name for c in "\r\n"):
@@ -70,12 +94,22 @@ class RecordLayout:
                 if col in taken:
                     raise OutputError(
                         f"schema group '{g}' gives output column '{col}', which is already used"
-                        + (" by the class fields of --rules" if col in CLASS_FIELDS else "")
+                        + (" by the class fields of `rules`" if col in CLASS_FIELDS else "")
                         + "; rename the group in the schema and retrain/re-export"
                     )
                 taken.add(col)
         if self.classes is not None:
-            self.classes.check(self.schema)
+            self._check_classes(self.classes)
+
+    def _check_classes(self, classes: ClassScoring) -> None:
+        if classes.schema != self.schema:
+            raise OutputError("class scoring was built for another schema than the records'")
+        if UNKNOWN in classes.rules.names:
+            where = classes.rules[UNKNOWN].where or classes.source or "rules"
+            raise OutputError(
+                f"{where}: a class is named '{UNKNOWN}', which tagging writes for images below the "
+                "unknown threshold; rename the class"
+            )
 
     @cached_property  # read for every record written
     def columns(self) -> tuple[str, ...]:
@@ -89,39 +123,70 @@ class RecordLayout:
             cols += CLASS_FIELDS
         return (*cols, "error", "message")
 
-    def prediction_records(self, paths: Sequence[str], probs: Mapping[str, np.ndarray]) -> list[TagRecord]:
-        """Records of images that were tagged: the group fields (and ``uncertain``).
+    def batch(self, decoded: Sequence[Decoded], probs: Mapping[str, np.ndarray]) -> list[TagRecord]:
+        """One record per decoded image of a batch, in order: failures get error records.
+
+        Args:
+            decoded: the batch; images without pixels failed to decode.
+            probs: group -> ``[n_ok, n_values]`` probabilities of the images that decoded, in order.
+        """
+        ok = [display_path(d.path) for d in decoded if d.pixels is not None]
+        tagged = iter(self.records(ok, probs) if ok else [])
+        return [next(tagged) if d.pixels is not None
+                else self.error_record(display_path(d.path), d.error or "decode", d.message or "") for d in decoded]
+
+    def records(self, paths: Sequence[str], probs: Mapping[str, np.ndarray]) -> list[TagRecord]:
+        """Records of images that were tagged: group fields, ``uncertain`` and class fields.
 
         Args:
             paths: display paths, one per row.
             probs: group -> ``[B, n_values]`` probabilities, rows in ``paths`` order (rounded
-                here unless they already are, see :func:`round_probs`).
+                here, see :func:`round_probs`; class fields are scored from the rounded values).
 
         Returns:
-            One record per path, in order, without class fields.
+            One record per path, in order.
         """
         records: list[TagRecord] = [{"path": p} for p in paths]
         rounded = round_probs({g.name: probs[g.name] for g in self.schema})
         for group in self.schema:
-            p = rounded[group.name]  # (B, n)
-            if p.shape != (len(paths), len(group)):
-                want = (len(paths), len(group))
-                raise ValueError(f"group '{group.name}': probabilities of shape {p.shape}, expected {want}")
-            top = p.argmax(axis=1)
-            if self.top_k is None:
-                order = np.broadcast_to(np.arange(len(group)), p.shape)
-            else:
-                # Stable sort of -p: ties keep schema order, so output is deterministic.
-                order = np.argsort(-p, axis=1, kind="stable")[:, : self.top_k]
-            rows = p.tolist()
-            for rec, row, t, idx in zip(records, rows, top.tolist(), order.tolist()):
-                rec[group.name] = group.values[t]
-                rec[f"{group.name}_prob"] = row[t]
-                rec[f"{group.name}_probs"] = {group.values[i]: row[i] for i in idx}
+            self._group_fields(records, group, rounded[group.name])
         if self.thresholds:
             for rec in records:
                 rec["uncertain"] = [g for g, t in self.threshold_items() if rec[f"{g}_prob"] < t]
+        if self.classes is not None and records:
+            for rec, fields in zip(records, class_fields(self.classes(rounded))):
+                rec.update(fields)
         return records
+
+    def _group_fields(self, records: list[TagRecord], group: Group, p: np.ndarray) -> None:
+        """``<group>``, ``<group>_prob`` and ``<group>_probs`` of every record, from ``p`` (B, n)."""
+        if p.shape != (len(records), len(group)):
+            want = (len(records), len(group))
+            raise ValueError(f"group '{group.name}': probabilities of shape {p.shape}, expected {want}")
+        top = p.argmax(axis=1)
+        if self.top_k is None:
+            order = np.broadcast_to(np.arange(len(group)), p.shape)
+        else:
+            # Stable sort of -p: ties keep schema order, so output is deterministic.
+            order = np.argsort(-p, axis=1, kind="stable")[:, : self.top_k]
+        for rec, row, t, idx in zip(records, p.tolist(), top.tolist(), order.tolist()):
+            rec[group.name] = group.values[t]
+            rec[f"{group.name}_prob"] = row[t]
+            rec[f"{group.name}_probs"] = {group.values[i]: row[i] for i in idx}
+
+    def rescored(self, records: Sequence[TagRecord], source: "RecordLayout") -> list[TagRecord]:
+        """Records of ``source`` with this layout's class fields (``classify``): failed images
+        unchanged, tagged ones without their old class fields, plus the new ones.
+
+        Raises:
+            OutputError: ``source`` keeps only the top-k values (see :meth:`probabilities`).
+        """
+        out = [r if "error" in r else {k: v for k, v in r.items() if k not in CLASS_FIELDS} for r in records]
+        tagged = [r for r in out if "error" not in r]
+        if self.classes is not None and tagged:
+            for rec, fields in zip(tagged, class_fields(self.classes(source.probabilities(tagged)))):
+                rec.update(fields)
+        return out
 
     def probabilities(self, records: Sequence[TagRecord]) -> dict[str, np.ndarray]:
         """The full distributions held by tagged records, as ``{group: (N, n_values)}``.
@@ -138,8 +203,8 @@ class RecordLayout:
         """
         if self.top_k is not None:
             raise OutputError(
-                f"the tags were written with --top-k {self.top_k}, so they hold only the {self.top_k} most "
-                "probable values of each group and class scores need all of them; tag again without --top-k"
+                f"the tags were written with `top_k={self.top_k}`, so they hold only the {self.top_k} most "
+                "probable values of each group and class scores need all of them; tag again without `top_k`"
             )
         out = {}
         for group in self.schema:

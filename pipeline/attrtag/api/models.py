@@ -1,0 +1,308 @@
+"""Making and judging models from Python: train, evaluate, calibrate, export.
+
+::
+
+    run = attrtag.train("schema.yaml", "manifest.csv", "runs/exp1", backbone="resnet18", epochs=5)
+    result = attrtag.evaluate(run.best, "manifest.csv", split="test", out="runs/exp1/eval")
+    report = attrtag.export(run.best, "model.onnx", rules="rules.yaml")
+    attrtag.calibrate("model.onnx", "manifest.csv", out="calibrated.onnx")
+
+What ``attrtag train``, ``evaluate``, ``export`` and ``calibrate`` run; they only add printing.
+Training and export need the ``train`` extra (torch, timm); evaluation and calibration of an
+``.onnx`` file run on ONNX Runtime.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+from ..data.manifest import Manifest, read_manifest
+from ..errors import AttrtagError
+from ..runtime import Predictor, model_kind, open_predictor
+from ..schema import Schema
+from ..zeroshot.rules import RulesSource
+from ..zeroshot.scoring import ClassScoring, class_scoring
+
+if TYPE_CHECKING:
+    from attrtag_onnx.export import ExportReport
+
+    from ..evaluation.calibrate import CalibrationResult
+    from ..evaluation.evaluate import Evaluation
+    from ..training.config import TrainConfig
+    from ..training.loop import TrainResult
+
+_logger = logging.getLogger(__name__)
+
+Warn = Callable[[str], Any]
+
+
+def train_config(config: "str | os.PathLike | TrainConfig | None" = None, **options: Any) -> "TrainConfig":
+    """The training configuration: a YAML file (or a config) with ``options`` overriding it.
+
+    Raises:
+        AttrtagError: an unknown option or a bad value, naming the file and the option.
+    """
+    from ..training.config import TrainConfig
+
+    if isinstance(config, TrainConfig):
+        return config if not options else TrainConfig.from_dict({**config.to_dict(), **options},
+                                                                 source="the config with the options given")
+    base = TrainConfig.read(config) if config else {}
+    return TrainConfig.from_dict({**base, **options},
+                                 source=f"{config} with the options given" if config else "the options given")
+
+
+def train(
+    schema: str | os.PathLike | Schema,
+    manifest: str | os.PathLike | Manifest,
+    out: str | os.PathLike,
+    *,
+    resume: bool | str | os.PathLike = False,
+    config: "str | os.PathLike | TrainConfig | None" = None,
+    progress: Any = None,
+    on_start: Callable[[Manifest], Any] | None = None,
+    on_epoch: Any = None,
+    **options: Any,
+) -> "TrainResult":
+    """Train a model; ``options`` are fields of :class:`attrtag.training.config.TrainConfig`.
+
+    Writes ``out/last.pt``, ``out/best.pt`` and the history, as ``attrtag train`` does; under
+    ``torchrun`` every process calls it and they train one model (``batch_size`` is global).
+
+    Args:
+        schema: the schema (file or :class:`Schema`).
+        manifest: the labelled images (file or :class:`Manifest`).
+        out: the run folder.
+        resume: continue from ``out/last.pt`` (True) or from this checkpoint.
+        config: a YAML file of options (or a :func:`train_config`); ``options`` override it.
+        progress: optional progress wrapper (``progress(iterable, desc, total)``).
+        on_start: called with the manifest once it is read.
+        on_epoch: called with each epoch's history row and validation metrics.
+    """
+    from ..training.loop import train as _train
+
+    schema = schema if isinstance(schema, Schema) else Schema.load(schema)
+    cfg = train_config(config, **options)
+    if not isinstance(manifest, Manifest):
+        manifest = read_manifest(manifest, schema, skip_bad=cfg.skip_bad_rows)
+    start = None
+    if resume is not False:
+        start = Path(out) / "last.pt" if resume is True else Path(resume)
+        if not start.is_file():
+            raise AttrtagError(f"`resume`: checkpoint {start} not found")
+    if on_start is not None:
+        on_start(manifest)
+    return _train(cfg, schema, manifest, out, resume=start, progress=progress, on_epoch=on_epoch)
+
+
+def evaluate(
+    model: str | os.PathLike | Predictor,
+    manifest: str | os.PathLike | Manifest,
+    *,
+    split: str | None = None,
+    rules: RulesSource | None = None,
+    priors: bool = True,
+    class_column: str = "class",
+    unseen: list[str] | None = None,
+    out: str | os.PathLike | None = None,
+    device: str = "auto",
+    batch_size: int = 64,
+    workers: int = 2,
+    skip_bad_rows: bool = False,
+    progress: Any = None,
+    warn: Warn | None = None,
+) -> "Evaluation":
+    """Per-group metrics (and with ``rules`` the zero-shot figures) of a model on a manifest.
+
+    Args:
+        model: an ``.onnx`` file, a checkpoint or an open predictor.
+        manifest: labelled images (file or :class:`Manifest`).
+        split: ``test``, ``val``, ``train`` or ``all``; None: the held-out images (the test
+            split when the manifest has one, else val; ``result.note`` says which).
+        rules: class rules: also the zero-shot figures (needs ``class_column``).
+        priors: divide class scores by the model's training label priors.
+        class_column: the manifest column with each image's class.
+        unseen: the unseen classes (default: those without train-split images).
+        out: write ``metrics.json`` and confusion matrices into this folder.
+        device: where the model runs.
+        batch_size: images per model call.
+        workers: decoding threads.
+        skip_bad_rows: skip manifest rows that cannot be read instead of failing.
+        progress: optional progress wrapper.
+        warn: called with each warning about the rules (default: logged).
+    """
+    from ..evaluation.evaluate import evaluate as _evaluate, report_extra, write_report
+
+    predictor = model if isinstance(model, Predictor) else open_predictor(model, device=device)
+    if not isinstance(manifest, Manifest):
+        manifest = read_manifest(manifest, predictor.schema, skip_bad=skip_bad_rows)
+    classes = _classes(predictor.card, rules, priors=priors, name=_name(model), warn=warn)
+    result = _evaluate(predictor, manifest, split=split, classes=classes, class_column=class_column, unseen=unseen,
+                       batch_size=batch_size, workers=workers, progress=progress)
+    if out is not None:
+        extra = report_extra(result, model=_name(model, full=True), manifest=manifest, class_column=class_column,
+                             rules=None if rules is None else str(rules) if isinstance(rules, (str, os.PathLike))
+                             else "rules")
+        result.report = write_report(out, predictor.schema, result.metrics, extra=extra)
+    return result
+
+
+def calibrate(
+    model: str | os.PathLike,
+    manifest: str | os.PathLike | Manifest,
+    *,
+    out: str | os.PathLike | None = None,
+    in_place: bool = False,
+    rules: RulesSource | None = None,
+    priors: bool = True,
+    class_column: str = "class",
+    unseen: list[str] | None = None,
+    device: str = "auto",
+    batch_size: int = 64,
+    workers: int = 2,
+    skip_bad_rows: bool = False,
+    progress: Any = None,
+    warn: Warn | None = None,
+) -> "CalibrationResult":
+    """Choose the zero-shot calibration of a model and store it, with the rules, in a model file.
+
+    The model is not modified unless ``in_place``: the calibrated model is written to ``out``
+    (atomically either way). Tagging then applies the calibration by default.
+
+    Args:
+        model: an ``.onnx`` file or a checkpoint.
+        manifest: labelled images with a class column; gamma is chosen on the val split.
+        out: the calibrated model to write (same suffix as ``model``).
+        in_place: replace ``model`` itself instead.
+        rules: class rules (default: the ones embedded in the model).
+        priors: divide scores by the model's label priors (when it stores label counts).
+        class_column, unseen, device, batch_size, workers, skip_bad_rows, progress, warn: as
+            :func:`evaluate`'s.
+
+    Raises:
+        AttrtagError: neither or both of ``out`` and ``in_place``, a suffix that differs, no
+            rules, or what :func:`~attrtag.evaluation.calibrate.choose_calibration` refuses.
+    """
+    from ..evaluation.calibrate import choose_calibration
+
+    src = Path(model)
+    kind = model_kind(src)  # a missing file, or one that is no model, is named before the options are judged
+    target = _calibration_target(src, manifest, out, in_place)
+    predictor = open_predictor(src, device=device, kind=kind)
+    if rules is None and predictor.rules is None:
+        raise AttrtagError(f"{src}: the model embeds no rules; pass the rules to calibrate for (`rules=R`)")
+    classes = class_scoring(predictor.card, rules, priors=priors, calibration=False, name=src.name,
+                            warn=warn or _logger.warning)
+    assert classes is not None  # rules given or embedded
+    if not isinstance(manifest, Manifest):
+        manifest = read_manifest(manifest, predictor.schema, skip_bad=skip_bad_rows)
+    result = choose_calibration(predictor, manifest, classes, class_column=class_column, unseen=unseen,
+                                batch_size=batch_size, workers=workers, progress=progress)
+    card = predictor.card.replace(rules=classes.rules.to_dict(), calibration=result.calibration.to_dict())
+    _restamp(src, card, target)
+    return result
+
+
+def export(
+    checkpoint: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    fp16: bool = False,
+    int8: bool = False,
+    calib_manifest: str | os.PathLike | None = None,
+    calib_images: int | None = None,
+    eval_images: int | None = None,
+    rules: RulesSource | None = None,
+    opset: int | None = None,
+    batch_check: int = 5,
+    progress: Any = None,
+    warn: Warn | None = None,
+) -> "ExportReport":
+    """Export a checkpoint to an ONNX file that carries its card, checked against PyTorch.
+
+    Args:
+        checkpoint: the training checkpoint.
+        out: the ``.onnx`` file (written atomically, only when every check passed).
+        fp16: a float16 graph for GPUs (float32 input and outputs kept).
+        int8: static int8 quantisation for CPUs (needs ``calib_manifest``).
+        calib_manifest: labelled images to calibrate int8 ranges on and compare accuracy.
+        calib_images: images to calibrate on (default 128).
+        eval_images: images to compare float32 and int8 accuracy on (default all).
+        rules: class rules to embed (for zero-shot tagging).
+        opset: ONNX opset (default 18).
+        batch_check: batch size of the ONNX Runtime vs PyTorch check, besides batch 1.
+        progress: optional progress wrapper (int8 calibration).
+        warn: called with each warning about the rules (default: logged).
+    """
+    from attrtag_onnx.export import DEFAULT_OPSET, export_onnx
+    from attrtag_onnx.quantize import DEFAULT_CALIB_IMAGES, export_int8
+
+    from ..model import load_model
+
+    _check_export(out, fp16=fp16, int8=int8, calib_manifest=calib_manifest, calib_images=calib_images,
+                  eval_images=eval_images)
+    model = load_model(checkpoint)
+    classes = _classes(model.card, rules, priors=True, name=Path(checkpoint).name, warn=warn)
+    embedded = None if classes is None else classes.rules.to_dict()
+    opset = opset or DEFAULT_OPSET
+    if int8:
+        return export_int8(model, out, calib_manifest, rules=embedded, opset=opset, batch_check=batch_check,
+                           calib_images=DEFAULT_CALIB_IMAGES if calib_images is None else calib_images,
+                           eval_images=eval_images, progress=progress)
+    return export_onnx(model, out, opset=opset, fp16=fp16, rules=embedded, batch_check=batch_check)
+
+
+def _classes(card: Any, rules: RulesSource | None, *, priors: bool, name: str,
+             warn: Warn | None) -> ClassScoring | None:
+    """Class scoring with the given rules only (a model's embedded rules are not implied here)."""
+    if rules is None:
+        return None
+    return class_scoring(card, rules, priors=priors, name=name, warn=warn or _logger.warning)
+
+
+def _name(model: Any, *, full: bool = False) -> str:
+    if isinstance(model, (str, os.PathLike)):
+        return os.fspath(model) if full else os.path.basename(model)
+    return "model"
+
+
+def _calibration_target(src: Path, manifest: Any, out: Any, in_place: bool) -> Path:
+    """Where the calibrated model goes, once the options are known to make sense."""
+    if not isinstance(manifest, Manifest) and not Path(manifest).is_file():
+        raise AttrtagError(f"{manifest}: manifest not found")
+    if (out is None) == (not in_place):
+        raise AttrtagError("calibrate: give `out=FILE` (a new model file) or `in_place=True` (replace the model), "
+                           "one of them")
+    target = src if out is None else Path(out)
+    if out is not None and (target.suffix.lower() != src.suffix.lower() or target.resolve() == src.resolve()):
+        raise AttrtagError(f"`out={target}`: must be another file with {src.name}'s suffix '{src.suffix}' "
+                           "(or pass `in_place=True` to replace the model)")
+    return target
+
+
+def _restamp(src: Path, card: Any, target: Path) -> None:
+    """Write ``card`` into a copy of the model file (weights unchanged), atomically."""
+    if src.suffix.lower() == ".onnx":
+        from attrtag_onnx.metadata import restamp
+
+        restamp(src, card, out=target)
+    else:
+        from ..model.checkpoint import replace_card
+
+        replace_card(src, card, out=target)
+
+
+def _check_export(out: Any, *, fp16: bool, int8: bool, calib_manifest: Any, calib_images: Any, eval_images: Any) -> None:
+    if fp16 and int8:
+        raise AttrtagError("`fp16=True` and `int8=True` exclude each other; pass one")
+    if int8 and not calib_manifest:
+        raise AttrtagError(
+            "`int8=True` needs `calib_manifest=M`: a labelled manifest to calibrate on and check accuracy with"
+        )
+    if not int8 and (calib_manifest or calib_images is not None or eval_images is not None):
+        raise AttrtagError("`calib_manifest`, `calib_images` and `eval_images` only apply with `int8=True`")
+    if Path(out).suffix.lower() != ".onnx":
+        raise AttrtagError(f"`out={out}`: name the file with a .onnx suffix (tagging picks the backend by it)")
+

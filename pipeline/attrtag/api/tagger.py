@@ -1,0 +1,371 @@
+"""The tagging session: :func:`load` opens a model once; its :class:`Tagger` tags, streams, writes.
+
+::
+
+    with attrtag.load("model.onnx", rules="rules.yaml") as tagger:
+        records = tagger.tag(["photos/", "extra.jpg"])      # a list, as `attrtag tag` writes them
+        for record in tagger.stream("photos/"):             # one at a time, bounded memory
+            ...
+        summary = tagger.tag_to("tags.jsonl", "photos/")    # the resumable file job of `attrtag tag`
+
+Everything a record needs is assembled here once (thread plan, class scoring, record layout);
+the engine (this process, or a Ray cluster) only runs it.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, Sequence, Union
+
+import numpy as np
+from PIL import Image
+
+from ..data.batches import Decoded, decode_batches, stack_inputs
+from ..data.images import DEFAULT_MAX_PIXELS, to_rgb
+from ..errors import AttrtagError
+from ..runtime import Placement, Predictor, model_kind, read_card
+from ..runtime.model_file import CHECKPOINT
+from ..runtime.threads import open_with_thread_plan
+from ..schema import Schema
+from ..tagging.engine import DEFAULT_BATCH_SIZE, LocalEngine, predict_records
+from ..tagging.header import model_fingerprint
+from ..tagging.inputs import ImagePaths, expand_inputs
+from ..tagging.job import TagJob
+from ..tagging.records import RecordLayout, TagRecord
+from ..tagging.ray_engine import Ray, RayEngine
+from ..zeroshot.classifier import ZeroShotResult
+from ..zeroshot.rules import RulesSource
+from ..zeroshot.scoring import class_scoring
+
+if TYPE_CHECKING:
+    from ..card import ModelCard
+
+_logger = logging.getLogger(__name__)
+
+#: What :meth:`Tagger.tag` and :meth:`Tagger.predict` take: a path (file, folder, glob,
+#: ``@list.txt``), a PIL image, an RGB ``uint8`` array ``(H, W, 3)`` (or grey ``(H, W)``), or a
+#: sequence of either paths or images.
+Images = Union[str, os.PathLike, Image.Image, np.ndarray, Sequence[Union[str, os.PathLike, Image.Image, np.ndarray]]]
+#: Called after every batch :meth:`Tagger.tag_to` writes: ``progress(done, total, failed)``.
+Progress = Callable[[int, int, int], Any]
+#: A threshold for every group, per group, or both (``{"*": 0.5, "colour": 0.7}``).
+Thresholds = Union[float, Mapping[str, float]]
+
+
+@dataclass(frozen=True)
+class TagSummary:
+    """What :meth:`Tagger.tag_to` did.
+
+    Attributes:
+        out: the output file.
+        inputs: image paths the inputs expanded to.
+        counts: ``ok`` and each error code, over the records this run wrote.
+        skipped: images the output already held (a resumed run).
+        retried: error records removed to be tagged again (``retry_failed``).
+        seconds: the tagging loop's time (model loading excluded).
+    """
+
+    out: str
+    inputs: int
+    counts: Mapping[str, int] = field(default_factory=dict)
+    skipped: int = 0
+    retried: int = 0
+    seconds: float = 0.0
+
+    @property
+    def tagged(self) -> int:
+        return self.counts.get("ok", 0)
+
+    @property
+    def failed(self) -> int:
+        return sum(self.counts.values()) - self.tagged
+
+    @property
+    def rate(self) -> float:
+        """Images per second of the tagging loop."""
+        return sum(self.counts.values()) / self.seconds if self.seconds > 0 else 0.0
+
+
+class Tagger:
+    """A model opened for tagging, with its record layout: :func:`load` builds one.
+
+    Attributes:
+        card: the model card (schema, preprocessing, backbone, precision, rules).
+        layout: how records are made (top-k, thresholds, class scoring).
+        engine: what runs the model: a :class:`~attrtag.tagging.engine.LocalEngine` or a
+            :class:`~attrtag.tagging.ray_engine.RayEngine`.
+    """
+
+    def __init__(self, model: str | os.PathLike, card: "ModelCard", layout: RecordLayout, engine: Any, *,
+                 batch_size: int = DEFAULT_BATCH_SIZE, max_pixels: int = DEFAULT_MAX_PIXELS,
+                 scoring: Mapping[str, bool] | None = None, sha256: Future[str] | None = None) -> None:
+        self.model, self.card, self.layout, self.engine = os.fspath(model), card, layout, engine
+        self.batch_size, self.max_pixels = batch_size, max_pixels
+        self._scoring = dict(scoring or {})  # priors / calibration on or off, for classify(rules=...)
+        self._sha256 = sha256
+
+    @property
+    def schema(self) -> Schema:
+        return self.card.schema
+
+    @property
+    def predictor(self) -> Predictor:
+        """The model, opened in this process (the local engine only)."""
+        if not isinstance(self.engine, LocalEngine):
+            raise AttrtagError("in-memory images and predict() need the local engine; load without `engine=ray`")
+        return self.engine.predictor
+
+    @property
+    def placement(self) -> Placement | None:
+        """Where the model runs in this process (None under Ray: the actors open it)."""
+        return self.engine.predictor.placement if isinstance(self.engine, LocalEngine) else None
+
+    @property
+    def providers(self) -> list[str]:
+        """What really runs the model, in the runtime's words (empty under Ray)."""
+        return list(self.engine.predictor.providers) if isinstance(self.engine, LocalEngine) else []
+
+    def stream(self, inputs: str | os.PathLike | Sequence[str | os.PathLike]) -> Iterator[TagRecord]:
+        """Records of the images ``inputs`` expand to, one at a time, in output order.
+
+        Inputs are expanded as the CLI's INPUTs are (folders recursively, globs, ``@list.txt``);
+        a file that cannot be read gets an error record. Memory stays bounded by a few batches.
+        """
+        paths = expand_inputs(_paths(inputs), must_exist=False)  # a missing file is a 'missing' record here
+        for batch in self.engine.batches(paths, self.layout, batch_size=self.batch_size, max_pixels=self.max_pixels):
+            yield from batch
+
+    def tag(self, images: Images) -> list[TagRecord]:
+        """One record per image, exactly as ``attrtag tag`` writes them.
+
+        In-memory images are named ``image0``, ``image1``, ... in their records' ``path``.
+        """
+        items = _items(images)
+        if all(isinstance(i, (str, os.PathLike)) for i in items):
+            return list(self.stream(items))
+        out: list[TagRecord] = []
+        for chunk in self._in_memory(items):
+            out += predict_records(self.predictor, self.layout, chunk)
+        return out
+
+    def predict(self, images: Images) -> dict[str, np.ndarray]:
+        """Per-group probabilities ``{group: (N, n_values)}`` of the images, in order.
+
+        Raises:
+            AttrtagError: an image cannot be decoded (``tag`` records the failure instead).
+        """
+        items, predictor = _items(images), self.predictor
+        paths = [os.fspath(i) for i in items if isinstance(i, (str, os.PathLike))]
+        chunks = (decode_batches(expand_inputs(paths, must_exist=False), predictor.preprocessing,
+                                 batch_size=self.batch_size, workers=self.engine.workers)
+                  if len(paths) == len(items) else self._in_memory(items))
+        parts: list[dict[str, np.ndarray]] = []
+        for chunk in chunks:
+            bad = next((d for d in chunk if d.pixels is None), None)
+            if bad is not None:
+                raise AttrtagError(bad.message or f"{bad.path}: cannot decode")
+            parts.append(predictor(stack_inputs(chunk, predictor.preprocessing)))
+        if not parts:
+            return {g.name: np.zeros((0, len(g)), np.float32) for g in self.schema}
+        return {g: np.concatenate([p[g] for p in parts]) for g in self.schema.names}
+
+    def classify(self, probs: Mapping[str, np.ndarray], rules: RulesSource | None = None,
+                 **options: Any) -> ZeroShotResult:
+        """Score classes from probabilities (of :meth:`predict`) with ``rules`` (default: the tagger's).
+
+        Scored as :meth:`tag` scores them: with the tagger's priors, and with its calibration
+        when ``rules`` are the ones it was chosen for. ``options`` go to
+        :class:`~attrtag.zeroshot.classifier.ClassScorer`'s call (``overrides``,
+        ``unknown_threshold``, ``top_k``, ``temperature``).
+        """
+        classes = self.layout.classes
+        if rules is not None:
+            classes = class_scoring(self.card, rules, name="tagger", warn=_logger.warning, **self._scoring)
+        if classes is None:
+            raise AttrtagError("no class rules: pass `rules=R`, or load the tagger with rules")
+        return classes.scorer(probs, **options)
+
+    def tag_to(self, out: str | os.PathLike, inputs: str | os.PathLike | Sequence[str | os.PathLike], *,
+               fmt: str | None = None, overwrite: bool = False, retry_failed: bool = False,
+               progress: Progress | None = None) -> TagSummary:
+        """Tag ``inputs`` into the file ``out``: every input exactly once, resumable.
+
+        Rerunning after a crash or ``kill -9`` skips the images ``out`` holds and appends the
+        rest; ``out`` made by another model or settings is refused (``datasets/OUTPUT.md``).
+
+        Args:
+            out: ``.jsonl``, ``.csv`` or ``.parquet`` (other names need ``fmt``).
+            inputs: files, folders, globs, ``@list.txt`` (a path that does not exist is an error).
+            fmt: ``jsonl``, ``csv`` or ``parquet`` (default: from ``out``'s extension).
+            overwrite: start ``out`` again instead of resuming it.
+            retry_failed: tag again the inputs ``out`` holds error records for.
+            progress: called after every batch as ``progress(done, total, failed)``.
+
+        Returns:
+            The :class:`TagSummary`.
+        """
+        paths = expand_inputs(_paths(inputs))
+        sha256 = self._sha256.result() if self._sha256 is not None else None
+        with TagJob(paths, out, layout=self.layout, model_path=self.model, fmt=fmt, overwrite=overwrite,
+                    retry_failed=retry_failed, model_sha256=sha256) as job:
+            batches = self.engine.batches(job.todo, self.layout, batch_size=self.batch_size, max_pixels=self.max_pixels)
+            for _ in job.record(batches):
+                if progress is not None:
+                    progress(sum(job.counts.values()), len(job.todo), job.failed)
+        return TagSummary(os.fspath(out), len(paths), dict(job.counts), job.skipped, job.retried, job.seconds)
+
+    def close(self) -> None:
+        """Release the engine (a Ray instance this tagger started stops)."""
+        self.engine.close()
+
+    def __enter__(self) -> "Tagger":
+        return self
+
+    def __exit__(self, *_: Any) -> None:
+        self.close()
+
+    def _in_memory(self, items: Sequence[Any]) -> Iterable[list[Decoded]]:
+        prep = self.predictor.preprocessing
+        for start in range(0, len(items), self.batch_size):
+            chunk = items[start : start + self.batch_size]
+            yield [Decoded(f"image{start + i}", pixels=prep.pixels(_as_image(img))) for i, img in enumerate(chunk)]
+
+    def __repr__(self) -> str:
+        where = self.placement or "Ray"
+        return f"Tagger({self.card.backbone!r}, groups={list(self.schema.names)}, on {where})"
+
+
+def load(
+    model: str | os.PathLike,
+    *,
+    device: str = "auto",
+    rules: RulesSource | bool | None = None,
+    priors: bool = True,
+    calibration: bool = True,
+    top_k: int | None = None,
+    thresholds: Thresholds | None = None,
+    class_top_k: int | None = None,
+    unknown_threshold: float | None = None,
+    overrides: Mapping[str, str] | None = None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    workers: int | None = None,
+    worker_kind: str = "thread",
+    threads: int | None = None,
+    max_pixels: int | None = None,
+    trt_cache_dir: str | os.PathLike | None = None,
+    engine: str | Ray = "local",
+    warn: Callable[[str], Any] | None = None,
+) -> Tagger:
+    """Open an ``.onnx`` model or a training checkpoint for tagging.
+
+    Args:
+        model: the model file (``.onnx`` runs on ONNX Runtime without torch).
+        device: ``auto``, ``cpu``, ``cuda[:N]`` or ``tensorrt`` (ONNX); a GPU that cannot be
+            used is an error, never a silent CPU run.
+        rules: class rules (file, :class:`~attrtag.zeroshot.rules.Rules`, dict); None: the
+            model's own if any; False: none. With rules, records get class fields.
+        priors: divide class scores by the training label priors the model stores.
+        calibration: apply the calibration the model stores (``attrtag calibrate``) when it
+            was chosen for these rules (else ``warn`` says why not).
+        top_k: keep only the ``k`` most probable values in ``<group>_probs``.
+        thresholds: minimum top probability, for every group (a number) or per group; groups
+            below it are listed in ``uncertain`` (``{"*": p}`` sets the default for the rest).
+        class_top_k: classes listed per record (default 5).
+        unknown_threshold: ``class`` is ``unknown`` below this normalised probability.
+        overrides: interventions: score classes as if a group had a value.
+        batch_size: images per model call.
+        workers: decode workers (default: :func:`attrtag.runtime.threads.plan_threads`).
+        worker_kind: decode in ``thread``\\ s or ``process``\\ es (local engine).
+        threads: model runtime threads (default: the same plan).
+        max_pixels: larger images are refused as decompression bombs.
+        trt_cache_dir: TensorRT engine cache folder.
+        engine: ``local`` (this process), ``ray`` or :class:`~attrtag.tagging.ray_engine.Ray`.
+        warn: called with each warning about the rules and options (default: logged).
+    """
+    options = _checked(batch_size=batch_size, workers=workers, worker_kind=worker_kind, engine=engine)
+    kind = model_kind(model)  # a file that is not a model fails here, saying what it is
+    # Output headers name the model by its SHA-256: hash it (0.13 s for a ResNet-50, the GIL
+    # released) while the model loads, which is most of a short run's start-up.
+    hashing = ThreadPoolExecutor(1, thread_name_prefix="attrtag-hash")
+    sha256 = hashing.submit(model_fingerprint, model)
+    hashing.shutdown(wait=False)
+    if options is None:
+        predictor, split = open_with_thread_plan(model, device=device, workers=workers, threads=threads, kind=kind,
+                                                 batch_size_hint=batch_size, trt_cache_dir=trt_cache_dir)
+        _logger.info("%d decode threads, %d model threads", split.decode_workers, split.model_threads)
+        card, runner = predictor.card, LocalEngine(predictor, workers=split.decode_workers, worker_kind=worker_kind)
+    else:
+        card, runner = read_card(model, kind=kind), None
+    classes = class_scoring(card, rules, priors=priors, calibration=calibration, top_k=class_top_k,
+                            unknown_threshold=unknown_threshold, overrides=overrides,
+                            name=os.path.basename(model), warn=warn or _logger.warning)
+    layout = RecordLayout(card.schema, top_k=top_k, thresholds=expand_thresholds(thresholds, card.schema),
+                          classes=classes)
+    if runner is None:
+        backend = "torch" if kind == CHECKPOINT else "onnx"
+        runner = RayEngine(model, options, backend=backend, device=device, workers=workers, threads=threads)
+    return Tagger(model, card, layout, runner, batch_size=batch_size, max_pixels=max_pixels or DEFAULT_MAX_PIXELS,
+                  scoring={"priors": priors, "calibration": calibration}, sha256=sha256)
+
+
+def expand_thresholds(thresholds: Thresholds | None, schema: Schema) -> dict[str, float]:
+    """Per-group thresholds in schema order from a number, a mapping, or a mapping with ``"*"``.
+
+    Raises:
+        AttrtagError: a group the schema lacks, or a value that is not a probability.
+    """
+    given = {"*": thresholds} if isinstance(thresholds, (int, float)) else dict(thresholds or {})
+    for g, t in given.items():
+        if g != "*" and g not in schema:
+            raise AttrtagError(f"`thresholds` {g}={t}: the model has no group '{g}' (groups: {', '.join(schema.names)})")
+        if not (isinstance(t, (int, float)) and 0.0 <= t <= 1.0):
+            raise AttrtagError(f"`thresholds` {g}={t}: a threshold is a probability between 0 and 1")
+    default = given.pop("*", None)
+    return {g: given[g] if g in given else default for g in schema.names if g in given or default is not None}
+
+
+def _checked(*, batch_size: int, workers: int | None, worker_kind: str, engine: str | Ray) -> Ray | None:
+    """The Ray options (None: the local engine), once the decode options are known to be usable."""
+    if isinstance(batch_size, bool) or batch_size < 1:
+        raise AttrtagError(f"`batch_size` must be at least 1, got {batch_size}")
+    if workers is not None and workers < 0:
+        raise AttrtagError(f"`workers` must be 0 or more, got {workers}")
+    if worker_kind not in ("thread", "process"):
+        raise AttrtagError(f"`worker_kind={worker_kind}`: not thread or process")
+    if engine == "local":
+        return None
+    options = Ray() if engine == "ray" else engine
+    if not isinstance(options, Ray):
+        raise AttrtagError(f"`engine={engine}`: not local, ray or attrtag.Ray(...)")
+    if worker_kind != "thread":
+        raise AttrtagError("`worker_kind=process` is for the local engine; Ray actors decode in threads")
+    return options
+
+
+def _items(images: Images) -> list[Any]:
+    items = [images] if isinstance(images, (str, os.PathLike, Image.Image, np.ndarray)) else list(images)
+    paths = sum(isinstance(i, (str, os.PathLike)) for i in items)
+    if 0 < paths < len(items):
+        raise AttrtagError("pass either paths or in-memory images to one call, not both")
+    return items
+
+
+def _paths(inputs: str | os.PathLike | Sequence[str | os.PathLike]) -> list[str]:
+    if isinstance(inputs, ImagePaths):
+        return inputs  # expanded already (the CLI checks its INPUTs before the model loads)
+    return [os.fspath(inputs)] if isinstance(inputs, (str, os.PathLike)) else [os.fspath(i) for i in inputs]
+
+
+def _as_image(img: Image.Image | np.ndarray) -> Image.Image:
+    """An RGB PIL image from a PIL image of any mode or an RGB / grey ``uint8`` array."""
+    if isinstance(img, Image.Image):
+        return to_rgb(img)
+    arr = np.asarray(img)
+    if arr.dtype != np.uint8 or arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] not in (3, 4)):
+        raise AttrtagError(
+            f"in-memory images must be uint8 arrays of shape (H, W), (H, W, 3) RGB or (H, W, 4) RGBA; "
+            f"got {arr.dtype} {arr.shape}"
+        )
+    return to_rgb(Image.fromarray(arr))

@@ -1,0 +1,276 @@
+"""Working with tag files from Python: re-score classes, review, hand on, bring corrections back.
+
+::
+
+    summary = attrtag.classify("tags.jsonl", "classes.jsonl", rules="other_rules.yaml")
+    attrtag.report("tags.jsonl", "report.html")
+    attrtag.to_labelstudio("tags.jsonl", "ls_project/")
+    attrtag.from_labelstudio("export.json", "schema.yaml", "corrections.csv")
+    attrtag.suggest_rules("manifest.csv", "articleType", "rules.yaml", schema="schema.yaml")
+
+What ``attrtag classify``, ``report``, ``convert`` and ``rules suggest`` run; no model runs and
+no torch is needed. Every file is written atomically.
+"""
+from __future__ import annotations
+
+import csv
+import os
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
+
+from .._files import write_text
+from ..data.manifest import read_manifest
+from ..errors import AttrtagError
+from ..schema import Schema
+from ..tagging.files import open_output
+from ..tagging.header import OutputMeta, output_format
+from ..tagging.records import RecordLayout
+from ..tagging.stream import iter_output
+from ..zeroshot.rules import RulesSource
+from ..zeroshot.scoring import ClassScoring, class_scoring
+from .tagger import Thresholds, expand_thresholds
+
+if TYPE_CHECKING:
+    from ..review.corrections import Correction
+    from ..review.report import ReportSummary
+    from ..zeroshot.suggest import DraftRules
+
+Warn = Callable[[str], Any]
+#: Records scored per call (bounds the ``(N, classes, groups)`` arrays of the scorer).
+CHUNK = 4096
+
+
+@dataclass(frozen=True)
+class ClassifySummary:
+    """What :func:`classify` wrote: the scoring used and the classes named, most frequent first."""
+
+    out: Path
+    classes: ClassScoring
+    named: Mapping[str, int]
+    failed: int
+
+
+def classify(
+    tags: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    rules: RulesSource | None = None,
+    class_top_k: int | None = None,
+    unknown_threshold: float | None = None,
+    overrides: Mapping[str, str] | None = None,
+    priors: bool = True,
+    calibration: bool = True,
+    gamma: float | None = None,
+    seen: Sequence[str] | None = None,
+    fmt: str | None = None,
+    overwrite: bool = False,
+    warn: Warn | None = None,
+) -> ClassifySummary:
+    """Re-score a finished tag output with class rules and write it again; no model runs.
+
+    Rules, the class options, priors and calibration default to what ``tags`` was scored
+    with (its header); ``overrides`` apply to this run only. Streamed: memory is bounded.
+
+    Args:
+        tags: an output of ``attrtag tag`` that holds full distributions (no ``top_k``).
+        out: the file to write (``.jsonl``, ``.csv``, ``.parquet``).
+        rules, class_top_k, unknown_threshold, overrides, priors, calibration: as
+            :func:`attrtag.load`'s.
+        gamma: calibrated stacking with this constant instead of the stored calibration.
+        seen: the classes ``gamma`` lowers (default: the stored calibration's).
+        fmt: output format (default: from ``out``'s extension).
+        overwrite: replace ``out`` when it exists.
+        warn: called with each warning (default: ignored).
+    """
+    fmt = output_format(out, fmt)
+    tags, out = Path(tags), Path(out)
+    if not tags.is_file():
+        raise AttrtagError(f"{tags}: tag output not found")
+    _check_out(out, overwrite, same_as=tags)
+    found, chunks = iter_output(tags, chunk=CHUNK)  # streamed: memory bounded by one chunk
+    old = found.layout
+    if old.top_k is not None:
+        raise AttrtagError(
+            f"{tags} was written with `top_k={old.top_k}`: it keeps only the {old.top_k} most probable values "
+            "of each group and class scores need the full distributions; tag again without `top_k`"
+        )
+    if rules is None and old.classes is None:
+        raise AttrtagError(f"{tags} was tagged without class rules; pass `rules=R`")
+    inherit = old.classes
+    classes = class_scoring(
+        found, rules, priors=priors, calibration=calibration, gamma=gamma, seen=seen, overrides=overrides,
+        top_k=class_top_k if class_top_k is not None or inherit is None else inherit.top_k,
+        unknown_threshold=unknown_threshold if unknown_threshold is not None or inherit is None
+        else inherit.unknown_threshold,
+        name=f"{tags} header", rules_source=(inherit.source if inherit else "") or f"{tags} header", warn=warn,
+    )
+    assert classes is not None  # rules given, or the header's
+    layout = RecordLayout(old.schema, thresholds=old.thresholds, classes=classes)
+    named: Counter[str] = Counter()
+    with open_output(out, OutputMeta(layout, found.model, found.model_sha256), fmt=fmt, overwrite=overwrite) as w:
+        for records in chunks:
+            chunk = layout.rescored(records, old)
+            named.update(r.get("class", "(failed)") for r in chunk)
+            w.write(chunk)
+    failed = named.pop("(failed)", 0)
+    return ClassifySummary(out, classes, dict(named.most_common()), failed)
+
+
+def report(
+    tags: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    root: str | os.PathLike | None = None,
+    thumbnails: str = "embed",
+    thumb_size: int = 128,
+    thresholds: Thresholds | None = None,
+    workers: int | None = None,
+    overwrite: bool = False,
+    progress: Callable[[int, int], Any] | None = None,
+) -> "ReportSummary":
+    """One self-contained HTML page to look at a tag output (``datasets/REVIEW.md``).
+
+    Args:
+        tags: an output of ``attrtag tag``.
+        out: the HTML file.
+        root: the folder relative image paths are relative to (default: the current one).
+        thumbnails: ``embed`` (self-contained) or ``link`` (to the images, relative to the page).
+        thumb_size: embedded thumbnail side, 16 to 512 pixels.
+        thresholds: "uncertain" below this (as :func:`attrtag.load`'s; default: the
+            thresholds the tags were written with, else 0.5).
+        workers: thumbnail decode threads (default: the usable CPUs, 1 to 8).
+        overwrite: replace ``out`` when it exists.
+        progress: called as ``progress(done, total)`` while thumbnails are made.
+    """
+    from ..review.report import write_report
+    from ..review.sources import load_tags
+    from ..runtime.threads import usable_cpus
+
+    out = Path(out)
+    _check_out(out, overwrite)
+    # No model runs beside the thumbnails: every usable CPU may decode (up to 8).
+    workers = max(1, min(8, usable_cpus())) if workers is None else workers
+    if workers < 0:
+        raise AttrtagError(f"`workers` must be 0 or more, got {workers}")
+    loaded = load_tags(tags, root=root)
+    todo = len(loaded.tagged) if thumbnails == "embed" else 0
+    return write_report(loaded, out, thumbnails=thumbnails, thumb_size=thumb_size, workers=workers,
+                        thresholds=expand_thresholds(thresholds, loaded.schema) if thresholds is not None else None,
+                        progress=None if progress is None else lambda n: progress(n, todo))
+
+
+def to_fiftyone(tags: str | os.PathLike, out: str | os.PathLike, *, root: str | os.PathLike | None = None,
+                overwrite: bool = False) -> tuple[int, int]:
+    """A FiftyOneImageLabelsDataset folder of the tags; returns (samples written, failed images left out)."""
+    from ..review.fiftyone import write_fiftyone
+    from ..review.sources import load_tags
+
+    _check_out(Path(out), overwrite, folder=True)
+    loaded = load_tags(tags, root=root)
+    return write_fiftyone(loaded, out), len(loaded.records) - len(loaded.tagged)
+
+
+def to_labelstudio(
+    tags: str | os.PathLike, out: str | os.PathLike, *, root: str | os.PathLike | None = None,
+    document_root: str | os.PathLike | None = None, image_url: str | None = None, overwrite: bool = False,
+) -> tuple[int, int, Path]:
+    """A Label Studio project of the tags (tasks, least sure first, and the labelling config).
+
+    Returns:
+        Tasks written, failed images left out, and the document root image URLs are relative to.
+    """
+    from ..review.labelstudio import LOCAL_FILES_URL, write_labelstudio
+    from ..review.sources import load_tags
+
+    _check_out(Path(out), overwrite, folder=True)
+    loaded = load_tags(tags, root=root)
+    n, doc_root = write_labelstudio(loaded, out, document_root=document_root, url_prefix=image_url or LOCAL_FILES_URL)
+    return n, len(loaded.records) - len(loaded.tagged), doc_root
+
+
+def from_labelstudio(export: str | os.PathLike, schema: str | os.PathLike | Schema, out: str | os.PathLike, *,
+                     root: str | os.PathLike | None = None, overwrite: bool = False) -> list["Correction"]:
+    """A manifest CSV from Label Studio's JSON export of the tasks: the corrections to train on."""
+    from ..review.corrections import read_labelstudio_export, write_manifest
+
+    _check_out(Path(out), overwrite)
+    schema = schema if isinstance(schema, Schema) else Schema.load(schema)
+    corrections = read_labelstudio_export(export, schema, root=root)
+    write_manifest(corrections, schema, out)
+    return corrections
+
+
+def suggest_rules(
+    manifest: str | os.PathLike,
+    class_column: str,
+    out: str | os.PathLike,
+    *,
+    schema: str | os.PathLike | Schema | None = None,
+    groups: Sequence[str] | None = None,
+    cover: float = 0.8,
+    max_values: int = 3,
+    min_images: int = 1,
+    splits: Sequence[str] | None = None,
+    header: Callable[[int], str] | None = None,
+    overwrite: bool = False,
+    warn: Warn | None = None,
+) -> tuple["DraftRules", int]:
+    """Draft class rules from a labelled manifest with a class column, and write them as YAML.
+
+    Args:
+        manifest: CSV or JSONL with labels and ``class_column``.
+        class_column: the column holding each image's class.
+        out: the rules YAML to write.
+        schema: the schema the rules must fit (default: the CSV's other columns, or ``groups``).
+        groups: the CSV columns to use as groups (without ``schema``).
+        cover, max_values, min_images: see :func:`attrtag.zeroshot.suggest.suggest_rules`.
+        splits: read only these splits (default: every split but test).
+        header: the comment the file starts with, given the number of rows read.
+        overwrite: replace ``out`` when it exists.
+        warn: called with each lint warning of the written rules (default: ignored).
+
+    Returns:
+        The draft and the number of rows it was drafted from.
+    """
+    from ..zeroshot.suggest import suggest_rules as _suggest
+
+    out, manifest = Path(out), Path(manifest)
+    _check_out(out, overwrite)
+    if not manifest.is_file():
+        raise AttrtagError(f"{manifest}: manifest not found")
+    schema = _schema_for(manifest, schema, groups, class_column)
+    rows = read_manifest(manifest, schema, check_files=False).samples
+    samples = [s for s in rows if s.split in splits] if splits else [s for s in rows if s.split != "test"]
+    draft = _suggest(samples, schema, class_column, cover=cover, max_values=max_values, min_images=min_images)
+    write_text(out, draft.to_yaml(header(len(samples)) if header else None))
+    class_scoring(schema, out, warn=warn)  # the file must load, as tagging will load it
+    return draft, len(samples)
+
+
+def _schema_for(path: Path, schema: Any, groups: Sequence[str] | None, class_column: str) -> Schema:
+    """The schema given, else one of ``groups`` or of every CSV column but path, split and the class."""
+    from ..data.tables import schema_from_table
+
+    if schema is not None:
+        return schema if isinstance(schema, Schema) else Schema.load(schema)
+    if path.suffix.lower() != ".csv":
+        raise AttrtagError(f"{path}: groups can only be read from a CSV's columns; pass `schema=S`")
+    if not groups:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            header = [h.strip() for h in next(csv.reader(f), [])]
+        groups = [h for h in header if h not in ("path", "split", class_column)]
+    if not groups:
+        raise AttrtagError(f"{path}: no column to use as a group; pass `schema=S` or `groups=G1,G2`")
+    return schema_from_table(path, list(groups))
+
+
+def _check_out(out: Path, overwrite: bool, *, same_as: Path | None = None, folder: bool = False) -> None:
+    """Refuse to write over the input, or over an existing file without ``overwrite``."""
+    if same_as is not None and out.exists() and os.path.samefile(same_as, out):
+        raise AttrtagError(f"`out={out}` is the input file; write to another file")
+    exists = out.exists() and (not folder or not out.is_dir() or any(out.iterdir()))
+    if exists and not overwrite:
+        raise AttrtagError(f"`out={out}` exists; pass `overwrite=True` to replace it, or choose another "
+                           + ("path" if folder else "file"))
