@@ -59,7 +59,7 @@ def test_unknown_backbone_and_bad_image_size_are_clear_errors():
     with pytest.raises(AttrtagError, match="unknown timm backbone 'resnet_nope'"):
         build_model(SCHEMA, "resnet_nope")
     m = build_model(SCHEMA, "vit_tiny_patch16_224", image_size=100)  # fixed-size position embeddings
-    with pytest.raises(AttrtagError, match="--image-size 100x100 does not work with backbone 'vit_tiny_patch16_224'"):
+    with pytest.raises(AttrtagError, match="image_size 100x100 does not work with backbone 'vit_tiny_patch16_224'"):
         check_input_size(m)
 
 

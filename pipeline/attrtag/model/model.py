@@ -93,7 +93,7 @@ def create_backbone(name: str, *, pretrained: bool | str | Path = False) -> nn.M
     if isinstance(pretrained, (str, Path)) and not isinstance(pretrained, bool):
         path = Path(pretrained)
         if not path.is_file():
-            raise AttrtagError(f"--pretrained {path}: weights file not found")
+            raise AttrtagError(f"`pretrained={path}`: weights file not found")
         # timm loads a local file through the pretrained_cfg overlay, and still adapts the
         # classifier/first conv exactly as for hub weights.
         kwargs["pretrained_cfg_overlay"] = {"file": str(path)}
@@ -107,7 +107,7 @@ def create_backbone(name: str, *, pretrained: bool | str | Path = False) -> nn.M
         if pretrained:
             raise AttrtagError(
                 f"could not load pretrained weights for '{name}' ({first_line(err)}); without network access pass a "
-                "local weights file with --pretrained PATH, or train from scratch without --pretrained"
+                "local weights file with `pretrained=PATH`, or train from scratch without `pretrained`"
             ) from None
         raise
 
@@ -167,7 +167,7 @@ def check_input_size(model: AttributeModel) -> None:
             model(torch.zeros(1, 3, h, w))
     except (RuntimeError, ValueError, AssertionError) as err:
         raise AttrtagError(
-            f"--image-size {h}x{w} does not work with backbone '{model.backbone_name}': {first_line(err, 200)}"
+            f"`image_size` {h}x{w} does not work with backbone '{model.backbone_name}': {first_line(err, 200)}"
         ) from None
     finally:
         model.train(was_training)

@@ -86,6 +86,6 @@ def _unreachable(url: str) -> str | None:
 
 def _offline_error(name: str, where: str, reason: str) -> AttrtagError:
     return AttrtagError(
-        f"--pretrained: timm's weights for '{name}' are not in the local cache and {where} cannot be reached "
-        f"({reason}); pass a local weights file with --pretrained PATH, or train without --pretrained"
+        f"`pretrained`: timm's weights for '{name}' are not in the local cache and {where} cannot be reached "
+        f"({reason}); pass a local weights file with `pretrained=PATH`, or train without `pretrained`"
     )

@@ -68,7 +68,7 @@ class TrainConfig:
             )
         if self.complete != "none" and not self.ema:
             raise AttrtagError(f"complete '{self.complete}' needs ema: the EMA of the weights is the teacher "
-                               "that fills missing labels (add --ema)")
+                               "that fills missing labels (add `ema=True`)")
 
     def learning_options(self) -> dict[str, Any]:
         """The options that change what the weights learn from partial, unbalanced labels.

@@ -162,8 +162,8 @@ def _process_device(device: str, local_rank: int, world: int) -> torch.device:
         return dev
     if ":" in device:
         raise AttrtagError(
-            f"--device {device}: with {world} processes each one uses the GPU of its LOCAL_RANK; "
-            "pass --device cuda (or auto) and choose GPUs with CUDA_VISIBLE_DEVICES"
+            f"`device={device}`: with {world} processes each one uses the GPU of its LOCAL_RANK; "
+            "pass `device=cuda` (or auto) and choose GPUs with CUDA_VISIBLE_DEVICES"
         )
     return torch.device("cuda", local_rank)
 
@@ -177,8 +177,9 @@ def use_sync_batchnorm(model: nn.Module, ctx: DistContext) -> nn.Module:
     """
     if ctx.device.type != "cuda":
         raise AttrtagError(
-            "--sync-bn needs CUDA GPUs: PyTorch's SyncBatchNorm does not run on the CPU (gloo); drop --sync-bn "
-            "(each process then normalises its own batch and running statistics are averaged across processes)"
+            "`sync_bn=True` needs CUDA GPUs: PyTorch's SyncBatchNorm does not run on the CPU (gloo); "
+            "drop `sync_bn=True` (each process then normalises its own batch and running statistics are averaged "
+            "across processes)"
         )
     if not ctx.active:
         return model

@@ -131,7 +131,7 @@ def resolve_calibration(
                       f"so it is not applied; {fix}")
     if cal.priors != priors:
         how = "with" if cal.priors else "without"
-        now = "off (--no-priors, or no label counts)" if cal.priors else "on (--no-priors turns them off)"
+        now = "off (`priors=False`, or no label counts)" if cal.priors else "on (`priors=False` turns them off)"
         return None, (f"{source}: its calibration ({cal.describe()}) was chosen on scores {how} label priors, "
                       f"which are {now} in this run, so it is not applied; {fix}")
     return cal, None
@@ -156,9 +156,9 @@ def given_calibration(
     """
     names = list(seen) if seen else [c for c in (stored.seen if stored else ()) if c in rules.names]
     if not names:
-        raise AttrtagError(f"--gamma {gamma:g}: which classes are seen? {source or 'the input'} stores no calibration "
-                           "naming them (for these rules); pass --seen A,B,...")
+        raise AttrtagError(f"`gamma={gamma:g}`: which classes are seen? {source or 'the input'} stores no calibration "
+                           "naming them (for these rules); pass `seen=A,B,...`")
     missing = [c for c in names if c not in rules.names]
     if missing:
-        raise AttrtagError(f"--seen: {', '.join(missing)} not among the classes of the rules ({', '.join(rules.names)})")
+        raise AttrtagError(f"`seen`: {', '.join(missing)} not among the classes of the rules ({', '.join(rules.names)})")
     return Calibration(gamma, tuple(names), priors, rules_digest(rules), info={"chosen_on": "--gamma"})
