@@ -104,6 +104,8 @@ def _class_table(manifest: Path, tags: dict[str, Path]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch  # noqa: F401  (the demo trains: without the train extra, say so before generating images)
+
     from ..data import synthetic
     from ..cli import main
 
