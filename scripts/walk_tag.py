@@ -9,7 +9,8 @@ frame. Consecutive repeats are merged; that sequence is the walk.
 * **climbs back up**: returns to a module of a *higher* layer (the layers of
   ``tests/test_layers.py``) after which the walk goes down again: each one is a place where a
   caller picks a half-made result back up to hand it on, instead of the data flowing one way.
-  The final unwinding after the record is written is not counted;
+  The walk ends when the record is written (the last step into the output writer), and back and
+  forth between the same two modules (a result's methods, say) counts as one trip;
 * **calls**: project function calls, for scale.
 
 Start-up (argument parsing, imports) is left out: the walk starts when the command's ``run``
@@ -59,9 +60,10 @@ def make_model(folder: Path) -> tuple[Path, Path, Path]:
 def walk(argv: list[str], image: str) -> list[str]:
     """The modules the image's data passes through during ``attrtag <argv>``'s ``run``.
 
-    A project call is on the image's path when one of its arguments is the image's path, holds
-    it (a list, a dict's values, an object's ``path``), or is (or holds) a value an earlier call
-    on the path returned: the pixels, the batch, the probabilities, the record. The walk is the
+    A project call is on the image's path when one of its arguments is the image's path, holds it
+    (a list, a dict's values, a dataclass's ``path``), or is (or holds) a value an earlier call on
+    the path returned: the pixels, the batch, the probabilities, the record; or when it is a
+    method of an object that lists the path (a job's ``todo``). The walk is the
     module of the innermost such call after every call and return.
     """
     from attrtag.cli import build_parser, _command_from_argv
@@ -70,7 +72,7 @@ def walk(argv: list[str], image: str) -> list[str]:
     args = parser.parse_args(argv)
     names = {image, os.path.abspath(image)}
     command = f"attrtag.commands.{argv[0]}"  # the walk starts in the command's run()
-    tracked: set[int] = set()
+    tracked: dict[int, Any] = {}  # id -> the object, kept alive so that its id is not reused
     stack: list[tuple[str, bool]] = []
     seq: list[str] = []
 
@@ -88,14 +90,23 @@ def walk(argv: list[str], image: str) -> list[str]:
         path = getattr(value, "path", None) if hasattr(type(value), "__dataclass_fields__") else None
         return path is not None and carries(path, depth + 1)
 
+    def holds(obj: Any) -> bool:
+        """A method's ``self`` works on the image when an attribute lists its path (a job's todo)."""
+        values = vars(obj).values() if hasattr(obj, "__dict__") else ()
+        return any(v in names if isinstance(v, str) else isinstance(v, list) and any(x in names for x in v[:64]
+                   if isinstance(x, str)) for v in values)
+
     def track(value: Any) -> None:
         # Containers, arrays and objects only: ints, strings and None are shared by everybody.
         if isinstance(value, (type(None), bool, int, float, str, bytes)):
             return
-        tracked.add(id(value))
+        tracked[id(value)] = value
         items = value.values() if isinstance(value, dict) else value if isinstance(value, (list, tuple)) else ()
         for v in items:
-            track(v) if isinstance(v, (dict, list, tuple)) else None if isinstance(v, (int, float, str)) else tracked.add(id(v))
+            if isinstance(v, (dict, list, tuple)):
+                track(v)
+            elif not isinstance(v, (type(None), bool, int, float, str, bytes)):
+                tracked[id(v)] = v
 
     def note() -> None:
         top = next((m for m, on in reversed(stack) if on), command)
@@ -111,7 +122,8 @@ def walk(argv: list[str], image: str) -> list[str]:
         if event == "call":
             code = frame.f_code
             params = code.co_varnames[: code.co_argcount + code.co_kwonlyargcount]
-            stack.append((name, any(carries(frame.f_locals.get(p)) for p in params if p != "self")))
+            on = any(carries(frame.f_locals.get(p)) for p in params if p != "self")
+            stack.append((name, on or ("self" in params and holds(frame.f_locals.get("self")))))
         elif stack:
             _, on = stack.pop()
             if on and arg is not None:
@@ -130,13 +142,27 @@ def walk(argv: list[str], image: str) -> list[str]:
 
 def count(seq: list[str], layer_of: Any) -> dict[str, Any]:
     """Rooms, climbs back up (see the module docstring) and the walk itself."""
+    # The walk ends when the record is written (its last step into the output writer); going
+    # back and forth between the same two rooms (a result's methods, say) is one trip.
+    end = max((i for i, m in enumerate(seq) if m == "attrtag.tagging.files"), default=len(seq) - 1)
+    walk = _one_trip_each(seq[: end + 1])
     # Layer 0 is the bottom of the stack (errors, schema), the commands the top.
-    level = [layer_of(m) for m in seq]
-    # The last descent: after it the walk only unwinds.
-    last_down = max((i for i in range(1, len(seq)) if level[i] < level[i - 1]), default=0)
-    climbs = [f"{seq[i - 1]} -> {seq[i]}" for i in range(1, last_down) if level[i] > level[i - 1]]
-    rooms = sorted(set(seq))
-    return {"rooms": len(rooms), "climbs": len(climbs), "modules": rooms, "climb_steps": climbs, "walk": seq}
+    level = [layer_of(m) for m in walk]
+    last_down = max((i for i in range(1, len(walk)) if level[i] < level[i - 1]), default=0)
+    climbs = [f"{walk[i - 1]} -> {walk[i]}" for i in range(1, last_down) if level[i] > level[i - 1]]
+    rooms = sorted(set(walk))
+    return {"rooms": len(rooms), "climbs": len(climbs), "modules": rooms, "climb_steps": climbs, "walk": walk}
+
+
+def _one_trip_each(walk: list[str]) -> list[str]:
+    """``A B A B A`` -> ``A B A``: repeated round trips between the same two rooms merged."""
+    out: list[str] = []
+    for m in walk:
+        if len(out) >= 3 and out[-1] == out[-3] and out[-2] == m:
+            out.pop()  # ... A B A + B: the walk is back in B as before; drop the second A
+            continue
+        out.append(m)
+    return out
 
 
 def main() -> None:

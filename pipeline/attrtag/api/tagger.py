@@ -32,7 +32,7 @@ from ..schema import Schema
 from ..tagging.engine import DEFAULT_BATCH_SIZE, LocalEngine, predict_records
 from ..tagging.header import model_fingerprint
 from ..tagging.inputs import ImagePaths, expand_inputs
-from ..tagging.job import TagJob
+from ..tagging.job import run_job
 from ..tagging.records import RecordLayout, TagRecord
 from ..tagging.ray_engine import Ray, RayEngine
 from ..zeroshot.classifier import ZeroShotResult
@@ -133,7 +133,9 @@ class Tagger:
         Inputs are expanded as the CLI's INPUTs are (folders recursively, globs, ``@list.txt``);
         a file that cannot be read gets an error record. Memory stays bounded by a few batches.
         """
-        paths = expand_inputs(_paths(inputs), must_exist=False)  # a missing file is a 'missing' record here
+        # Expanded already (the CLI checks its INPUTs before the model loads), or here, where a
+        # missing file gets a 'missing' record.
+        paths = inputs if isinstance(inputs, ImagePaths) else expand_inputs(_paths(inputs), must_exist=False)
         for batch in self.engine.batches(paths, self.layout, batch_size=self.batch_size, max_pixels=self.max_pixels):
             yield from batch
 
@@ -206,14 +208,11 @@ class Tagger:
         Returns:
             The :class:`TagSummary`.
         """
-        paths = expand_inputs(_paths(inputs))
+        paths = inputs if isinstance(inputs, ImagePaths) else expand_inputs(_paths(inputs))
         sha256 = self._sha256.result() if self._sha256 is not None else None
-        with TagJob(paths, out, layout=self.layout, model_path=self.model, fmt=fmt, overwrite=overwrite,
-                    retry_failed=retry_failed, model_sha256=sha256) as job:
-            batches = self.engine.batches(job.todo, self.layout, batch_size=self.batch_size, max_pixels=self.max_pixels)
-            for _ in job.record(batches):
-                if progress is not None:
-                    progress(sum(job.counts.values()), len(job.todo), job.failed)
+        job = run_job(paths, out, self.engine, batch_size=self.batch_size, max_pixels=self.max_pixels,
+                      progress=progress, layout=self.layout, model_path=self.model, fmt=fmt, overwrite=overwrite,
+                      retry_failed=retry_failed, model_sha256=sha256)
         return TagSummary(os.fspath(out), len(paths), dict(job.counts), job.skipped, job.retried, job.seconds)
 
     def close(self) -> None:
@@ -353,8 +352,6 @@ def _items(images: Images) -> list[Any]:
 
 
 def _paths(inputs: str | os.PathLike | Sequence[str | os.PathLike]) -> list[str]:
-    if isinstance(inputs, ImagePaths):
-        return inputs  # expanded already (the CLI checks its INPUTs before the model loads)
     return [os.fspath(inputs)] if isinstance(inputs, (str, os.PathLike)) else [os.fspath(i) for i in inputs]
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import os
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Callable, Iterable, Iterator, Mapping, Protocol, Sequence
 
 import numpy as np
 
@@ -97,6 +97,19 @@ def tag_paths(
         max_pixels=max_pixels, prefetch=prefetch, normalize_in_workers=normalize_in_workers,
     ):
         yield predict_records(predictor, layout, chunk, postprocess=postprocess)
+
+
+class Engine(Protocol):
+    """What makes the records of a run: this process (:class:`LocalEngine`) or a Ray cluster."""
+
+    def batches(self, paths: Sequence[str], layout: RecordLayout, *, batch_size: int,
+                max_pixels: int) -> Iterator[list[TagRecord]]:
+        """The records of ``paths``, a batch at a time, in input order; every path exactly once."""
+        ...
+
+    def close(self) -> None:
+        """Release what the engine holds."""
+        ...
 
 
 class LocalEngine:

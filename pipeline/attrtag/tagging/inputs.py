@@ -35,7 +35,7 @@ import os
 from typing import Iterable, Sequence
 
 from ..errors import InputError
-from ..data.images import is_image_path
+from ..data.images import display_path, is_image_path
 
 _logger = logging.getLogger(__name__)
 
@@ -44,7 +44,16 @@ _GLOB_CHARS = frozenset("*?[")
 
 class ImagePaths(list):
     """Paths :func:`expand_inputs` made: expanding them again returns them as they are, so a
-    caller can check its INPUTs early (before a model loads) and hand the result on."""
+    caller can check its INPUTs early (before a model loads) and hand the result on.
+
+    Attributes:
+        display: each path as records name it (:func:`attrtag.data.images.display_path`).
+    """
+
+    def __init__(self, paths: Iterable[str]) -> None:
+        super().__init__(paths)
+        # The same string object where nothing needed escaping: no second copy of every path.
+        self.display = [d if d != p else p for p, d in ((p, display_path(p)) for p in self)]
 
 
 def expand_inputs(inputs: Sequence[str], *, must_exist: bool = True) -> ImagePaths:

@@ -12,11 +12,13 @@ import os
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from ..data.images import display_path
+from .engine import Engine
 from .files import open_output
 from .header import OutputMeta, model_fingerprint
+from .inputs import ImagePaths
 from .records import RecordLayout, TagRecord
 from .retry import drop_failed
 
@@ -61,13 +63,14 @@ class TagJob:
                           model_sha256=model_sha256 or model_fingerprint(model_path))
         self.writer = open_output(out, meta, fmt=fmt, overwrite=overwrite)
         self.retried = 0
+        shown = paths.display if isinstance(paths, ImagePaths) else [display_path(p) for p in paths]
         if retry_failed and self.writer.done:
             # The output was accepted (same model and settings, torn tail repaired): rewrite it
             # without this run's failed records, then resume as usual, which tags them again.
             self.writer.close(complete=False)
-            self.retried = drop_failed(out, {display_path(p) for p in paths}, columns=layout.columns, fmt=fmt)
+            self.retried = drop_failed(out, set(shown), columns=layout.columns, fmt=fmt)
             self.writer = open_output(out, meta, fmt=fmt)
-        self.todo = [p for p in paths if display_path(p) not in self.writer.done]
+        self.todo = [p for p, d in zip(paths, shown) if d not in self.writer.done]
         self.skipped = len(paths) - len(self.todo)
         self.counts: Counter[str] = Counter()
         self.seconds = 0.0
@@ -75,6 +78,21 @@ class TagJob:
             _logger.info("retrying %d images that failed before", self.retried)
         if self.skipped:
             _logger.info("resuming %s: %d of %d images already there", out, self.skipped, len(paths))
+
+    def run(self, engine: Engine, *, batch_size: int, max_pixels: int,
+            progress: Callable[[int, int, int], Any] | None = None) -> None:
+        """Tag :attr:`todo` with ``engine``, writing each batch durably before the next.
+
+        Args:
+            engine: what makes the records (:class:`~.engine.LocalEngine`, :class:`~.ray_engine.RayEngine`).
+            batch_size: images per model call.
+            max_pixels: decompression-bomb limit.
+            progress: called after every batch as ``progress(done, total, failed)``.
+        """
+        batches = engine.batches(self.todo, self.layout, batch_size=batch_size, max_pixels=max_pixels)
+        for _ in self.record(batches):
+            if progress is not None:
+                progress(sum(self.counts.values()), len(self.todo), self.failed)
 
     def record(self, batches: Iterable[list[TagRecord]]) -> Iterator[list[TagRecord]]:
         """Write each batch of records (of :attr:`todo`, in order) durably, then yield it."""
@@ -109,3 +127,11 @@ class TagJob:
 
     def __exit__(self, exc_type: Any, *_: Any) -> None:
         self.close(complete=exc_type is None)
+
+
+def run_job(paths: Sequence[str], out: str | os.PathLike[str], engine: Engine, *, batch_size: int, max_pixels: int,
+            progress: Callable[[int, int, int], Any] | None = None, **options: Any) -> TagJob:
+    """Open the job (``options`` as :class:`TagJob`'s), run it with ``engine``, close it; returns it."""
+    with TagJob(paths, out, **options) as job:
+        job.run(engine, batch_size=batch_size, max_pixels=max_pixels, progress=progress)
+    return job
