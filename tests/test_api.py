@@ -89,3 +89,60 @@ def test_train_and_evaluate_from_python(tiny_data: tuple[Path, Path], tmp_path: 
 def test_import_attrtag_is_light() -> None:
     code = "import sys, attrtag; attrtag.load; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_tag_to_is_the_file_job_attrtag_tag_runs(files: dict[str, Path], tmp_path: Path) -> None:
+    by_cli, by_api = tmp_path / "cli.jsonl", tmp_path / "api.jsonl"
+    assert main(["tag", str(files["onnx"]), str(files["images"]), "--out", str(by_cli), "--rules",
+                 str(files["rules"]), "--no-progress", "--device", "cpu"]) == 0
+    seen: list[tuple[int, int, int]] = []
+    with attrtag.load(files["onnx"], device="cpu", rules=files["rules"], batch_size=3) as tagger:
+        summary = tagger.tag_to(by_api, files["images"], progress=lambda *a: seen.append(a))
+        assert (summary.tagged, summary.failed, summary.skipped, summary.inputs) == (6, 1, 0, 7)
+        assert summary.counts == {"ok": 6, "not_image": 1} and summary.rate > 0
+        assert seen[-1] == (7, 7, 1) and [s[0] for s in seen] == [3, 6, 7]
+        again = tagger.tag_to(by_api, files["images"])  # resumes: nothing left to do
+        assert (again.skipped, sum(again.counts.values())) == (7, 0)
+    cli_meta, cli_records = read_output(by_cli)
+    api_meta, api_records = read_output(by_api)
+    assert api_records == cli_records and api_meta == cli_meta
+
+
+def test_stream_yields_records_as_they_come(files: dict[str, Path]) -> None:
+    tagger = attrtag.load(files["onnx"], device="cpu", batch_size=2, workers=0)
+    calls: list[int] = []
+
+    class Counting:  # the model, counting the images of each call
+        def __getattr__(self, name: str) -> object:
+            return getattr(model, name)
+
+        def __call__(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+            calls.append(len(batch))
+            return model(batch)
+
+    model, tagger.engine.predictor = tagger.engine.predictor, Counting()
+    stream = tagger.stream(files["images"])
+    first = next(stream)
+    assert first["path"].endswith("broken.png") and calls == [1]  # one batch run, not the folder
+    rest = list(stream)
+    assert len(rest) == 6 and sum(calls) == 6 and [first, *rest] == tagger.tag(str(files["images"]))
+
+
+def test_a_tagger_says_where_it_runs_as_a_type(files: dict[str, Path]) -> None:
+    from attrtag.runtime import Placement
+
+    assert attrtag.load(files["onnx"], device="cpu").placement == Placement("onnxruntime", "cpu")
+    assert attrtag.load(files["ckpt"], device="cpu").placement == Placement("torch", "cpu")
+
+
+def test_evaluate_takes_an_onnx_file_and_agrees_with_its_checkpoint(tiny_data: tuple[Path, Path],
+                                                                   tmp_path: Path) -> None:
+    _, manifest = tiny_data
+    ckpt = make_checkpoint(tmp_path / "model.pt")
+    report = attrtag.export(ckpt, tmp_path / "model.onnx")
+    assert report.path.is_file() and report.precision == "fp32"
+    by_pt = attrtag.evaluate(ckpt, manifest, split="val", workers=0, device="cpu")
+    by_onnx = attrtag.evaluate(report.path, manifest, split="val", workers=0, device="cpu", out=tmp_path / "eval")
+    assert [(m.group, m.labelled, m.accuracy) for m in by_onnx.metrics] == \
+           [(m.group, m.labelled, m.accuracy) for m in by_pt.metrics]
+    assert by_onnx.report["json"].is_file() and set(by_onnx.report) == {"json", "colour", "shape", "band"}
