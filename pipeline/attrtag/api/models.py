@@ -157,14 +157,9 @@ def calibrate(
     in_place: bool = False,
     rules: RulesSource | None = None,
     priors: bool = True,
-    class_column: str = "class",
-    unseen: list[str] | None = None,
-    device: str = "auto",
-    batch_size: int = 64,
-    workers: int = 2,
-    skip_bad_rows: bool = False,
-    progress: Any = None,
-    warn: Warn | None = None,
+    class_column: str = "class", unseen: list[str] | None = None,
+    device: str = "auto", batch_size: int = 64, workers: int = 2, skip_bad_rows: bool = False,
+    progress: Any = None, warn: Warn | None = None,
 ) -> "CalibrationResult":
     """Choose the zero-shot calibration of a model and store it, with the rules, in a model file.
 
