@@ -14,11 +14,9 @@ from __future__ import annotations
 import contextlib
 import copy
 import importlib
-import io
 import logging
 import os
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Union
@@ -36,8 +34,10 @@ from attrtag.schema import Schema
 from attrtag.zeroshot.calibration import rules_digest
 from attrtag.zeroshot.rules import Rules
 
+from ._graph import EXPORTERS, default_opset, export_graph
+from ._graph import TRACE_BATCH  # noqa: F401 - still importable from here
 from .fp16 import convert_to_fp16
-from .metadata import INPUT_NAME, write_metadata
+from .metadata import write_metadata
 
 if TYPE_CHECKING:
     import onnx
@@ -51,11 +51,6 @@ DEFAULT_OPSET = 18
 FP32_ATOL = 1e-4
 #: float16 keeps ~3 significant digits; through a deep network probabilities move by ~1e-3.
 FP16_ATOL = 1e-2
-#: torch.export specialises size-1 dimensions, so trace with 2 to keep the batch axis symbolic
-#: (same reasoning as timm.utils.onnx).
-TRACE_BATCH = 2
-EXPORTERS = ("auto", "dynamo", "torchscript")
-_PROTOBUF_LIMIT = 2**31 - 1  # one serialised ModelProto; larger models need external data
 
 #: A checkpoint path, a model (which carries its card), or the attrtag 0.1 form
 #: ``(model, schema, preprocessing, backbone)``.
@@ -137,40 +132,19 @@ def export_onnx(
     _require("onnx", "pip install onnx==1.23.2 onnxscript==0.7.2")
     _require("onnxruntime", "pip install onnxruntime-gpu==1.31.1  (or onnxruntime)")
     t0 = time.perf_counter()
-    if exporter not in EXPORTERS:
-        raise ExportError(f"exporter '{exporter}' is not one of {', '.join(EXPORTERS)}")
-    if batch_check < 1:
-        raise ExportError(f"--batch-check must be at least 1, got {batch_check}")
+    _check_options(exporter=exporter, batch_check=batch_check)
     model = _resolve_source(source)
     precision = "fp16" if fp16 else "fp32"
-    card = model.card.replace(precision=precision, rules=rules if rules is not None else model.card.rules)
-    if rules is not None and card.calibration is not None and not _calibrated_for(card, rules):
-        _logger.warning("the checkpoint's calibration was chosen for other class rules than these; it is left out "
-                        "(run 'attrtag calibrate' on the exported model)")
-        card = card.replace(calibration=None)
-    schema, prep = card.schema, card.preprocessing
+    card = _card_to_embed(model.card, precision=precision, rules=rules)
     net = ProbabilityModel(copy.deepcopy(model).float().cpu()).eval()
-
-    with _quiet_exporter_logs():
-        proto, used = _export_graph(net, schema, prep, opset=opset, exporter=exporter)
-    if fp16:
-        proto = convert_to_fp16(proto)
-    write_metadata(proto, card)
-    if check:
-        _run_checker(proto)
+    proto, used = _onnx_graph(net, card, opset=opset, exporter=exporter, fp16=fp16, check=check)
 
     out = Path(out_path)
-    out.parent.mkdir(parents=True, exist_ok=True)
     report = ExportReport(
-        path=out, size_bytes=0, opset=_default_opset(proto), exporter=used, precision=precision, groups=schema.names
+        path=out, size_bytes=0, opset=default_opset(proto), exporter=used, precision=precision, groups=card.schema.names
     )
-    # The parity check runs on the temporary file: a model that fails it never replaces `out`.
-    with atomic_path(out) as tmp:
-        tmp.write_bytes(proto.SerializeToString())
-        if check:
-            tol = atol if atol is not None else (FP16_ATOL if fp16 else FP32_ATOL)
-            _check_against_torch(tmp, net, prep, report, batches=(1, batch_check), atol=tol, seed=seed)
-    report.size_bytes = out.stat().st_size
+    tol = atol if atol is not None else (FP16_ATOL if fp16 else FP32_ATOL)
+    _write_checked(proto, net, card.preprocessing, report, check=check, atol=tol, batches=(1, batch_check), seed=seed)
     report.seconds = time.perf_counter() - t0
     _logger.info(
         "exported %s (%s, %s exporter, opset %d) in %.1fs; max |onnx - torch| %s",
@@ -234,6 +208,52 @@ def check_against_torch(
 
 
 # -- internals ----------------------------------------------------------------------------------
+def _check_options(*, exporter: str, batch_check: int) -> None:
+    if exporter not in EXPORTERS:
+        raise ExportError(f"exporter '{exporter}' is not one of {', '.join(EXPORTERS)}")
+    if batch_check < 1:
+        raise ExportError(f"`batch_check` must be at least 1, got {batch_check}")
+
+
+def _card_to_embed(card: ModelCard, *, precision: str, rules: dict[str, Any] | None) -> ModelCard:
+    """The card the file carries: this precision, these rules, and a calibration only if it fits them."""
+    card = card.replace(precision=precision, rules=rules if rules is not None else card.rules)
+    if rules is not None and card.calibration is not None and not _calibrated_for(card, rules):
+        _logger.warning("the checkpoint's calibration was chosen for other class rules than these; it is left out "
+                        "(run 'attrtag calibrate' on the exported model)")
+        card = card.replace(calibration=None)
+    return card
+
+
+def _onnx_graph(
+    net: nn.Module, card: ModelCard, *, opset: int, exporter: str, fp16: bool, check: bool
+) -> tuple["onnx.ModelProto", str]:
+    """The graph in its final precision with the card in its metadata, and the exporter used."""
+    with _quiet_exporter_logs():
+        proto, used = export_graph(net, card.schema, card.preprocessing, opset=opset, exporter=exporter)
+    if fp16:
+        proto = convert_to_fp16(proto)
+    write_metadata(proto, card)
+    if check:
+        _run_checker(proto)
+    return proto, used
+
+
+def _write_checked(
+    proto: "onnx.ModelProto", net: nn.Module, prep: Preprocessing, report: ExportReport, *, check: bool,
+    atol: float, batches: tuple[int, ...], seed: int,
+) -> None:
+    """Write ``report.path`` atomically, after the parity check passed (when ``check``)."""
+    out = report.path
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # The parity check runs on the temporary file: a model that fails it never replaces `out`.
+    with atomic_path(out) as tmp:
+        tmp.write_bytes(proto.SerializeToString())
+        if check:
+            _check_against_torch(tmp, net, prep, report, batches=batches, atol=atol, seed=seed)
+    report.size_bytes = out.stat().st_size
+
+
 def _calibrated_for(card: ModelCard, rules: dict[str, Any]) -> bool:
     """Whether the card's calibration was chosen for ``rules`` (a gamma holds for one rule set)."""
     digest = rules_digest(Rules.from_dict(rules, card.schema).scorable())
@@ -252,86 +272,6 @@ def _resolve_source(source: ModelSource) -> AttributeModel:
         model.card = ModelCard(schema, prep, str(backbone), rules=model.card.rules, label_counts=model.card.label_counts)
         return model
     return load_model(source)
-
-
-def _export_graph(
-    net: nn.Module, schema: Schema, prep: Preprocessing, *, opset: int, exporter: str
-) -> tuple["onnx.ModelProto", str]:
-    """The graph from the dynamo exporter, or TorchScript when dynamo fails (``auto``)."""
-    h, w = prep.input_size
-    x = torch.randn(TRACE_BATCH, 3, h, w, generator=torch.Generator().manual_seed(1234))
-    tried: list[str] = []
-    for name in ("dynamo", "torchscript") if exporter == "auto" else (exporter,):
-        try:
-            export = _export_dynamo if name == "dynamo" else _export_torchscript
-            proto = export(net, x, schema, opset)
-            _check_interface(proto, schema, h, w)
-            return proto, name
-        except Exception as err:  # noqa: BLE001 - the exporters raise many types; try the other
-            tried.append(f"{name}: {first_line(err)}")
-            if exporter == "auto" and name == "dynamo":
-                _logger.warning("dynamo ONNX export failed (%s); trying the TorchScript exporter", first_line(err))
-    raise ExportError(f"ONNX export failed ({'; '.join(tried)}); try another --opset")
-
-
-def _export_dynamo(net: nn.Module, x: torch.Tensor, schema: Schema, opset: int) -> "onnx.ModelProto":
-    # f=None: get the program in memory, so metadata and the fp16 conversion happen before the
-    # single atomic write, and weights stay inside the ModelProto (no .onnx.data side file).
-    program = torch.onnx.export(
-        net,
-        (x,),
-        None,
-        input_names=[INPUT_NAME],
-        output_names=list(schema.names),
-        opset_version=opset,
-        dynamo=True,
-        dynamic_shapes=({0: "batch"},),
-        verbose=False,
-    )
-    return program.model_proto
-
-
-def _export_torchscript(net: nn.Module, x: torch.Tensor, schema: Schema, opset: int) -> "onnx.ModelProto":
-    import onnx
-
-    buf = io.BytesIO()
-    axes = {INPUT_NAME: {0: "batch"}, **{name: {0: "batch"} for name in schema.names}}
-    with warnings.catch_warnings():
-        # torch >= 2.9 warns that the TorchScript exporter is deprecated; we chose it knowingly.
-        warnings.simplefilter("ignore", DeprecationWarning)
-        torch.onnx.export(
-            net,
-            (x,),
-            buf,
-            input_names=[INPUT_NAME],
-            output_names=list(schema.names),
-            opset_version=opset,
-            dynamic_axes=axes,
-            dynamo=False,
-        )
-    return onnx.load_from_string(buf.getvalue())
-
-
-def _check_interface(proto: "onnx.ModelProto", schema: Schema, h: int, w: int) -> None:
-    """One ``image`` input with a symbolic batch axis, outputs named and sized by the schema."""
-    inputs = [i for i in proto.graph.input if i.name not in {t.name for t in proto.graph.initializer}]
-    if [i.name for i in inputs] != [INPUT_NAME]:
-        raise ExportError(f"expected one graph input '{INPUT_NAME}', got {[i.name for i in inputs]}")
-    dims = inputs[0].type.tensor_type.shape.dim
-    if len(dims) != 4 or not dims[0].dim_param or [d.dim_value for d in dims[1:]] != [3, h, w]:
-        shape = [d.dim_param or d.dim_value for d in dims]
-        raise ExportError(
-            f"input '{INPUT_NAME}' has shape {shape}, expected [batch, 3, {h}, {w}] with a symbolic batch"
-        )
-    names = [o.name for o in proto.graph.output]
-    if names != list(schema.names):
-        raise ExportError(f"graph outputs are {names}, expected the schema groups {list(schema.names)}")
-    for out, size in zip(proto.graph.output, schema.sizes):
-        odims = out.type.tensor_type.shape.dim
-        if len(odims) == 2 and odims[1].dim_value not in (0, size):
-            raise ExportError(f"output '{out.name}' has {odims[1].dim_value} values, the schema has {size}")
-    if proto.ByteSize() > _PROTOBUF_LIMIT:
-        raise ExportError("the model is larger than 2 GB, which one ONNX file cannot hold without external data")
 
 
 def _run_checker(proto: "onnx.ModelProto") -> None:
@@ -375,7 +315,7 @@ def _check_against_torch(
         raise ExportError(
             f"ONNX Runtime ({', '.join(providers)}) and PyTorch disagree above tolerance {atol:g} "
             f"({listed}); the exported graph is wrong, nothing was written to {report.path}. "
-            "Try --opset with another value, or export with exporter='torchscript'"
+            "Try `opset` with another value, or export with exporter='torchscript'"
         )
 
 
@@ -399,15 +339,9 @@ def _quiet_exporter_logs() -> Iterator[None]:
             lg.setLevel(level)
 
 
-def _default_opset(proto: "onnx.ModelProto") -> int:
-    return next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 0)
-
-
 def _require(module: str, pip_line: str) -> None:
     """Fail up front, with the install line, when an optional dependency of export is missing."""
     try:
         importlib.import_module(module)
     except ImportError:
         raise ExportError(f"ONNX export needs the '{module}' package: {pip_line}") from None
-
-

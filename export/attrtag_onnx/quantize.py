@@ -129,7 +129,7 @@ def quantize_int8(
     if meta.precision != "fp32":
         raise AttrtagError(f"{src}: int8 quantisation needs a float32 model, this one is {meta.precision}")
     if calib_images < 1:
-        raise AttrtagError(f"--calib-images must be at least 1, got {calib_images}")
+        raise AttrtagError(f"`calib_images` must be at least 1, got {calib_images}")
     records = read_manifest(manifest, meta.schema).samples
     calib = random.Random(seed).sample(records, min(calib_images, len(records)))
     evaluated = records if eval_images is None else records[: max(1, eval_images)]
@@ -137,52 +137,13 @@ def quantize_int8(
 
     out = Path(out_path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".attrtag-int8-", dir=out.parent) as tmp:
-        model_in, preprocessed = src, False
-        try:
-            pre = Path(tmp) / "pre.onnx"
-            quant.shape_inference.quant_pre_process(str(src), str(pre))
-            model_in, preprocessed = pre, True
-        except Exception as err:  # noqa: BLE001 - optional step; quantising without it still works
-            _logger.warning("quant_pre_process failed (%s); quantising the model as exported", first_line(err))
-
-        excluded = _head_nodes(model_in)
-        reader = _CalibrationReader(calib, meta.preprocessing, batch_size, failed, progress)
-        q_path = Path(tmp) / "int8.onnx"
-        none_decoded = AttrtagError(f"{manifest}: none of the {len(calib)} calibration images could be decoded")
-        try:
-            quant.quantize_static(
-                str(model_in),
-                str(q_path),
-                reader,
-                quant_format=quant.QuantFormat.QDQ,
-                per_channel=True,
-                # U8S8 (unsigned activations, signed weights) is ONNX Runtime's fast x86 path:
-                # on this project's CPU (AVX512-VNNI) a resnet18 ran 3.6x faster than fp32 with
-                # U8S8 and 1.0x with S8S8 (same QDQ graph otherwise; scripts/bench_tagging.py int8).
-                activation_type=quant.QuantType.QUInt8,
-                weight_type=quant.QuantType.QInt8,
-                calibrate_method=quant.CalibrationMethod.MinMax,
-                nodes_to_exclude=excluded,
-            )
-        except Exception:
-            if reader.used == 0:  # the calibrator fails on empty data with a less helpful message
-                raise none_decoded from None
-            raise
-        if reader.used == 0:
-            raise none_decoded
-        _restamp(q_path, out, meta)
-
+    used, preprocessed = _quantize(
+        quant, src, out, meta, calib, manifest=manifest, batch_size=batch_size, failed=failed, progress=progress
+    )
     groups, diffs, n_eval = _compare(src, out, meta, evaluated, batch_size, failed, progress)
     report = QuantReport(
-        path=out,
-        calib_images=reader.used,
-        eval_images=n_eval,
-        groups=groups,
-        max_abs_diff=diffs,
-        preprocessed=preprocessed,
-        failed_images=sorted(set(failed)),
-        seconds=time.perf_counter() - t0,
+        path=out, calib_images=used, eval_images=n_eval, groups=groups, max_abs_diff=diffs, preprocessed=preprocessed,
+        failed_images=sorted(set(failed)), seconds=time.perf_counter() - t0,
     )
     for g in groups:
         if g.delta_points is not None and g.delta_points < -2.0:
@@ -249,6 +210,60 @@ def _import_quantization() -> Any:
     return quant
 
 
+def _quantize(
+    quant: Any, src: Path, out: Path, meta: ModelCard, calib: Sequence[Sample], *, manifest: str | os.PathLike[str],
+    batch_size: int, failed: list[str], progress: Progress | None,
+) -> tuple[int, bool]:
+    """Quantise ``src`` into ``out`` (int8 metadata, checked, written atomically).
+
+    Returns:
+        ``(calibration images used, whether quant_pre_process ran)``.
+    """
+    with tempfile.TemporaryDirectory(prefix=".attrtag-int8-", dir=out.parent) as tmp:
+        model_in, preprocessed = _pre_process(quant, src, Path(tmp) / "pre.onnx")
+        excluded = _head_nodes(model_in)
+        reader = _CalibrationReader(calib, meta.preprocessing, batch_size, failed, progress)
+        q_path = Path(tmp) / "int8.onnx"
+        none_decoded = AttrtagError(f"{manifest}: none of the {len(calib)} calibration images could be decoded")
+        try:
+            _quantize_static(quant, model_in, q_path, reader, excluded)
+        except Exception:
+            if reader.used == 0:  # the calibrator fails on empty data with a less helpful message
+                raise none_decoded from None
+            raise
+        if reader.used == 0:
+            raise none_decoded
+        _restamp(q_path, out, meta)
+    return reader.used, preprocessed
+
+
+def _pre_process(quant: Any, src: Path, pre: Path) -> tuple[Path, bool]:
+    """``quant_pre_process`` into ``pre``; on failure the model as exported (the step is optional)."""
+    try:
+        quant.shape_inference.quant_pre_process(str(src), str(pre))
+        return pre, True
+    except Exception as err:  # noqa: BLE001 - optional step; quantising without it still works
+        _logger.warning("quant_pre_process failed (%s); quantising the model as exported", first_line(err))
+        return src, False
+
+
+def _quantize_static(
+    quant: Any, model_in: Path, q_path: Path, reader: _CalibrationReader, excluded: list[str]
+) -> None:
+    quant.quantize_static(
+        str(model_in),
+        str(q_path),
+        reader,
+        quant_format=quant.QuantFormat.QDQ,
+        per_channel=True,
+        # U8S8 (unsigned activations, signed weights) is ONNX Runtime's fast x86 path:
+        # on this project's CPU (AVX512-VNNI) a resnet18 ran 3.6x faster than fp32 with
+        # U8S8 and 1.0x with S8S8 (same QDQ graph otherwise; scripts/bench_tagging.py int8).
+        activation_type=quant.QuantType.QUInt8,
+        weight_type=quant.QuantType.QInt8,
+        calibrate_method=quant.CalibrationMethod.MinMax,
+        nodes_to_exclude=excluded,
+    )
 
 
 def _load_batches(

@@ -54,47 +54,63 @@ def load_yaml(path: str | Path, *, raw_scalars: bool = True, text: str | None = 
         SchemaError: unreadable file, YAML syntax error or duplicate key, naming file and line.
     """
     path = str(path)
+    node = _compose(path, text)
+    doc = YamlDoc(path=path, data=None)
+    if node is not None:
+        doc.data = _Walker(doc, raw_scalars).value(node, ())
+    return doc
+
+
+def _compose(path: str, text: str | None) -> yaml.Node | None:
+    """The node tree of ``text`` (read from ``path`` when None); None for an empty document."""
     if text is None:
         try:
             text = Path(path).read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as err:
             raise SchemaError(f"{path}: cannot read YAML file ({err})") from None
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        return yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         line = f":{mark.line + 1}" if mark is not None else ""
         problem = getattr(err, "problem", None) or str(err).splitlines()[0]
         raise SchemaError(f"{path}{line}: invalid YAML ({problem})") from None
-    doc = YamlDoc(path=path, data=None)
-    if node is None:
-        return doc
-    constructor = yaml.SafeLoader("")
 
-    def walk(n: yaml.Node, key_path: KeyPath) -> Any:
-        doc.lines.setdefault(key_path, n.start_mark.line + 1)
+
+class _Walker:
+    """Builds the data of a node tree, recording in ``doc.lines`` where every key and item is."""
+
+    def __init__(self, doc: YamlDoc, raw_scalars: bool) -> None:
+        self.doc = doc
+        self.raw_scalars = raw_scalars
+        self.constructor = yaml.SafeLoader("")
+
+    def value(self, n: yaml.Node, key_path: KeyPath) -> Any:
+        self.doc.lines.setdefault(key_path, n.start_mark.line + 1)
         if isinstance(n, yaml.MappingNode):
-            out: dict[Any, Any] = {}
-            for k_node, v_node in n.value:
-                key = k_node.value if isinstance(k_node, yaml.ScalarNode) else walk(k_node, key_path)
-                if key in out:
-                    raise SchemaError(
-                        f"{path}:{k_node.start_mark.line + 1}: duplicate key '{key}' "
-                        f"(first at line {doc.lines[key_path + (key,)]})"
-                    )
-                doc.lines[key_path + (key,)] = k_node.start_mark.line + 1
-                out[key] = walk(v_node, key_path + (key,))
-            return out
+            return self.mapping(n, key_path)
         if isinstance(n, yaml.SequenceNode):
             items = []
             for i, item in enumerate(n.value):
-                doc.lines[key_path + (i,)] = item.start_mark.line + 1
-                items.append(walk(item, key_path + (i,)))
+                self.doc.lines[key_path + (i,)] = item.start_mark.line + 1
+                items.append(self.value(item, key_path + (i,)))
             return items
-        value = constructor.construct_object(n, deep=True)
+        value = self.constructor.construct_object(n, deep=True)
         if value is None:
             return None
-        return n.value if raw_scalars else value
+        return n.value if self.raw_scalars else value
 
-    doc.data = walk(node, ())
-    return doc
+    def mapping(self, n: yaml.MappingNode, key_path: KeyPath) -> dict[Any, Any]:
+        """A mapping; a key written twice is an error naming both lines (PyYAML keeps the last)."""
+        lines = self.doc.lines
+        out: dict[Any, Any] = {}
+        for k_node, v_node in n.value:
+            key = k_node.value if isinstance(k_node, yaml.ScalarNode) else self.value(k_node, key_path)
+            if key in out:
+                raise SchemaError(
+                    f"{self.doc.path}:{k_node.start_mark.line + 1}: duplicate key '{key}' "
+                    f"(first at line {lines[key_path + (key,)]})"
+                )
+            lines[key_path + (key,)] = k_node.start_mark.line + 1
+            out[key] = self.value(v_node, key_path + (key,))
+        return out

@@ -223,7 +223,7 @@ def test_a_global_batch_smaller_than_the_processes_is_refused(data, tmp_path):
     schema = Schema.load(data[0])
     cfg = TrainConfig.from_dict({**VIT, "batch_size": 3})
     four = DistContext(torch.device("cpu"), rank=0, world_size=4)
-    with pytest.raises(AttrtagError, match="--batch-size 3 is the global batch, split over 4 processes"):
+    with pytest.raises(AttrtagError, match="batch_size=3 is the global batch, split over 4 processes"):
         prepare_run(cfg, schema, read_manifest(data[1], schema), tmp_path, None, four)
 
 

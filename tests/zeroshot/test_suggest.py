@@ -70,7 +70,7 @@ def test_draft_lists_values_with_weights_and_reports_coinciding_classes(manifest
 def test_bad_options_and_no_class_are_refused(manifest: Path) -> None:
     schema = Schema.load(manifest.parent / "schema.yaml")
     samples = read_manifest(manifest, schema, check_files=False).samples
-    with pytest.raises(AttrtagError, match="--cover"):
+    with pytest.raises(AttrtagError, match="cover must be a share"):
         suggest_rules(samples, schema, "animal", cover=1.5)
     with pytest.raises(AttrtagError, match="no image has a class in column 'species'"):
         suggest_rules(samples, schema, "species")

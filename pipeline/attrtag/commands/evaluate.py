@@ -49,6 +49,7 @@ def register(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from .. import api
+    from ..cli import FLAGS
     from ..evaluation.metrics import format_metrics
     from ..zeroshot.evaluation import format_zero_shot
     from ._progress import tqdm_progress
@@ -69,7 +70,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"warning: {len(preds.failed)} image(s) could not be decoded; listed in the report")
     print(format_metrics(result.metrics))
     if result.zero_shot is not None:
-        print(format_zero_shot(result.zero_shot, title=f"zero-shot classes ({args.rules}; {result.zero_shot_note})"))
+        title = f"zero-shot classes ({args.rules}; {result.zero_shot_note})"
+        print(format_zero_shot(result.zero_shot, title=title, flags=FLAGS))
     print(f"report: {result.report['json']} (+ {len(result.report) - 1} confusion matrix PNG(s) in {out})")
     return 0
 

@@ -101,41 +101,13 @@ def prepare_run(
     ckpt: dict[str, Any] | None = None
     if resume is not None:
         ckpt = load_checkpoint(resume)
-        ckpt["card"].schema.check_same(schema, what=f"--resume {resume}: checkpoint schema vs --schema")
-        stored = TrainConfig.from_dict(ckpt.get("config", {}), source=f"{resume} config")
-        # Where and how the run executes comes from this command; what it learns, from the checkpoint.
-        here = {k: getattr(cfg, k) for k in ("epochs", "workers", "device", "sync_bn")}
-        cfg = TrainConfig.from_dict({**stored.to_dict(), **here})
+        cfg = _resumed_config(cfg, schema, ckpt, resume)
     ctx = dist if dist is not None else DistContext(torch_device(cfg.device))
     device = ctx.device
     train_samples, val_samples = split_samples(manifest, cfg.val_fraction)
-    if not train_samples:
-        raise AttrtagError(f"{manifest.source}: no training images (split column has no 'train' rows)")
-    if min(cfg.batch_size, len(train_samples)) < ctx.world_size:
-        raise AttrtagError(
-            f"--batch-size {cfg.batch_size} is the global batch, split over {ctx.world_size} processes "
-            f"({len(train_samples)} training images): each process needs at least one image per step"
-        )
+    _check_samples(cfg, manifest, train_samples, ctx)
 
-    torch.manual_seed(cfg.seed)
-    model = build_model(
-        schema, cfg.backbone, pretrained=_pretrained_arg(cfg), drop_rate=cfg.drop_rate, image_size=cfg.image_size,
-        crop_mode=cfg.crop_mode, card=ckpt["card"] if ckpt is not None else None,
-    )
-    if ckpt is None:
-        # The card records what the model was taught: zero-shot priors and rule lint need it.
-        model.card = model.card.replace(label_counts=label_counts(schema, train_samples))
-    model.card = model.card.replace(training=cfg.learning_options())
-    check_input_size(model)
-    if cfg.sync_bn:
-        model = use_sync_batchnorm(model, ctx)
-    model.to(device)
-    if device.type == "cuda" and cfg.channels_last:
-        model.to(memory_format=torch.channels_last)
-    ema = make_ema(cfg, model)
-    if ckpt is not None:
-        restore(model, ema, ckpt)
-
+    model, ema = _model_and_ema(cfg, schema, train_samples, ctx, ckpt)
     counts = model.card.label_counts or label_counts(schema, train_samples)  # the whole split's, on every process
     criterion = criterion_for(cfg, schema, counts).to(device)
 
@@ -155,21 +127,72 @@ def prepare_run(
         filled_labels=torch.zeros(len(schema)),
     )
     if ckpt is not None:
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        if ckpt.get("scaler"):
-            scaler.load_state_dict(ckpt["scaler"])
-        run.start_epoch = int(ckpt["epoch"]) + 1
-        run.history = list(ckpt.get("history", []))
-        run.best_score = float(ckpt.get("best_score", -1.0))
-        if ctx.is_main:
-            _logger.info("resuming from %s at epoch %d/%d", resume, run.start_epoch + 1, cfg.epochs)
-            before = int(ckpt.get("world_size", 1))
-            if before != ctx.world_size:
-                has_bn = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
-                _logger.info("%s", describe_world_change(before, ctx.world_size, cfg.batch_size,
-                                                          per_process_bn=has_bn and not cfg.sync_bn))
+        _restore_progress(run, ckpt, resume)
     return run
+
+
+def _resumed_config(cfg: TrainConfig, schema: Schema, ckpt: dict[str, Any], resume: str | Path) -> TrainConfig:
+    """The checkpoint's configuration, with where and how the run executes taken from ``cfg``."""
+    ckpt["card"].schema.check_same(schema, what=f"`resume` {resume}: checkpoint schema vs `schema`")
+    stored = TrainConfig.from_dict(ckpt.get("config", {}), source=f"{resume} config")
+    # Where and how the run executes comes from this command; what it learns, from the checkpoint.
+    here = {k: getattr(cfg, k) for k in ("epochs", "workers", "device", "sync_bn")}
+    return TrainConfig.from_dict({**stored.to_dict(), **here})
+
+
+def _check_samples(cfg: TrainConfig, manifest: Manifest, train_samples: list[Sample], ctx: DistContext) -> None:
+    """Refuse a run without training images, or with fewer per step than processes."""
+    if not train_samples:
+        raise AttrtagError(f"{manifest.source}: no training images (split column has no 'train' rows)")
+    if min(cfg.batch_size, len(train_samples)) < ctx.world_size:
+        raise AttrtagError(
+            f"`batch_size={cfg.batch_size}` is the global batch, split over {ctx.world_size} processes "
+            f"({len(train_samples)} training images): each process needs at least one image per step"
+        )
+
+
+def _model_and_ema(
+    cfg: TrainConfig, schema: Schema, train_samples: list[Sample], ctx: DistContext, ckpt: dict[str, Any] | None
+) -> tuple[AttributeModel, Any]:
+    """The model on its device and its EMA (both restored from ``ckpt`` when resuming)."""
+    torch.manual_seed(cfg.seed)
+    model = build_model(
+        schema, cfg.backbone, pretrained=_pretrained_arg(cfg), drop_rate=cfg.drop_rate, image_size=cfg.image_size,
+        crop_mode=cfg.crop_mode, card=ckpt["card"] if ckpt is not None else None,
+    )
+    if ckpt is None:
+        # The card records what the model was taught: zero-shot priors and rule lint need it.
+        model.card = model.card.replace(label_counts=label_counts(schema, train_samples))
+    model.card = model.card.replace(training=cfg.learning_options())
+    check_input_size(model)
+    if cfg.sync_bn:
+        model = use_sync_batchnorm(model, ctx)
+    model.to(ctx.device)
+    if ctx.device.type == "cuda" and cfg.channels_last:
+        model.to(memory_format=torch.channels_last)
+    ema = make_ema(cfg, model)
+    if ckpt is not None:
+        restore(model, ema, ckpt)
+    return model, ema
+
+
+def _restore_progress(run: TrainingRun, ckpt: dict[str, Any], resume: str | Path | None) -> None:
+    """Optimizer, schedule, scaler, epoch and history of a resumed run."""
+    run.optimizer.load_state_dict(ckpt["optimizer"])
+    run.scheduler.load_state_dict(ckpt["scheduler"])
+    if ckpt.get("scaler"):
+        run.scaler.load_state_dict(ckpt["scaler"])
+    run.start_epoch = int(ckpt["epoch"]) + 1
+    run.history = list(ckpt.get("history", []))
+    run.best_score = float(ckpt.get("best_score", -1.0))
+    if not run.dist.is_main:
+        return
+    _logger.info("resuming from %s at epoch %d/%d", resume, run.start_epoch + 1, run.cfg.epochs)
+    before = int(ckpt.get("world_size", 1))
+    if before != run.dist.world_size:
+        has_bn = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in run.model.modules())
+        _logger.info("%s", describe_world_change(before, run.dist.world_size, run.cfg.batch_size,
+                                                  per_process_bn=has_bn and not run.cfg.sync_bn))
 
 
 def checkpoint_state(run: TrainingRun, epoch: int) -> dict[str, Any]:

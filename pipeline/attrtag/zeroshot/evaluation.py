@@ -29,7 +29,7 @@ from typing import Any, Collection, Mapping, Sequence
 
 import numpy as np
 
-from ..errors import AttrtagError
+from ..errors import AttrtagError, spell
 from ..schema import Schema
 from .classifier import score_classes
 from .metrics import GzslAccuracy, ZslAccuracy, ausuc, choose_gamma, evaluate_gzsl, evaluate_zsl, per_class_accuracy
@@ -72,7 +72,7 @@ def seen_and_unseen(
         missing = [c for c in unseen if c not in rules.names]
         if missing:
             raise AttrtagError(
-                f"--unseen: {', '.join(missing)} not among the classes of the rules ({', '.join(rules.names)})"
+                f"`unseen`: {', '.join(missing)} not among the classes of the rules ({', '.join(rules.names)})"
             )
         chosen = set(unseen)
     else:
@@ -131,7 +131,8 @@ class ZeroShotReport:
         chance: accuracy of a uniform random guess: ``zsl_top1``, ``zsl_top5``, ``gzsl``, and
             the AUSUC of random scores, ``ausuc`` = 1 / (2 * seen * unseen).
         skipped: class name -> images left out because the rules have no such class.
-        notes: what could not be computed, and why.
+        notes: what could not be computed, and why (parameters marked up as
+            :mod:`attrtag.errors` says).
     """
 
     seen: tuple[str, ...]
@@ -165,7 +166,7 @@ class ZeroShotReport:
             "ausuc": self.ausuc,
             "unseen_as_seen": dict(self.unseen_as_seen),
             "skipped_classes": dict(self.skipped),
-            "notes": list(self.notes),
+            "notes": [spell(n) for n in self.notes],
         }
 
 
@@ -194,58 +195,90 @@ def evaluate_zero_shot(
     """
     s_idx = [rules.index(c) for c in seen]
     u_idx = [rules.index(c) for c in unseen]
-    notes: list[str] = []
     y = test.labels
     n_seen = int(np.isin(y, s_idx).sum()) if s_idx else 0
     n_unseen = int(np.isin(y, u_idx).sum()) if u_idx else 0
-    u_with_images = sorted(set(u_idx) & set(y.tolist()))
     images = {"zsl": n_unseen, "gzsl_seen": n_seen, "gzsl_unseen": n_unseen, "calibration": 0}
-    chance: dict[str, float] = {}
-    if u_idx:
-        chance["zsl_top1"] = 1.0 / len(u_idx)
-        chance["zsl_top5"] = min(5, len(u_idx)) / len(u_idx)
-    if s_idx and u_idx:
-        chance["gzsl"] = 1.0 / (len(s_idx) + len(u_idx))
-        chance["ausuc"] = 1.0 / (2 * len(s_idx) * len(u_idx))
-
-    zsl, per_class = None, {}
-    if not u_idx:
-        notes.append("no unseen class: every class of the rules has training images (name some with --unseen)")
-    elif n_unseen == 0:
-        notes.append(f"no evaluated image of an unseen class ({', '.join(unseen)}): no ZSL figures")
-    else:
-        zsl = evaluate_zsl(test.scores, y, u_idx)
-        for c in u_with_images:
-            per_class[rules.names[c]] = {
-                "top1": per_class_accuracy(test.scores, y, k=1, candidates=u_idx, classes=[c]),
-                "images": int((y == c).sum()),
-            }
-
-    gzsl = calibrated = stored = area = None
-    unseen_as_seen: dict[str, float] = {}
-    if not (s_idx and u_idx and n_seen and n_unseen):
-        notes.append("GZSL needs evaluated images of both seen and unseen classes: no GZSL figures")
-    else:
-        gzsl = evaluate_gzsl(test.scores, y, s_idx, u_idx)
-        area = ausuc(test.scores, y, s_idx, u_idx)
-        unseen_as_seen["uncalibrated"] = _unseen_as_seen(test, s_idx, u_idx, 0.0)
-        if stored_gamma is not None:
-            stored = evaluate_gzsl(test.scores, y, s_idx, u_idx, gamma=stored_gamma)
-            unseen_as_seen["stored_calibration"] = _unseen_as_seen(test, s_idx, u_idx, stored_gamma)
-        v_ok = val is not None and np.isin(val.labels, s_idx).any() and np.isin(val.labels, u_idx).any()
-        if not v_ok:
-            notes.append("no validation images of both seen and unseen classes: no calibrated GZSL")
-        else:
-            assert val is not None
-            images["calibration"] = int(np.isin(val.labels, s_idx + u_idx).sum())
-            gamma = choose_gamma(val.scores, val.labels, s_idx, u_idx)
-            calibrated = evaluate_gzsl(test.scores, y, s_idx, u_idx, gamma=gamma)
-            unseen_as_seen["calibrated"] = _unseen_as_seen(test, s_idx, u_idx, gamma)
+    notes: list[str] = []
+    zsl, per_class = _zsl(test, rules, u_idx, unseen, notes)
+    g = _gzsl(test, val, s_idx, u_idx, stored_gamma, notes, images)
     return ZeroShotReport(
-        seen=tuple(seen), unseen=tuple(unseen), images=images, zsl=zsl, zsl_per_class=per_class, gzsl=gzsl,
-        gzsl_calibrated=calibrated, unseen_as_seen=unseen_as_seen, chance=chance, skipped=dict(test.skipped),
-        notes=tuple(notes), gzsl_stored=stored, ausuc=area,
+        seen=tuple(seen), unseen=tuple(unseen), images=images, zsl=zsl, zsl_per_class=per_class, gzsl=g.uncalibrated,
+        gzsl_calibrated=g.calibrated, unseen_as_seen=g.unseen_as_seen, chance=_chance(len(s_idx), len(u_idx)),
+        skipped=dict(test.skipped), notes=tuple(notes), gzsl_stored=g.stored, ausuc=g.area,
     )
+
+
+def _chance(n_seen: int, n_unseen: int) -> dict[str, float]:
+    """Accuracies of a uniform random guess (see :attr:`ZeroShotReport.chance`)."""
+    chance: dict[str, float] = {}
+    if n_unseen:
+        chance["zsl_top1"] = 1.0 / n_unseen
+        chance["zsl_top5"] = min(5, n_unseen) / n_unseen
+    if n_seen and n_unseen:
+        chance["gzsl"] = 1.0 / (n_seen + n_unseen)
+        chance["ausuc"] = 1.0 / (2 * n_seen * n_unseen)
+    return chance
+
+
+def _zsl(
+    test: LabelledScores, rules: Rules, u_idx: list[int], unseen: Sequence[str], notes: list[str]
+) -> tuple[ZslAccuracy | None, dict[str, dict[str, float]]]:
+    """ZSL accuracy and each unseen class's top-1; ``(None, {})`` and a note when there is none."""
+    y = test.labels
+    if not u_idx:
+        notes.append("no unseen class: every class of the rules has training images (name some with `unseen`)")
+        return None, {}
+    if not np.isin(y, u_idx).any():
+        notes.append(f"no evaluated image of an unseen class ({', '.join(unseen)}): no ZSL figures")
+        return None, {}
+    zsl = evaluate_zsl(test.scores, y, u_idx)
+    per_class: dict[str, dict[str, float]] = {}
+    for c in sorted(set(u_idx) & set(y.tolist())):
+        per_class[rules.names[c]] = {
+            "top1": per_class_accuracy(test.scores, y, k=1, candidates=u_idx, classes=[c]),
+            "images": int((y == c).sum()),
+        }
+    return zsl, per_class
+
+
+@dataclass
+class _Gzsl:
+    """The GZSL figures of a report; all None without images of both seen and unseen classes."""
+
+    uncalibrated: GzslAccuracy | None = None
+    calibrated: GzslAccuracy | None = None
+    stored: GzslAccuracy | None = None
+    area: float | None = None
+    unseen_as_seen: dict[str, float] = field(default_factory=dict)
+
+
+def _gzsl(
+    test: LabelledScores, val: LabelledScores | None, s_idx: list[int], u_idx: list[int],
+    stored_gamma: float | None, notes: list[str], images: dict[str, int],
+) -> _Gzsl:
+    """GZSL without calibration, with the stored gamma and with one chosen on ``val``.
+
+    What cannot be computed gets a note in ``notes``; ``images["calibration"]`` counts the
+    validation images the gamma was chosen on.
+    """
+    if not (s_idx and u_idx and images["gzsl_seen"] and images["gzsl_unseen"]):
+        notes.append("GZSL needs evaluated images of both seen and unseen classes: no GZSL figures")
+        return _Gzsl()
+    y = test.labels
+    out = _Gzsl(uncalibrated=evaluate_gzsl(test.scores, y, s_idx, u_idx), area=ausuc(test.scores, y, s_idx, u_idx))
+    out.unseen_as_seen["uncalibrated"] = _unseen_as_seen(test, s_idx, u_idx, 0.0)
+    if stored_gamma is not None:
+        out.stored = evaluate_gzsl(test.scores, y, s_idx, u_idx, gamma=stored_gamma)
+        out.unseen_as_seen["stored_calibration"] = _unseen_as_seen(test, s_idx, u_idx, stored_gamma)
+    if val is None or not (np.isin(val.labels, s_idx).any() and np.isin(val.labels, u_idx).any()):
+        notes.append("no validation images of both seen and unseen classes: no calibrated GZSL")
+        return out
+    images["calibration"] = int(np.isin(val.labels, s_idx + u_idx).sum())
+    gamma = choose_gamma(val.scores, val.labels, s_idx, u_idx)
+    out.calibrated = evaluate_gzsl(test.scores, y, s_idx, u_idx, gamma=gamma)
+    out.unseen_as_seen["calibrated"] = _unseen_as_seen(test, s_idx, u_idx, gamma)
+    return out
 
 
 def evaluate_splits(
@@ -297,8 +330,14 @@ def _unseen_as_seen(data: LabelledScores, seen: list[int], unseen: list[int], ga
     return float((sub.argmax(axis=1) < len(seen)).mean())
 
 
-def format_zero_shot(report: ZeroShotReport, *, title: str = "zero-shot") -> str:
-    """The report as a few lines of text (percentages, with chance and image counts)."""
+def format_zero_shot(
+    report: ZeroShotReport, *, title: str = "zero-shot", flags: Mapping[str, str] | None = None
+) -> str:
+    """The report as a few lines of text (percentages, with chance and image counts).
+
+    ``flags``: how the notes spell parameters (the CLI's table, see :func:`attrtag.errors.spell`);
+    default: the Python names.
+    """
 
     def pct(x: float | None) -> str:
         return "  n/a" if x is None else f"{100 * x:5.1f}%"
@@ -335,5 +374,5 @@ def format_zero_shot(report: ZeroShotReport, *, title: str = "zero-shot") -> str
     if r.skipped:
         skipped = ", ".join(f"{c} {n}" for c, n in sorted(r.skipped.items()))
         lines.append(f"  left out (class not in the rules): {skipped}")
-    lines += [f"  note: {n}" for n in r.notes]
+    lines += [f"  note: {spell(n, flags)}" for n in r.notes]
     return "\n".join(lines)

@@ -29,6 +29,8 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import AttrtagError
+from ._metric_inputs import check_scores, class_indices, seen_unseen_indices
+
 
 @dataclass(frozen=True)
 class ZslAccuracy:
@@ -82,12 +84,12 @@ def per_class_accuracy(
     Raises:
         AttrtagError: bad shapes or indices, or no image of the evaluated classes.
     """
-    scores, labels = _checked(scores, labels)
+    scores, labels = check_scores(scores, labels)
     num_classes = scores.shape[1]
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
         raise AttrtagError(f"per_class_accuracy: k must be an integer >= 1, got {k!r}")
-    cand = np.arange(num_classes) if candidates is None else _indices(candidates, num_classes, "candidates")
-    evaluated = np.unique(labels[labels >= 0]) if classes is None else _indices(classes, num_classes, "classes")
+    cand = np.arange(num_classes) if candidates is None else class_indices(candidates, num_classes, "candidates")
+    evaluated = np.unique(labels[labels >= 0]) if classes is None else class_indices(classes, num_classes, "classes")
     outside = np.setdiff1d(evaluated, cand)
     if outside.size:
         raise AttrtagError(f"per_class_accuracy: classes {outside.tolist()} are evaluated but not candidates")
@@ -141,7 +143,7 @@ def calibrated_stacking(scores: np.ndarray, seen: Sequence[int], gamma: float) -
     out = np.array(scores, dtype=np.float64)
     if out.ndim != 2:
         raise AttrtagError(f"calibrated_stacking: scores must be (N, C), got shape {out.shape}")
-    out[:, _indices(seen, out.shape[1], "seen")] -= gamma
+    out[:, class_indices(seen, out.shape[1], "seen")] -= gamma
     return out
 
 
@@ -168,8 +170,8 @@ def evaluate_gzsl(
     Raises:
         AttrtagError: overlapping class sets, or no image of seen or of unseen classes.
     """
-    scores, labels = _checked(scores, labels)
-    s_idx, u_idx = _disjoint(seen, unseen, scores.shape[1])
+    scores, labels = check_scores(scores, labels)
+    s_idx, u_idx = seen_unseen_indices(seen, unseen, scores.shape[1])
     calibrated = calibrated_stacking(scores, s_idx, gamma)
     both = np.union1d(s_idx, u_idx)
     acc_s = per_class_accuracy(calibrated, labels, candidates=both, classes=s_idx)
@@ -240,8 +242,8 @@ def seen_unseen_curve(
     Raises:
         AttrtagError: bad inputs, or no image of a seen or of an unseen class.
     """
-    scores, labels = _checked(scores, labels)
-    s_idx, u_idx = _disjoint(seen, unseen, scores.shape[1])
+    scores, labels = check_scores(scores, labels)
+    s_idx, u_idx = seen_unseen_indices(seen, unseen, scores.shape[1])
     both = np.union1d(s_idx, u_idx)
     for what, idx in (("seen", s_idx), ("unseen", u_idx)):
         if not np.isin(labels, idx).any():
@@ -363,45 +365,3 @@ def evaluate_gzsl_calibrated(
         uncalibrated=evaluate_gzsl(test_scores, test_labels, seen, unseen),
         calibrated=evaluate_gzsl(test_scores, test_labels, seen, unseen, gamma=gamma),
     )
-
-
-def _checked(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """float64 ``(N, C)`` scores and int ``(N,)`` labels in ``[-1, C)``."""
-    s = np.asarray(scores, dtype=np.float64)
-    if s.ndim != 2 or s.shape[0] == 0 or s.shape[1] == 0:
-        raise AttrtagError(f"scores must be a non-empty (N, C) matrix, got shape {s.shape}")
-    if np.isnan(s).any():
-        raise AttrtagError("scores contain NaN")
-    y = np.asarray(labels)
-    if y.shape != (s.shape[0],):
-        raise AttrtagError(f"labels must have shape ({s.shape[0]},) to match scores, got {y.shape}")
-    if y.size and not np.issubdtype(y.dtype, np.integer):
-        raise AttrtagError(f"labels must be integer class indices, got dtype {y.dtype}")
-    y = y.astype(np.int64)
-    bad = (y < -1) | (y >= s.shape[1])
-    if bad.any():
-        raise AttrtagError(
-            f"label {int(y[bad][0])} at row {int(np.flatnonzero(bad)[0])} is not a class index in "
-            f"[0, {s.shape[1]}) (use -1 for 'no label')"
-        )
-    return s, y
-
-
-def _indices(idx: Sequence[int], num_classes: int, what: str) -> np.ndarray:
-    """Sorted unique class indices, each in ``[0, num_classes)``; at least one."""
-    a = np.asarray(idx)
-    if a.size == 0:
-        raise AttrtagError(f"{what}: no classes given")
-    if a.ndim != 1 or not np.issubdtype(a.dtype, np.integer):
-        raise AttrtagError(f"{what}: expected a list of class indices, got {idx!r}")
-    if a.min() < 0 or a.max() >= num_classes:
-        raise AttrtagError(f"{what}: class indices must be in [0, {num_classes}), got {a.tolist()}")
-    return np.unique(a)
-
-
-def _disjoint(seen: Sequence[int], unseen: Sequence[int], num_classes: int) -> tuple[np.ndarray, np.ndarray]:
-    s, u = _indices(seen, num_classes, "seen"), _indices(unseen, num_classes, "unseen")
-    both = np.intersect1d(s, u)
-    if both.size:
-        raise AttrtagError(f"classes {both.tolist()} are listed as both seen and unseen")
-    return s, u

@@ -100,9 +100,29 @@ def suggest_rules(
         AttrtagError: bad ``cover``/``max_values``, or no image has a class.
     """
     if not 0.0 < cover <= 1.0:
-        raise AttrtagError(f"--cover must be a share in (0, 1], got {cover!r}")
+        raise AttrtagError(f"`cover` must be a share in (0, 1], got {cover!r}")
     if max_values < 1 or min_images < 1:
-        raise AttrtagError(f"--max-values and --min-images must be at least 1, got {max_values} and {min_images}")
+        raise AttrtagError(f"`max_values` and `min_images` must be at least 1, got {max_values} and {min_images}")
+    counts, images = _count_labels(samples, schema, column)
+    if not images:
+        raise AttrtagError(f"no image has a class in column '{column}'; name the class column with `class_column`")
+    drafts = [
+        _draft_class(name, n, schema, counts[name], cover=cover, max_values=max_values)
+        for name, n in sorted(images.items(), key=lambda kv: (-kv[1], kv[0]))
+        if n >= min_images
+    ]
+    by_signature: dict[Any, list[str]] = defaultdict(list)
+    for d in drafts:
+        if d.spec:
+            by_signature[d.signature()].append(d.name)
+    coincident = tuple(tuple(names) for names in by_signature.values() if len(names) > 1)
+    return DraftRules(tuple(drafts), coincident)
+
+
+def _count_labels(
+    samples: Iterable[Sample], schema: Schema, column: str
+) -> tuple[dict[str, list[Counter[int]]], Counter[str]]:
+    """Per class: each group's value counts, and the class's images (empty ``column``: skipped)."""
     counts: dict[str, list[Counter[int]]] = defaultdict(lambda: [Counter() for _ in schema.groups])
     images: Counter[str] = Counter()
     for s in samples:
@@ -112,35 +132,31 @@ def suggest_rules(
             for j, v in enumerate(s.labels):
                 if v >= 0:
                     counts[name][j][v] += 1
-    if not images:
-        raise AttrtagError(f"no image has a class in column '{column}'; name the class column with --class-column")
-    drafts = []
-    for name, n in sorted(images.items(), key=lambda kv: (-kv[1], kv[0])):
-        if n < min_images:
-            continue
-        spec, left_out = {}, {}
-        for group, c in zip(schema.groups, counts[name]):
-            total = sum(c.values())
-            kept, mass = [], 0
-            for v, k in sorted(c.items(), key=lambda kv: (-kv[1], kv[0])):  # most frequent first, then schema order
-                if mass >= cover * total:
-                    break
-                kept.append((group.values[v], k))
-                mass += k
-            if not total:
-                left_out[group.name] = "no label"
-            elif len(kept) > max_values:
-                left_out[group.name] = f"{len(kept)} values needed to cover {100 * cover:.0f}%"
-            elif len(kept) == len(group) and len(group) > 1:
-                left_out[group.name] = "every value"
-            elif len(kept) == 1:
-                spec[group.name] = kept[0][0]
-            else:
-                spec[group.name] = {v: max(round(k / total, _DECIMALS), 10.0 ** -_DECIMALS) for v, k in kept}
-        drafts.append(DraftClass(name, n, spec, left_out))
-    by_signature: dict[Any, list[str]] = defaultdict(list)
-    for d in drafts:
-        if d.spec:
-            by_signature[d.signature()].append(d.name)
-    coincident = tuple(tuple(names) for names in by_signature.values() if len(names) > 1)
-    return DraftRules(tuple(drafts), coincident)
+    return counts, images
+
+
+def _draft_class(
+    name: str, n: int, schema: Schema, counts: list[Counter[int]], *, cover: float, max_values: int
+) -> DraftClass:
+    """One class's draft from its value counts per group (see the module docstring)."""
+    spec: dict[str, Any] = {}
+    left_out: dict[str, str] = {}
+    for group, c in zip(schema.groups, counts):
+        total = sum(c.values())
+        kept, mass = [], 0
+        for v, k in sorted(c.items(), key=lambda kv: (-kv[1], kv[0])):  # most frequent first, then schema order
+            if mass >= cover * total:
+                break
+            kept.append((group.values[v], k))
+            mass += k
+        if not total:
+            left_out[group.name] = "no label"
+        elif len(kept) > max_values:
+            left_out[group.name] = f"{len(kept)} values needed to cover {100 * cover:.0f}%"
+        elif len(kept) == len(group) and len(group) > 1:
+            left_out[group.name] = "every value"
+        elif len(kept) == 1:
+            spec[group.name] = kept[0][0]
+        else:
+            spec[group.name] = {v: max(round(k / total, _DECIMALS), 10.0 ** -_DECIMALS) for v, k in kept}
+    return DraftClass(name, n, spec, left_out)

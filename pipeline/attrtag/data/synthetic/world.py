@@ -161,7 +161,11 @@ def _drop(items: Sequence[_Item], p: float, seed: int) -> list[dict[str, str]]:
 # --------------------------------------------------------------------------------------------
 # Writing
 # --------------------------------------------------------------------------------------------
-def _write_images(jobs: Sequence[tuple[str, int, str, dict[str, str], int, int]]) -> None:
+#: One image to write: ``(path, index, kind, truth, size, seed)``.
+_Job = tuple[str, int, str, dict[str, str], int, int]
+
+
+def _write_images(jobs: Sequence[_Job]) -> None:
     """Worker body: render and save a chunk of ``(path, index, kind, truth, size, seed)`` jobs."""
     for path, index, kind, truth, size, seed in jobs:
         # Per-image stream from (seed, 3, index): independent of chunking and worker count.
@@ -169,6 +173,16 @@ def _write_images(jobs: Sequence[tuple[str, int, str, dict[str, str], int, int]]
         buf = io.BytesIO()
         img.save(buf, format="PNG", optimize=False, compress_level=6)
         Path(path).write_bytes(buf.getvalue())
+
+
+def _write_all_images(jobs: Sequence[_Job], workers: int) -> None:
+    """Render every job, in this process or spread over ``workers`` processes."""
+    if workers == 1 or len(jobs) < 2 * workers:
+        _write_images(jobs)
+        return
+    chunks = [jobs[i::workers] for i in range(workers)]
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        list(pool.map(_write_images, chunks))
 
 
 def _manifest_text(schema: Schema, items: Sequence[_Item], labels: Sequence[dict[str, str]],
@@ -217,16 +231,8 @@ def generate(
         ValueError: a count is negative, ``image_size`` < 32, ``drop_labels`` outside [0, 1]
             or ``workers`` < 1.
     """
-    for name, n in (("n_creatures", n_creatures), ("n_logos", n_logos), ("n_unseen", n_unseen)):
-        if n < 0:
-            raise ValueError(f"{name} must be >= 0, got {n}")
-    if image_size < 32:
-        raise ValueError(f"image_size must be >= 32 (textures need the pixels), got {image_size}")
-    if not 0.0 <= drop_labels <= 1.0:
-        raise ValueError(f"drop_labels must be between 0 and 1, got {drop_labels}")
-    if workers < 1:
-        raise ValueError(f"workers must be >= 1, got {workers}")
-
+    _check_arguments(n_creatures=n_creatures, n_logos=n_logos, n_unseen=n_unseen, image_size=image_size,
+                     drop_labels=drop_labels, workers=workers)
     start = time.perf_counter()
     schema = demo_schema()
     out = Path(out_dir)
@@ -236,15 +242,24 @@ def generate(
     digits = max(5, len(str(len(items))))
     paths = [f"images/{item.index + 1:0{digits}d}.png" for item in items]
     jobs = [(str(out / p), it.index, it.kind, it.truth, image_size, seed) for p, it in zip(paths, items)]
-    if workers == 1 or len(jobs) < 2 * workers:
-        _write_images(jobs)
-    else:
-        chunks = [jobs[i::workers] for i in range(workers)]
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            list(pool.map(_write_images, chunks))
+    _write_all_images(jobs, workers)
     write_text(out / "schema.yaml", SCHEMA_FILE.read_text(encoding="utf-8"))
     write_text(out / "rules.yaml", RULES_FILE.read_text(encoding="utf-8"))
     manifest = out / "manifest.csv"  # last: its presence means the folder is complete
     write_text(manifest, _manifest_text(schema, items, labels, paths))
     logger.info("wrote %d synthetic images and %s in %.1f s", len(items), manifest, time.perf_counter() - start)
     return manifest
+
+
+def _check_arguments(*, n_creatures: int, n_logos: int, n_unseen: int, image_size: int, drop_labels: float,
+                     workers: int) -> None:
+    """Refuse the arguments :func:`generate` cannot honour, before anything is written."""
+    for name, n in (("n_creatures", n_creatures), ("n_logos", n_logos), ("n_unseen", n_unseen)):
+        if n < 0:
+            raise ValueError(f"{name} must be >= 0, got {n}")
+    if image_size < 32:
+        raise ValueError(f"image_size must be >= 32 (textures need the pixels), got {image_size}")
+    if not 0.0 <= drop_labels <= 1.0:
+        raise ValueError(f"drop_labels must be between 0 and 1, got {drop_labels}")
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
