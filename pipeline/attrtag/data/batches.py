@@ -43,12 +43,28 @@ class Decoded:
             worker also normalised) the float32 ``[3, H, W]`` model input; None on failure.
         error: reason code on failure (:data:`attrtag.data.images.REASONS`).
         message: one-line explanation on failure.
+        display: the path as records and messages show it (:func:`~.images.display_path`;
+            made in the worker when not given).
     """
 
     path: str
     pixels: np.ndarray | None = None
     error: str | None = None
     message: str | None = None
+    display: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.display:
+            object.__setattr__(self, "display", display_path(self.path))
+
+
+class DecodedBatch(list):  # list[Decoded]
+    """A batch of :class:`Decoded` images, in input order, with the model input of those that
+    decoded already stacked (``inputs``, float32 ``[n_ok, 3, H, W]``)."""
+
+    def __init__(self, decoded: Iterable[Decoded], preprocessing: Preprocessing) -> None:
+        super().__init__(decoded)
+        self.inputs = stack_inputs(self, preprocessing)
 
 
 def decode_one(
@@ -109,7 +125,7 @@ def decode_batches(
     max_pixels: int = DEFAULT_MAX_PIXELS,
     prefetch: int = 2,
     normalize_in_workers: bool | None = None,
-) -> Iterator[list[Decoded]]:
+) -> Iterator[DecodedBatch]:
     """Decode images in parallel workers, ``prefetch`` batches ahead of the consumer.
 
     Args:
@@ -123,29 +139,37 @@ def decode_batches(
         normalize_in_workers: normalise in the workers (default: for threads, not processes).
 
     Yields:
-        One list per batch (the last may be shorter), in input order; every path comes back
-        exactly once.
+        One :class:`DecodedBatch` per batch (the last may be shorter), in input order; every
+        path comes back exactly once.
     """
     if batch_size < 1:
-        raise AttrtagError(f"--batch-size must be at least 1, got {batch_size}")
+        raise AttrtagError(f"`batch_size` must be at least 1, got {batch_size}")
     if workers < 0:
-        raise AttrtagError(f"--workers must be 0 or more, got {workers}")
+        raise AttrtagError(f"`workers` must be 0 or more, got {workers}")
     if normalize_in_workers is None:
         normalize_in_workers = worker_kind == "thread"
     it = iter(paths)
     if workers == 0:
         while chunk := [decode_one(p, preprocessing, max_pixels) for _, p in zip(range(batch_size), it)]:
-            yield chunk
+            yield DecodedBatch(chunk, preprocessing)
         return
+    yield from _decode_in_pool(
+        it, preprocessing, _make_pool(worker_kind, workers), batch_size=batch_size,
+        window=batch_size * (1 + max(0, prefetch)), max_pixels=max_pixels, normalize=normalize_in_workers,
+    )
 
-    pool = _make_pool(worker_kind, workers)
+
+def _decode_in_pool(
+    it: Iterator[str], preprocessing: Preprocessing, pool: Executor, *, batch_size: int, window: int,
+    max_pixels: int, normalize: bool,
+) -> Iterator[DecodedBatch]:
+    """Batches decoded by ``pool``, ``window`` images queued ahead; shuts the pool down at the end."""
     pending: deque[Future[Decoded]] = deque()
-    window = batch_size * (1 + max(0, prefetch))
 
     def fill() -> None:
         # Keep `window` images queued so workers decode the next batches while the consumer works.
         for p in it:
-            pending.append(pool.submit(decode_one, p, preprocessing, max_pixels, normalize_in_workers))
+            pending.append(pool.submit(decode_one, p, preprocessing, max_pixels, normalize))
             if len(pending) >= window:
                 break
 
@@ -157,10 +181,10 @@ def decode_batches(
             except BrokenProcessPool:
                 raise AttrtagError(
                     "a decoding process died (killed for memory, or a crash inside an image decoder); "
-                    "rerun the same command to resume, or use --worker-kind thread"
+                    "rerun the same command to resume, or use `worker_kind=thread`"
                 ) from None
             fill()
-            yield chunk
+            yield DecodedBatch(chunk, preprocessing)
     finally:
         # Also runs when the consumer stops early (Ctrl-C, an error while writing): drop the
         # queued work instead of decoding it for nobody.

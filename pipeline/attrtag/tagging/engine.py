@@ -22,7 +22,7 @@ from typing import Callable, Iterable, Iterator, Mapping, Protocol, Sequence
 
 import numpy as np
 
-from ..data.batches import Decoded, decode_batches, decode_one, stack_inputs
+from ..data.batches import Decoded, DecodedBatch, decode_batches, decode_one, stack_inputs
 from ..data.images import DEFAULT_MAX_PIXELS
 from ..runtime import Predictor
 from ..runtime.threads import open_with_thread_plan
@@ -54,8 +54,8 @@ def predict_records(
     Returns:
         Records in the order of ``decoded``.
     """
-    ok = [d for d in decoded if d.pixels is not None]
-    raw = predictor(stack_inputs(ok, predictor.preprocessing)) if ok else {}
+    inputs = decoded.inputs if isinstance(decoded, DecodedBatch) else stack_inputs(decoded, predictor.preprocessing)
+    raw = predictor(inputs) if len(inputs) else {}
     records = layout.batch(decoded, raw)
     return postprocess(records, raw) if postprocess is not None else records
 

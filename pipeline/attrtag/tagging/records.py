@@ -17,7 +17,6 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from ..data.batches import Decoded
-from ..data.images import display_path
 from ..errors import OutputError
 from ..schema import Group, Schema
 from ..zeroshot.classifier import ZeroShotResult
@@ -130,10 +129,10 @@ class RecordLayout:
             decoded: the batch; images without pixels failed to decode.
             probs: group -> ``[n_ok, n_values]`` probabilities of the images that decoded, in order.
         """
-        ok = [display_path(d.path) for d in decoded if d.pixels is not None]
+        ok = [d.display for d in decoded if d.pixels is not None]
         tagged = iter(self.records(ok, probs) if ok else [])
         return [next(tagged) if d.pixels is not None
-                else self.error_record(display_path(d.path), d.error or "decode", d.message or "") for d in decoded]
+                else self.error_record(d.display, d.error or "decode", d.message or "") for d in decoded]
 
     def records(self, paths: Sequence[str], probs: Mapping[str, np.ndarray]) -> list[TagRecord]:
         """Records of images that were tagged: group fields, ``uncertain`` and class fields.
