@@ -49,7 +49,7 @@ from attrtag.card import ModelCard
 from attrtag.cli import main as attrtag
 from attrtag.data.tables import schema_from_table
 from attrtag.runtime.onnx_backend import read_onnx_card
-from attrtag.tagging.files import read_output
+from attrtag.tagging import read_output
 
 DEFAULT_GROUPS = ["masterCategory", "subCategory", "gender", "baseColour", "usage", "season"]
 # Distinct from each other by subCategory/usage/colour, and every value they use is seen in

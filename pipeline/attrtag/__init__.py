@@ -22,7 +22,7 @@ _LAZY = {
     **dict.fromkeys(_API, "api"),
     "ModelCard": "card", "Rules": "zeroshot.rules", "ClassScorer": "zeroshot.classifier",
     "score_classes": "zeroshot.classifier", "class_scoring": "zeroshot.scoring", "open_predictor": "runtime",
-    "TrainConfig": "training.config", "read_output": "tagging.files", "read_manifest": "data.manifest",
+    "TrainConfig": "training.config", "read_output": "tagging.stream", "read_manifest": "data.manifest",
 }
 __all__ = ["AttrtagError", "Group", "Schema", "__version__", *_LAZY]
 

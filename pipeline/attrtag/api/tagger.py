@@ -265,19 +265,16 @@ def load(
             used is an error, never a silent CPU run.
         rules: class rules (file, :class:`~attrtag.zeroshot.rules.Rules`, dict); None: the
             model's own if any; False: none. With rules, records get class fields.
-        priors: divide class scores by the training label priors the model stores.
-        calibration: apply the calibration the model stores (``attrtag calibrate``) when it
-            was chosen for these rules (else ``warn`` says why not).
+        priors, calibration: apply the training label priors / the calibration (``attrtag
+            calibrate``, only for the rules it was chosen for) that the model stores.
         top_k: keep only the ``k`` most probable values in ``<group>_probs``.
-        thresholds: minimum top probability, for every group (a number) or per group; groups
-            below it are listed in ``uncertain`` (``{"*": p}`` sets the default for the rest).
-        class_top_k: classes listed per record (default 5).
-        unknown_threshold: ``class`` is ``unknown`` below this normalised probability.
-        overrides: interventions: score classes as if a group had a value.
+        thresholds: groups whose top probability is below this (a number, or per group;
+            ``{"*": p}`` for the rest) are listed in ``uncertain``.
+        class_top_k, unknown_threshold, overrides: classes listed per record (default 5);
+            ``unknown`` below this normalised probability; score as if a group had a value.
         batch_size: images per model call.
-        workers: decode workers (default: :func:`attrtag.runtime.threads.plan_threads`).
-        worker_kind: decode in ``thread``\\ s or ``process``\\ es (local engine).
-        threads: model runtime threads (default: the same plan).
+        workers, worker_kind, threads: decode workers (``thread`` or ``process``) and model
+            threads (default: :func:`attrtag.runtime.threads.plan_threads`).
         max_pixels: larger images are refused as decompression bombs.
         trt_cache_dir: TensorRT engine cache folder.
         engine: ``local`` (this process), ``ray`` or :class:`~attrtag.tagging.ray_engine.Ray`.
@@ -285,28 +282,38 @@ def load(
     """
     options = _checked(batch_size=batch_size, workers=workers, worker_kind=worker_kind, engine=engine)
     kind = model_kind(model)  # a file that is not a model fails here, saying what it is
-    # Output headers name the model by its SHA-256: hash it (0.13 s for a ResNet-50, the GIL
-    # released) while the model loads, which is most of a short run's start-up.
-    hashing = ThreadPoolExecutor(1, thread_name_prefix="attrtag-hash")
-    sha256 = hashing.submit(model_fingerprint, model)
-    hashing.shutdown(wait=False)
-    if options is None:
-        predictor, split = open_with_thread_plan(model, device=device, workers=workers, threads=threads, kind=kind,
-                                                 batch_size_hint=batch_size, trt_cache_dir=trt_cache_dir)
-        _logger.info("%d decode threads, %d model threads", split.decode_workers, split.model_threads)
-        card, runner = predictor.card, LocalEngine(predictor, workers=split.decode_workers, worker_kind=worker_kind)
-    else:
-        card, runner = read_card(model, kind=kind), None
+    sha256 = _hash_in_background(model)
+    local = None if options is not None else _open_local(
+        model, kind, device=device, workers=workers, worker_kind=worker_kind, threads=threads,
+        batch_size=batch_size, trt_cache_dir=trt_cache_dir)
+    card = local.predictor.card if local is not None else read_card(model, kind=kind)
     classes = class_scoring(card, rules, priors=priors, calibration=calibration, top_k=class_top_k,
                             unknown_threshold=unknown_threshold, overrides=overrides,
                             name=os.path.basename(model), warn=warn or _logger.warning)
     layout = RecordLayout(card.schema, top_k=top_k, thresholds=expand_thresholds(thresholds, card.schema),
                           classes=classes)
-    if runner is None:
-        backend = "torch" if kind == CHECKPOINT else "onnx"
-        runner = RayEngine(model, options, backend=backend, device=device, workers=workers, threads=threads)
+    runner = local or RayEngine(model, options, backend="torch" if kind == CHECKPOINT else "onnx", device=device,
+                                workers=workers, threads=threads)
     return Tagger(model, card, layout, runner, batch_size=batch_size, max_pixels=max_pixels or DEFAULT_MAX_PIXELS,
                   scoring={"priors": priors, "calibration": calibration}, sha256=sha256)
+
+
+def _hash_in_background(model: str | os.PathLike) -> Future[str]:
+    """The model file's SHA-256, which output headers name it by, computed in a thread: 0.13 s
+    for a ResNet-50 with the GIL released, while the model loads (most of a short run's start-up)."""
+    hashing = ThreadPoolExecutor(1, thread_name_prefix="attrtag-hash")
+    sha256 = hashing.submit(model_fingerprint, model)
+    hashing.shutdown(wait=False)
+    return sha256
+
+
+def _open_local(model: str | os.PathLike, kind: str, *, device: str, workers: int | None, worker_kind: str,
+                threads: int | None, batch_size: int, trt_cache_dir: Any) -> LocalEngine:
+    """The model opened in this process, beside its decode workers (the CPUs split between them)."""
+    predictor, split = open_with_thread_plan(model, device=device, workers=workers, threads=threads, kind=kind,
+                                             batch_size_hint=batch_size, trt_cache_dir=trt_cache_dir)
+    _logger.info("%d decode threads, %d model threads", split.decode_workers, split.model_threads)
+    return LocalEngine(predictor, workers=split.decode_workers, worker_kind=worker_kind)
 
 
 def expand_thresholds(thresholds: Thresholds | None, schema: Schema) -> dict[str, float]:

@@ -86,19 +86,8 @@ def classify(
     """
     fmt = output_format(out, fmt)
     tags, out = Path(tags), Path(out)
-    if not tags.is_file():
-        raise AttrtagError(f"{tags}: tag output not found")
-    _check_out(out, overwrite, same_as=tags)
-    found, chunks = iter_output(tags, chunk=CHUNK)  # streamed: memory bounded by one chunk
-    old = found.layout
-    if old.top_k is not None:
-        raise AttrtagError(
-            f"{tags} was written with `top_k={old.top_k}`: it keeps only the {old.top_k} most probable values "
-            "of each group and class scores need the full distributions; tag again without `top_k`"
-        )
-    if rules is None and old.classes is None:
-        raise AttrtagError(f"{tags} was tagged without class rules; pass `rules=R`")
-    inherit = old.classes
+    found, chunks = _rescorable(tags, out, overwrite=overwrite, rules_given=rules is not None)
+    old, inherit = found.layout, found.layout.classes
     classes = class_scoring(
         found, rules, priors=priors, calibration=calibration, gamma=gamma, seen=seen, overrides=overrides,
         top_k=class_top_k if class_top_k is not None or inherit is None else inherit.top_k,
@@ -116,6 +105,23 @@ def classify(
             w.write(chunk)
     failed = named.pop("(failed)", 0)
     return ClassifySummary(out, classes, dict(named.most_common()), failed)
+
+
+def _rescorable(tags: Path, out: Path, *, overwrite: bool, rules_given: bool) -> tuple[OutputMeta, Any]:
+    """The header of a tag output whose classes can be scored again, and its records in chunks."""
+    if not tags.is_file():
+        raise AttrtagError(f"{tags}: tag output not found")
+    _check_out(out, overwrite, same_as=tags)
+    found, chunks = iter_output(tags, chunk=CHUNK)  # streamed: memory bounded by one chunk
+    if found.layout.top_k is not None:
+        k = found.layout.top_k
+        raise AttrtagError(
+            f"{tags} was written with `top_k={k}`: it keeps only the {k} most probable values "
+            "of each group and class scores need the full distributions; tag again without `top_k`"
+        )
+    if not rules_given and found.layout.classes is None:
+        raise AttrtagError(f"{tags} was tagged without class rules; pass `rules=R`")
+    return found, chunks
 
 
 def report(

@@ -82,7 +82,7 @@ def _class_table(manifest: Path, tags: dict[str, Path]) -> str:
     from collections import Counter
 
     from ..data.synthetic import UNSEEN
-    from ..tagging.files import read_output
+    from ..tagging.stream import read_output
 
     truth = {str(Path(s.path).resolve()): s.extra["class"] for s in _test_samples(manifest) if s.extra.get("class")}
     total = Counter(truth.values())

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..schema import Schema
-from ..tagging.files import read_output
+from ..tagging.stream import read_output
 from ..tagging.header import OutputMeta
 from ..tagging.records import TagRecord
 

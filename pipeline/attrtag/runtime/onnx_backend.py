@@ -46,11 +46,29 @@ INPUT_NAME = "image"
 class OnnxModel:
     """An attrtag ``.onnx`` file loaded in ONNX Runtime.
 
+    Args:
+        path: the exported model.
+        device: ``auto`` (TensorRT -> CUDA -> CPU, whichever work here), ``cpu``, ``cuda``
+            (``cuda:N``) or ``tensorrt`` (``tensorrt:N``).
+        providers: explicit ONNX Runtime provider list; overrides ``device``'s choice.
+        trt_cache_dir: TensorRT engine/timing cache folder (default ``~/.cache/attrtag/trt``);
+            engines take minutes to build, the cache makes later starts fast.
+        threads: intra-op CPU threads (default: ONNX Runtime's, one per physical core).
+        batch_size_hint: usual batch size; TensorRT gets an optimisation profile for batches
+            1..hint, and larger batches are run in chunks of it.
+        trt_fp16: let TensorRT build float16 kernels (default: when the model is fp16).
+
+    Raises:
+        CheckpointError: missing file or not an attrtag model.
+        DeviceUnavailableError: ``device`` is ``cuda``/``tensorrt`` but the session runs
+            without that provider.
+
     Attributes:
         card: the model card read from the file's metadata.
         schema: groups and values (``card.schema``).
         preprocessing: how to build the input rows (``card.preprocessing``).
         rules: embedded class rules or ``None``.
+        placement: where it really runs (read back from the session).
         providers: the providers the session really uses, best first.
         input_name: the graph input (``image``).
     """
@@ -66,25 +84,6 @@ class OnnxModel:
         batch_size_hint: int | None = None,
         trt_fp16: bool | None = None,
     ) -> None:
-        """Open ``path`` and create the inference session.
-
-        Args:
-            path: the exported model.
-            device: ``auto`` (TensorRT -> CUDA -> CPU, whichever work here), ``cpu``, ``cuda``
-                (``cuda:N``) or ``tensorrt`` (``tensorrt:N``).
-            providers: explicit ONNX Runtime provider list; overrides ``device``'s choice.
-            trt_cache_dir: TensorRT engine/timing cache folder (default ``~/.cache/attrtag/trt``);
-                engines take minutes to build, the cache makes later starts fast.
-            threads: intra-op CPU threads (default: ONNX Runtime's, one per physical core).
-            batch_size_hint: usual batch size; TensorRT gets an optimisation profile for
-                batches 1..hint, and larger batches are run in chunks of it.
-            trt_fp16: let TensorRT build float16 kernels (default: when the model is fp16).
-
-        Raises:
-            CheckpointError: missing file or not an attrtag model.
-            DeviceUnavailableError: ``device`` is ``cuda``/``tensorrt`` but the session runs
-                without that provider.
-        """
         ort = _import_onnxruntime()
         self.path = Path(path)
         self.card: ModelCard = read_onnx_card(self.path)

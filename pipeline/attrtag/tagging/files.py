@@ -393,35 +393,3 @@ class _ParquetWriter(TagWriter):
                         rows = []
                 if rows or not seen:
                     out.write_table(pa.Table.from_pylist(rows, schema=schema))
-
-
-# -- readers --------------------------------------------------------------------------------
-
-
-def read_output(path: str | os.PathLike[str], *, fmt: str | None = None) -> tuple[OutputMeta, list[TagRecord]]:
-    """Read any tag output back as ``(header, records)`` in the record form of this module.
-
-    Args:
-        path: a finished output file (a Parquet run still in progress lives in its sidecar).
-        fmt: format override (default: from the extension).
-
-    Returns:
-        The header and the records in file order.
-
-    Raises:
-        OutputError: not an attrtag output, or a JSONL/CSV whose last record is incomplete.
-    """
-    path = Path(path)
-    kind = output_format(path, fmt)
-    if not path.is_file():
-        raise OutputError(f"{path}: tag output not found")
-    if kind == "jsonl":
-        meta, records = _scan_jsonl(path, True, repair=False)
-        return meta or _sidecar_meta(path), records  # no record yet: the header alone
-    if kind == "csv":
-        meta = _sidecar_meta(path)
-        return meta, _scan_csv(path, meta.layout.columns, repair=False, keep=meta.layout.from_flat)
-    meta = _parquet_meta(path)
-    rows = _import_pyarrow().parquet.read_table(path).to_pylist()
-    return meta, [meta.layout.from_flat(r) for r in rows]
-

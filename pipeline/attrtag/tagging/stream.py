@@ -1,8 +1,10 @@
-"""Reading a tag output in chunks, so that memory stays bounded whatever the file's size.
+"""Reading a tag output back: whole (:func:`read_output`) or in chunks (:func:`iter_output`).
 
-:func:`iter_output` gives what :func:`.files.read_output` gives, ``chunk`` records at a time
-(``attrtag classify`` streams its input this way). The whole file is checked before the first
-chunk: a torn or edited file fails at once, not half-way through a job.
+:func:`iter_output` gives what :func:`read_output` gives, ``chunk`` records at a time, so that
+memory stays bounded whatever the file's size (``attrtag classify`` streams its input this
+way). The whole file is checked before the first chunk: a torn or edited file fails at once,
+not half-way through a job. The scanners are the writers' own (:mod:`.files`), which check an
+output before resuming it.
 """
 from __future__ import annotations
 
@@ -17,6 +19,34 @@ from ..errors import OutputError
 from .files import _import_pyarrow, _parquet_meta, _scan_csv, _scan_jsonl, _sidecar_meta
 from .header import HEADER_KEY, OutputMeta, output_format
 from .records import TagRecord
+
+
+def read_output(path: str | os.PathLike[str], *, fmt: str | None = None) -> tuple[OutputMeta, list[TagRecord]]:
+    """Read any tag output back as ``(header, records)``.
+
+    Args:
+        path: a finished output file (a Parquet run still in progress lives in its sidecar).
+        fmt: format override (default: from the extension).
+
+    Returns:
+        The header and the records in file order.
+
+    Raises:
+        OutputError: not an attrtag output, or a JSONL/CSV whose last record is incomplete.
+    """
+    path = Path(path)
+    kind = output_format(path, fmt)
+    if not path.is_file():
+        raise OutputError(f"{path}: tag output not found")
+    if kind == "jsonl":
+        meta, records = _scan_jsonl(path, True, repair=False)
+        return meta or _sidecar_meta(path), records  # no record yet: the header alone
+    if kind == "csv":
+        meta = _sidecar_meta(path)
+        return meta, _scan_csv(path, meta.layout.columns, repair=False, keep=meta.layout.from_flat)
+    meta = _parquet_meta(path)
+    rows = _import_pyarrow().parquet.read_table(path).to_pylist()
+    return meta, [meta.layout.from_flat(r) for r in rows]
 
 
 def iter_output(

@@ -184,12 +184,11 @@ def class_scoring(
         priors: divide scores by the carrier's label priors (when it has label counts).
         calibration: apply the carrier's stored calibration when it was chosen for these
             rules and this scoring (else ``warn`` says why not).
-        gamma: apply this calibrated-stacking constant instead, to ``seen`` (default: the seen
-            classes of the stored calibration).
-        seen: the classes ``gamma`` lowers.
-        top_k: classes listed per record (None: :data:`DEFAULT_CLASS_TOP_K`).
-        unknown_threshold: ``class`` is ``unknown`` below this normalised probability (None: 0).
-        overrides: interventions (group -> value), checked against the schema.
+        gamma, seen: apply this calibrated-stacking constant instead, to the ``seen`` classes
+            (default: the seen classes of the stored calibration).
+        top_k, unknown_threshold, overrides: classes listed per record (None:
+            :data:`DEFAULT_CLASS_TOP_K`); ``unknown`` below this probability (None: 0);
+            interventions (group -> value).
         name: the carrier's file name, for messages.
         rules_source: where the carrier's own rules came from (default: ``<name> metadata``).
         warn: called with each lint warning of the rules, the reason a stored calibration is
@@ -214,15 +213,15 @@ def class_scoring(
     stored = None if isinstance(carrier, Schema) or not calibration else carrier.calibration
     cal = _calibration(stored, loaded, calibration, gamma=gamma, seen=seen, priors=counts is not None, name=name,
                        warn=warn)
-    scoring = ClassScoring(
-        loaded, schema, top_k=DEFAULT_CLASS_TOP_K if top_k is None else top_k,
-        unknown_threshold=0.0 if unknown_threshold is None else unknown_threshold, overrides=dict(overrides or {}),
-        source=source, label_counts=None if counts is None else {str(g): tuple(int(c) for c in v)
-                                                                 for g, v in counts.items()},
-        calibration=cal,
-    )
+    scoring = ClassScoring(loaded, schema, top_k=DEFAULT_CLASS_TOP_K if top_k is None else top_k,
+                           unknown_threshold=unknown_threshold or 0.0, overrides=dict(overrides or {}), source=source,
+                           label_counts=None if counts is None else _counts(counts), calibration=cal)
     _warn_unconstrained(scoring, warn)
     return scoring
+
+
+def _counts(counts: Mapping[str, Sequence[int]]) -> dict[str, tuple[int, ...]]:
+    return {str(g): tuple(int(c) for c in v) for g, v in counts.items()}
 
 
 def _resolved(
