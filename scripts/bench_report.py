@@ -60,7 +60,8 @@ def make_tags(images: list[Path], n: int, schema: Schema, seed: int = 0) -> TagS
         "winter_jacket": {"articleType": "Jackets", "season": "Winter"},
         "sports_shoe": {"masterCategory": "Footwear", "usage": "Sports"},
     }}, schema)
-    layout = RecordLayout(schema, thresholds={g: 0.5 for g in schema.names}, classes=ClassScoring(rules, schema, top_k=3))
+    classes = ClassScoring(rules, schema, top_k=3)
+    layout = RecordLayout(schema, thresholds={g: 0.5 for g in schema.names}, classes=classes)
     rng = np.random.default_rng(seed)
     paths = [str(images[i % len(images)]) for i in range(n)]
     probs = {g.name: rng.dirichlet(np.full(len(g), 0.3), size=n).astype(np.float32) for g in schema}

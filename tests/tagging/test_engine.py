@@ -124,7 +124,8 @@ def test_tag_worker_adds_the_class_fields_of_its_layout(tmp_path: Path, ckpt: Pa
     paths = [str(p) for p in write_images(tmp_path, 2)]
     card = open_predictor(ckpt, device="cpu").card
     layout = RecordLayout(SCHEMA, classes=class_scoring(card, str(rules), top_k=2))
-    records = [json.loads(t) for t in TagWorker(str(ckpt), layout, device="cpu", workers=0)({"path": np.array(paths)})["record"]]
+    worker = TagWorker(str(ckpt), layout, device="cpu", workers=0)
+    records = [json.loads(t) for t in worker({"path": np.array(paths)})["record"]]
     assert {r["class"] for r in records} <= {"redtop", "bluebottom"} and all(r["class_prob"] >= 0.5 for r in records)
     assert [c["class"] for c in records[0]["classes"]][0] == records[0]["class"]
     with pytest.raises(AttrtagError, match="no embedded rules"):

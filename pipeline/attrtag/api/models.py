@@ -289,7 +289,8 @@ def _restamp(src: Path, card: Any, target: Path) -> None:
         replace_card(src, card, out=target)
 
 
-def _check_export(out: Any, *, fp16: bool, int8: bool, calib_manifest: Any, calib_images: Any, eval_images: Any) -> None:
+def _check_export(out: Any, *, fp16: bool, int8: bool, calib_manifest: Any, calib_images: Any,
+                  eval_images: Any) -> None:
     if fp16 and int8:
         raise AttrtagError("`fp16=True` and `int8=True` exclude each other; pass one")
     if int8 and not calib_manifest:

@@ -325,7 +325,8 @@ def expand_thresholds(thresholds: Thresholds | None, schema: Schema) -> dict[str
     given = {"*": thresholds} if isinstance(thresholds, (int, float)) else dict(thresholds or {})
     for g, t in given.items():
         if g != "*" and g not in schema:
-            raise AttrtagError(f"`thresholds` {g}={t}: the model has no group '{g}' (groups: {', '.join(schema.names)})")
+            raise AttrtagError(f"`thresholds` {g}={t}: the model has no group '{g}' "
+                               f"(groups: {', '.join(schema.names)})")
         if not (isinstance(t, (int, float)) and 0.0 <= t <= 1.0):
             raise AttrtagError(f"`thresholds` {g}={t}: a threshold is a probability between 0 and 1")
     default = given.pop("*", None)

@@ -124,7 +124,8 @@ def parse_thresholds(specs: Sequence[str]) -> dict[str, float]:
         try:
             out[name if sep else "*"] = float(value)
         except ValueError:
-            raise AttrtagError(f"--threshold {spec}: expected P or GROUP=P with P a probability between 0 and 1") from None
+            raise AttrtagError(f"--threshold {spec}: expected P or GROUP=P with P a probability between 0 and 1"
+                               ) from None
     return out
 
 

@@ -234,8 +234,9 @@ def evaluate(
                         includes_training=includes_training, training=None if recorded is None else dict(recorded))
     if classes is not None:
         result.zero_shot = _zero_shot(every.take(zs_samples), manifest, classes, class_column, unseen)
-        result.zero_shot_note = ("test split, gamma chosen on val" if manifest.has_splits else "all rows, no calibration") \
-            + ("; scores divided by the training label priors" if classes.label_counts is not None else "")
+        where = "test split, gamma chosen on val" if manifest.has_splits else "all rows, no calibration"
+        result.zero_shot_note = where + ("; scores divided by the training label priors"
+                                         if classes.label_counts is not None else "")
     return result
 
 

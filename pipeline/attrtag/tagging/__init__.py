@@ -11,6 +11,6 @@ from .stream import iter_output, read_output
 
 __all__ = [
     "CLASS_FIELDS", "UNKNOWN", "LocalEngine", "OutputMeta", "RecordLayout", "TagRecord", "TagWorker", "TagWriter",
-    "expand_inputs", "iter_output", "model_fingerprint", "open_output", "output_format", "predict_records", "read_output",
-    "tag_paths",
+    "expand_inputs", "iter_output", "model_fingerprint", "open_output", "output_format", "predict_records",
+    "read_output", "tag_paths",
 ]

@@ -167,7 +167,8 @@ def plan(
     largest_node = max((int(n["Resources"].get("CPU", 0)) for n in ray.nodes() if n.get("Alive")), default=cpus)
     cpus_per_actor = max(1, min(largest_node, cpus // actors))
     gpus_per_actor = options.gpus_per_actor
-    split = plan_threads(backend=backend, on_gpu=bool(gpus_per_actor), cpus=cpus_per_actor, workers=workers, threads=threads)
+    split = plan_threads(backend=backend, on_gpu=bool(gpus_per_actor), cpus=cpus_per_actor, workers=workers,
+                         threads=threads)
     actor_device = device if base != "auto" else ("cuda" if gpus_per_actor else "cpu")
     return RayPlan(actors, cpus_per_actor, gpus_per_actor, split.decode_workers, split.model_threads, actor_device)
 

@@ -77,7 +77,8 @@ class RecordLayout:
             raise OutputError(f"`top_k` must be at least 1, got {self.top_k}")
         for g, t in self.thresholds.items():
             if g not in self.schema:
-                raise OutputError(f"`thresholds` {g}={t}: the model has no group '{g}' (groups: {', '.join(self.schema.names)})")
+                raise OutputError(f"`thresholds` {g}={t}: the model has no group '{g}' "
+                                  f"(groups: {', '.join(self.schema.names)})")
             if not 0.0 <= t <= 1.0:
                 raise OutputError(f"`thresholds` {g}={t}: a threshold is a probability between 0 and 1")
         for g in self.schema:
