@@ -298,3 +298,24 @@ def test_calibration_undoes_the_collapse_onto_seen_classes() -> None:
     # No validation images of unseen classes: no calibration, and a note that says so.
     no_val = evaluate_zero_shot(scores(labels, rng), rules, seen=seen, unseen=unseen, val=scores([0, 1], rng))
     assert no_val.gzsl_calibrated is None and any("no calibrated GZSL" in n for n in no_val.notes)
+
+
+def test_a_tag_run_checks_its_rules_against_the_schema_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from attrtag_onnx.export import export_onnx
+
+    ckpt = make_checkpoint(tmp_path / "m.pt")
+    embedded = {"classes": {"redtop": {"colour": "red", "band": "top"}, "other": {"colour": "blue"}}}
+    onnx = export_onnx(ckpt, tmp_path / "m.onnx", exporter="torchscript", rules=embedded).path
+    write_images(tmp_path / "imgs", 3)
+    (tmp_path / "r.yaml").write_text("classes:\n  redtop: {colour: red, band: top}\n  other: {colour: blue}\n")
+    checks: list[int] = []
+    real = Rules._check_values
+    monkeypatch.setattr(Rules, "_check_values", lambda self, schema: checks.append(1) or real(self, schema))
+    for extra in (["--rules", str(tmp_path / "r.yaml")], []):  # a rules file; the model's own rules
+        checks.clear()
+        out = tmp_path / f"t{len(extra)}.jsonl"
+        assert main(["tag", str(onnx), str(tmp_path / "imgs"), "--out", str(out), "--no-progress", *extra]) == 0
+        assert len(checks) == 1, extra
+    capsys.readouterr()

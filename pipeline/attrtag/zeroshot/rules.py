@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence, Union
 
@@ -35,6 +35,8 @@ class Rules:
     """Ordered class rules. Class order is the column order of zero-shot scores."""
 
     classes: tuple[Rule, ...]
+    # Schemas these rules were checked against: a run checks them once, not once per consumer.
+    _checked: list[Schema] = field(default_factory=list, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if not self.classes:
@@ -84,7 +86,7 @@ class Rules:
         kept = tuple(r for r in self.classes if r.constraints)
         if not kept:
             raise SchemaError(f"{self.classes[0].where or 'rules'}: no class constrains any group; nothing can be scored")
-        return self if len(kept) == len(self.classes) else Rules(kept)
+        return self if len(kept) == len(self.classes) else Rules(kept, list(self._checked))  # a part of checked rules is checked
 
     def require_scorable(self) -> None:
         """Raise :class:`SchemaError` naming the first class that constrains no group."""
@@ -103,6 +105,12 @@ class Rules:
             SchemaError: "file:line: ..." (or the rules' source) naming the unknown group or
                 value and listing the allowed ones.
         """
+        if any(s == schema for s in self._checked):
+            return
+        self._check_values(schema)
+        self._checked.append(schema)
+
+    def _check_values(self, schema: Schema) -> None:
         for r in self.classes:
             for c in r.constraints:
                 loc = c.where or r.where or "rules"
