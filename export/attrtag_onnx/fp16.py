@@ -28,7 +28,7 @@ def convert_to_fp16(model: "onnx.ModelProto") -> "onnx.ModelProto":
         from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST, convert_float_to_float16
     except ImportError:
         raise ExportError(
-            "--fp16 needs ONNX Runtime's float16 converter: pip install onnxruntime-gpu==1.31.1"
+            "`fp16=True` needs ONNX Runtime's float16 converter: pip install onnxruntime-gpu==1.31.1"
         ) from None
     half = convert_float_to_float16(
         copy.deepcopy(model), keep_io_types=True, op_block_list=[*DEFAULT_OP_BLOCK_LIST, "Softmax"]
