@@ -256,7 +256,7 @@ def bench_end_to_end(args: argparse.Namespace) -> dict[str, Any]:
                 status = attrtag_main(argv)
             seconds = time.perf_counter() - t0
             with out.open("rb") as f:
-                written = sum(1 for _ in f) - 1  # minus the header line
+                written = sum(1 for _ in f)  # records only: the header is in FILE.meta.json
             if status != 0 or written != len(paths):
                 raise SystemExit(f"attrtag tag failed (status {status}, {written} of {len(paths)} records): "
                                  f"{buf.getvalue().strip()}")
@@ -266,7 +266,7 @@ def bench_end_to_end(args: argparse.Namespace) -> dict[str, Any]:
 
         times = interleaved({"attrtag tag": tag_once, "model only": lambda: run_batches(ort_model, batches)},
                             args.repeats)
-        records = sum(1 for _ in out.open("rb")) - 1
+        records = sum(1 for _ in out.open("rb"))
 
     n = len(paths)
     t_e2e, t_model = median(times["attrtag tag"]), median(times["model only"])
@@ -488,14 +488,14 @@ def bench_memory(args: argparse.Namespace) -> dict[str, Any]:
                     pos += len(chunk)
                     lines += chunk.count(b"\n")
                 if mem:
-                    samples.append((time.perf_counter() - t0, max(0, lines - 1), mem["VmRSS"], mem["VmHWM"]))
+                    samples.append((time.perf_counter() - t0, lines, mem["VmRSS"], mem["VmHWM"]))
                 time.sleep(args.poll)
             status = proc.returncode
             elapsed = time.perf_counter() - t0
             so.seek(0), se.seek(0)
             stdout, stderr = so.read(), se.read()
         with out.open("rb") as f:
-            records = sum(1 for _ in f) - 1
+            records = sum(1 for _ in f)  # records only: the header is in FILE.meta.json
     if status != 0 or records != n:
         raise SystemExit(f"attrtag tag failed (status {status}, {records} of {n} records):\n{stdout}\n{stderr[-2000:]}")
 

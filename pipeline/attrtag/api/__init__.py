@@ -18,13 +18,27 @@
 Records are dicts in the layout of ``datasets/OUTPUT.md``. :mod:`.tagger` tags,
 :mod:`.models` trains, evaluates, calibrates and exports, :mod:`.tags` works on tag files.
 """
-from ..tagging.ray_engine import Ray
-from .models import calibrate, evaluate, export, train, train_config
-from .tagger import TagSummary, Tagger, load
-from .tags import ClassifySummary, classify, from_labelstudio, report, suggest_rules, to_fiftyone, to_labelstudio
+from __future__ import annotations
 
-__all__ = [
-    "ClassifySummary", "Ray", "TagSummary", "Tagger", "calibrate", "classify", "evaluate", "export",
-    "from_labelstudio", "load", "report", "suggest_rules", "to_fiftyone", "to_labelstudio",
-    "train", "train_config",
-]
+import importlib
+from typing import Any
+
+# Loaded on first use (PEP 562): `attrtag tag` pays for the tagging session, not for training,
+# evaluation or the review formats.
+_WHERE = {
+    "Tagger": "tagger", "TagSummary": "tagger", "load": "tagger",
+    "calibrate": "models", "evaluate": "models", "export": "models", "train": "models", "train_config": "models",
+    "ClassifySummary": "tags", "classify": "tags", "from_labelstudio": "tags", "report": "tags",
+    "suggest_rules": "tags", "to_fiftyone": "tags", "to_labelstudio": "tags",
+}
+__all__ = ["Ray", *_WHERE]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "Ray":
+        from ..tagging.ray_engine import Ray
+
+        return Ray
+    if name in _WHERE:
+        return getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

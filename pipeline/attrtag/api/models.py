@@ -13,7 +13,6 @@ Training and export need the ``train`` extra (torch, timm); evaluation and calib
 """
 from __future__ import annotations
 
-import logging
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
@@ -24,6 +23,7 @@ from ..runtime import Predictor, model_kind, open_predictor
 from ..schema import Schema
 from ..zeroshot.rules import RulesSource
 from ..zeroshot.scoring import ClassScoring, class_scoring
+from .tagger import _log_warning
 
 if TYPE_CHECKING:
     from attrtag_onnx.export import ExportReport
@@ -32,8 +32,6 @@ if TYPE_CHECKING:
     from ..evaluation.evaluate import Evaluation
     from ..training.config import TrainConfig
     from ..training.loop import TrainResult
-
-_logger = logging.getLogger(__name__)
 
 Warn = Callable[[str], Any]
 
@@ -189,7 +187,7 @@ def calibrate(
     if rules is None and predictor.rules is None:
         raise AttrtagError(f"{src}: the model embeds no rules; pass the rules to calibrate for (`rules=R`)")
     classes = class_scoring(predictor.card, rules, priors=priors, calibration=False, name=src.name,
-                            warn=warn or _logger.warning)
+                            warn=warn or _log_warning)
     assert classes is not None  # rules given or embedded
     if not isinstance(manifest, Manifest):
         manifest = read_manifest(manifest, predictor.schema, skip_bad=skip_bad_rows)
@@ -254,7 +252,7 @@ def _classes(card: Any, rules: RulesSource | None, *, priors: bool, name: str,
     """Class scoring with the given rules only (a model's embedded rules are not implied here)."""
     if rules is None:
         return None
-    return class_scoring(card, rules, priors=priors, name=name, warn=warn or _logger.warning)
+    return class_scoring(card, rules, priors=priors, name=name, warn=warn or _log_warning)
 
 
 def _name(model: Any, *, full: bool = False) -> str:

@@ -24,7 +24,7 @@ from PIL import Image
 
 from ..data.batches import Decoded, decode_batches, stack_inputs
 from ..data.images import DEFAULT_MAX_PIXELS, to_rgb
-from ..errors import AttrtagError
+from ..errors import AttrtagError, spell
 from ..runtime import Placement, Predictor, model_kind, read_card
 from ..runtime.model_file import CHECKPOINT
 from ..runtime.threads import open_with_thread_plan
@@ -34,15 +34,20 @@ from ..tagging.header import model_fingerprint
 from ..tagging.inputs import ImagePaths, expand_inputs
 from ..tagging.job import run_job
 from ..tagging.records import RecordLayout, TagRecord
-from ..tagging.ray_engine import Ray, RayEngine
 from ..zeroshot.classifier import ZeroShotResult
 from ..zeroshot.rules import RulesSource
 from ..zeroshot.scoring import class_scoring
 
 if TYPE_CHECKING:
     from ..card import ModelCard
+    from ..tagging.ray_engine import Ray
 
 _logger = logging.getLogger(__name__)
+
+
+def _log_warning(message: str) -> None:
+    """The default ``warn``: a warning in the log, parameters in Python's words."""
+    _logger.warning("%s", spell(message))
 
 #: What :meth:`Tagger.tag` and :meth:`Tagger.predict` take: a path (file, folder, glob,
 #: ``@list.txt``), a PIL image, an RGB ``uint8`` array ``(H, W, 3)`` (or grey ``(H, W)``), or a
@@ -184,7 +189,7 @@ class Tagger:
         """
         classes = self.layout.classes
         if rules is not None:
-            classes = class_scoring(self.card, rules, name="tagger", warn=_logger.warning, **self._scoring)
+            classes = class_scoring(self.card, rules, name="tagger", warn=_log_warning, **self._scoring)
         if classes is None:
             raise AttrtagError("no class rules: pass `rules=R`, or load the tagger with rules")
         return classes.scorer(probs, **options)
@@ -289,11 +294,11 @@ def load(
     card = local.predictor.card if local is not None else read_card(model, kind=kind)
     classes = class_scoring(card, rules, priors=priors, calibration=calibration, top_k=class_top_k,
                             unknown_threshold=unknown_threshold, overrides=overrides,
-                            name=os.path.basename(model), warn=warn or _logger.warning)
+                            name=os.path.basename(model), warn=warn or _log_warning)
     layout = RecordLayout(card.schema, top_k=top_k, thresholds=expand_thresholds(thresholds, card.schema),
                           classes=classes)
-    runner = local or RayEngine(model, options, backend="torch" if kind == CHECKPOINT else "onnx", device=device,
-                                workers=workers, threads=threads)
+    runner = local or _ray_engine(model, options, backend="torch" if kind == CHECKPOINT else "onnx", device=device,
+                                  workers=workers, threads=threads)
     return Tagger(model, card, layout, runner, batch_size=batch_size, max_pixels=max_pixels or DEFAULT_MAX_PIXELS,
                   scoring={"priors": priors, "calibration": calibration}, sha256=sha256)
 
@@ -343,12 +348,21 @@ def _checked(*, batch_size: int, workers: int | None, worker_kind: str, engine: 
         raise AttrtagError(f"`worker_kind={worker_kind}`: not thread or process")
     if engine == "local":
         return None
+    from ..tagging.ray_engine import Ray  # only a Ray run pays for the Ray engine's imports
+
     options = Ray() if engine == "ray" else engine
     if not isinstance(options, Ray):
         raise AttrtagError(f"`engine={engine}`: not local, ray or attrtag.Ray(...)")
     if worker_kind != "thread":
         raise AttrtagError("`worker_kind=process` is for the local engine; Ray actors decode in threads")
     return options
+
+
+def _ray_engine(model: str | os.PathLike, options: "Ray", **settings: Any) -> Any:
+    """The Ray engine (joins or starts the cluster) for ``model``."""
+    from ..tagging.ray_engine import RayEngine
+
+    return RayEngine(model, options, **settings)
 
 
 def _items(images: Images) -> list[Any]:

@@ -8,13 +8,10 @@ the images held.
 from __future__ import annotations
 
 import argparse
-import logging
 from typing import Any, Sequence
 
 from ..errors import AttrtagError
 from ._rules import add_class_options, add_scoring_options, announce, class_options, warn
-
-_logger = logging.getLogger(__name__)
 
 _DESCRIPTION = """\
 Tag images with a trained checkpoint or an exported .onnx model (the .onnx path needs no torch).
@@ -131,13 +128,15 @@ def parse_thresholds(specs: Sequence[str]) -> dict[str, float]:
 
 def engine_of(args: argparse.Namespace) -> Any:
     """``local``, or the Ray engine's options (``--ray-address``, ``--actors``, ``--gpus-per-actor``)."""
-    from ..tagging.ray_engine import Ray
-
     given = [o for o, v in (("--ray-address", args.ray_address), ("--actors", args.actors),
                             ("--gpus-per-actor", args.gpus_per_actor)) if v]
-    if args.engine == "local" and given:
-        raise AttrtagError(f"{', '.join(given)} need --engine ray")
-    return Ray(args.ray_address, args.actors, args.gpus_per_actor) if args.engine == "ray" else "local"
+    if args.engine == "local":
+        if given:
+            raise AttrtagError(f"{', '.join(given)} need --engine ray")
+        return "local"
+    from ..tagging.ray_engine import Ray  # only a Ray run pays for the Ray engine's imports
+
+    return Ray(args.ray_address, args.actors, args.gpus_per_actor)
 
 
 def run(args: argparse.Namespace) -> int:

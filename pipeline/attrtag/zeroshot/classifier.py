@@ -25,6 +25,9 @@ from .rules import Rules
 #: Lower clip of every match probability (and prior mass) before the log.
 EPS = 1e-6
 
+#: Classes a result (and a tag record's ``classes``) lists unless told otherwise.
+DEFAULT_CLASS_TOP_K = 5
+
 #: How far a row of ``probs`` may sum from 1 (float32 softmax outputs) before we refuse it.
 _SUM_TOL = 1e-3
 
@@ -224,7 +227,7 @@ class ClassScorer:
         *,
         overrides: Mapping[str, str] | None = None,
         unknown_threshold: float = 0.0,
-        top_k: int = 5,
+        top_k: int = DEFAULT_CLASS_TOP_K,
         temperature: float = 1.0,
     ) -> ZeroShotResult:
         """Score every class for every image.
@@ -282,7 +285,7 @@ def score_classes(
     priors: Mapping[str, np.ndarray] | None = None,
     overrides: Mapping[str, str] | None = None,
     unknown_threshold: float = 0.0,
-    top_k: int = 5,
+    top_k: int = DEFAULT_CLASS_TOP_K,
     temperature: float = 1.0,
     eps: float = EPS,
 ) -> ZeroShotResult:

@@ -23,11 +23,8 @@ import numpy as np
 from ..errors import AttrtagError
 from ..schema import Schema
 from .calibration import Calibration, given_calibration, priors_from_counts, resolve_calibration
-from .classifier import ClassScorer, ZeroShotResult
+from .classifier import DEFAULT_CLASS_TOP_K, ClassScorer, ZeroShotResult
 from .rules import Rules, RulesSource, resolve_rules
-
-#: Classes listed per record (``classes``) unless a run says otherwise.
-DEFAULT_CLASS_TOP_K = 5
 
 Warn = Callable[[str], Any]
 
