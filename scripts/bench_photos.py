@@ -240,14 +240,15 @@ def bench_train_decode(args: argparse.Namespace) -> dict[str, Any]:
     from attrtag.runtime import read_card
 
     work, model, photos, _ = setup(args)
-    prep = read_card(model).preprocessing
-    samples = [Sample(str(p), (0,) * 4) for p in photos]
+    card = read_card(model)
+    prep = card.preprocessing
+    samples = [Sample(str(p), (0,) * len(card.schema)) for p in photos]
     ways = {"full decode": None, "reduced: input / 0.61 (what training does)": train_decode_size(prep),
             "reduced, 2x that": tuple(2 * v for v in train_decode_size(prep))}
     cpu: dict[str, list[float]] = {k: [] for k in ways}
     for r in range(args.repeats):
         for name in ways if r % 2 == 0 else list(ways)[::-1]:
-            ds = ImageDataset(samples, prep, seed=r)
+            ds = ImageDataset(samples, prep, card.schema, seed=r)
             ds.decode_size = ways[name]
             t0 = time.process_time()
             for i in range(len(ds)):

@@ -82,3 +82,51 @@ def write_images(folder: Path, n: int, *, size: int = 40, fmt: str = "png") -> l
         Image.fromarray(arr).save(p)
         out.append(p)
     return out
+
+
+# A multi-label group beside two exclusive ones: marks drawn independently (any number, none too).
+MARKS = ("dot", "bar", "ring")
+MULTI_SCHEMA_YAML = SCHEMA_YAML + "  marks: {kind: multi, values: [dot, bar, ring]}\n"
+MULTI_SCHEMA = Schema.from_dict({**SCHEMA.to_dict(), "marks": {"kind": "multi", "values": list(MARKS)}})
+
+
+def draw_marks(img: Image.Image, marks: set[str]) -> Image.Image:
+    """``img`` with the marks present: a dot at the top left, a bar on the right, a ring bottom left."""
+    d = ImageDraw.Draw(img)
+    w, h = img.size
+    if "dot" in marks:
+        d.ellipse([2, 8, 10, 16], fill=(255, 255, 255))
+    if "bar" in marks:
+        d.rectangle([w - 6, 6, w - 2, h - 8], fill=(255, 255, 0))
+    if "ring" in marks:
+        d.ellipse([2, h - 14, 12, h - 4], outline=(0, 0, 0), width=2)
+    return img
+
+
+def make_multilabel_dataset(root: Path, n: int = 120, *, missing: float = 0.3, seed: int = 0) -> tuple[Path, Path]:
+    """Like :func:`make_dataset`, plus a ``marks`` column in every label syntax: values present
+    (``dot|ring``), none (``[]``), some values only (``+dot|-bar``), unknown (empty)."""
+    rnd = random.Random(seed)
+    (root / "img").mkdir(parents=True, exist_ok=True)
+    rows = []
+    for i in range(n):
+        c, s, b = rnd.choice(list(COLOURS)), rnd.choice(SHAPES), rnd.choice(["top", "bottom"])
+        marks = {m for m in MARKS if rnd.random() < 0.4}
+        draw_marks(draw(c, s, b, seed=i), marks).save(root / "img" / f"{i:04d}.png")
+        cells = {g: (v if rnd.random() >= missing else "") for g, v in (("colour", c), ("shape", s), ("band", b))}
+        r = rnd.random()
+        if r < missing / 2:
+            cells["marks"] = ""
+        elif r < missing:  # some values known
+            cells["marks"] = "|".join(("+" if m in marks else "-") + m for m in MARKS if rnd.random() < 0.5) or ""
+        else:
+            cells["marks"] = "|".join(m for m in MARKS if m in marks) or "[]"
+        rows.append({"path": f"img/{i:04d}.png", **cells, "split": "val" if i % 5 == 0 else "train"})
+    manifest = root / "manifest.csv"
+    with open(manifest, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=["path", "colour", "shape", "band", "marks", "split"])
+        w.writeheader()
+        w.writerows(rows)
+    schema = root / "schema.yaml"
+    schema.write_text(MULTI_SCHEMA_YAML)
+    return schema, manifest

@@ -13,6 +13,7 @@ import torch
 from attrtag.card import FORMAT_VERSION, ModelCard
 from attrtag.data.preprocess import Preprocessing
 from attrtag.errors import CheckpointError
+from attrtag.schema import Schema
 from attrtag.model import build_model, load_checkpoint, load_model, save_checkpoint
 from attrtag.runtime import open_predictor
 from attrtag.runtime.onnx_backend import read_onnx_card
@@ -37,12 +38,30 @@ def model(card: ModelCard) -> torch.nn.Module:
 
 def test_dict_and_metadata_forms_round_trip(card: ModelCard) -> None:
     d = card.to_dict()
-    assert d["format_version"] == FORMAT_VERSION and json.loads(json.dumps(d)) == d  # plain JSON
+    # Without a multi-label group the card is written as format 2: attrtag before them reads it.
+    assert d["format_version"] == 2 < FORMAT_VERSION and json.loads(json.dumps(d)) == d  # plain JSON
     assert ModelCard.from_dict(d) == card
     props = card.to_metadata()
     assert set(props) == {f"attrtag.{k}" for k in d} and all(isinstance(v, str) for v in props.values())
     assert ModelCard.from_metadata({**props, "producer": "other tool"}) == card
     assert ModelCard.from_dict(ModelCard(SCHEMA, PREP, "x").to_dict()).rules is None  # optional entries stay optional
+
+
+def test_a_card_with_a_multi_label_group_round_trips_with_its_thresholds() -> None:
+    schema = Schema.from_dict({"colour": ["red", "green"], "tags": {"kind": "multi", "values": ["a", "b", "c"]}})
+    chosen = {"groups": {"tags": {"a": 0.3, "c": 0.7}}, "default": 0.5, "fallback": {"tags": ["b"]}}
+    card = ModelCard(schema, PREP, "x", label_counts={"colour": (3, 4), "tags": (2, 0, 5)},
+                     label_totals={"tags": (7, 7, 6)}, value_thresholds=chosen)
+    d = card.to_dict()
+    assert d["format_version"] == FORMAT_VERSION == 3 and d["schema"]["tags"] == {"kind": "multi", "values": ["a", "b", "c"]}
+    assert ModelCard.from_dict(d) == card == ModelCard.from_metadata(card.to_metadata())
+    assert card.decision_thresholds == {"tags": (0.3, 0.5, 0.7)}
+    with pytest.raises(CheckpointError, match="'colour' is not a multi-label group"):
+        card.replace(value_thresholds={"groups": {"colour": {"red": 0.4}}})
+    with pytest.raises(CheckpointError, match="1.5 is not a value's threshold"):
+        card.replace(value_thresholds={"groups": {"tags": {"a": 1.5}}})
+    with pytest.raises(CheckpointError, match="newer than this attrtag"):
+        ModelCard.from_dict({**d, "format_version": 4})
 
 
 def test_the_card_travels_through_checkpoint_and_onnx_unchanged(card: ModelCard, model, tmp_path: Path) -> None:

@@ -8,7 +8,11 @@ predicts and how to feed it, so that nothing is typed in by hand at inference ti
 * ``backbone``: the timm model name;
 * ``precision``: what the weights compute in (``fp32``, ``fp16``, ``int8``);
 * ``rules``: zero-shot class rules embedded at export time (optional);
-* ``label_counts``: training label counts per group and value (optional; zero-shot priors);
+* ``label_counts``: training label counts per group and value (optional; zero-shot priors); for
+  a multi-label group, the images each value is present in, and ``label_totals`` the images
+  it is known in (present or absent);
+* ``value_thresholds``: each multi-label value's decision threshold, chosen on the val split
+  (:mod:`attrtag.evaluation.thresholds`);
 * ``calibration``: a zero-shot calibration chosen on labelled data (optional);
 * ``training``: the options the weights were learnt with (optional; ``TrainConfig.learning_options``:
   loss, EMA, logit adjustment, label completion, group balance), so an exported file says too.
@@ -32,14 +36,18 @@ from .errors import CheckpointError
 from .schema import Schema
 
 #: 2: ``crop_mode`` replaced ``resize_mode``; optional ``label_counts``, ``calibration``, ``training``.
-FORMAT_VERSION = 2
+#: 3: multi-label groups (written only by models that have one: attrtag versions before them
+#: refuse such a model with "upgrade attrtag" instead of misreading its schema).
+FORMAT_VERSION = 3
 PRECISIONS = ("fp32", "fp16", "int8")
 #: The backbone a new model gets unless told otherwise (timm name).
 DEFAULT_BACKBONE = "resnetv2_50"
+#: A multi-label value is present when its probability reaches this, unless the card says otherwise.
+DEFAULT_THRESHOLD = 0.5
 #: Prefix of the card's entries in ONNX ``metadata_props``.
 METADATA_PREFIX = "attrtag."
 _REQUIRED = ("schema", "preprocessing", "backbone")
-_OPTIONAL = ("precision", "rules", "label_counts", "calibration", "training")
+_OPTIONAL = ("precision", "rules", "label_counts", "label_totals", "value_thresholds", "calibration", "training")
 
 
 @dataclass(frozen=True)
@@ -56,6 +64,9 @@ class ModelCard:
         calibration: ``{"gamma": float, ...}`` for zero-shot scoring, or None.
         training: ``{option: value}`` the weights were learnt with (``ema_decay`` present: they
             are the exponential moving average), or None.
+        label_totals: ``{multi-label group: [images each value is known in]}``, or None.
+        value_thresholds: ``{"groups": {group: {value: threshold}}, ...}`` of the multi-label
+            groups (and how they were chosen), or None (every value decided at 0.5).
     """
 
     schema: Schema
@@ -66,6 +77,8 @@ class ModelCard:
     label_counts: Mapping[str, tuple[int, ...]] | None = None
     calibration: Mapping[str, Any] | None = field(default=None)
     training: Mapping[str, Any] | None = None
+    label_totals: Mapping[str, tuple[int, ...]] | None = None
+    value_thresholds: Mapping[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
@@ -77,6 +90,28 @@ class ModelCard:
                     raise CheckpointError(
                         f"label_counts of group '{g.name}' must list {len(g)} counts >= 0, got {counts!r}"
                     )
+        if self.value_thresholds is not None:
+            self._check_value_thresholds()
+
+    @property
+    def decision_thresholds(self) -> dict[str, tuple[float, ...]]:
+        """Each multi-label group's per-value thresholds, in value order (:data:`DEFAULT_THRESHOLD`
+        where the card has none)."""
+        chosen = (self.value_thresholds or {}).get("groups", {})
+        return {g.name: tuple(float(chosen.get(g.name, {}).get(v, DEFAULT_THRESHOLD)) for v in g.values)
+                for g in self.schema.multi}
+
+    def _check_value_thresholds(self) -> None:
+        chosen = (self.value_thresholds or {}).get("groups", {})
+        if not isinstance(chosen, Mapping):
+            raise CheckpointError("value_thresholds: 'groups' must map each multi-label group to {value: threshold}")
+        for group, per_value in chosen.items():
+            if group not in self.schema or not self.schema[group].multi or not isinstance(per_value, Mapping):
+                raise CheckpointError(f"value_thresholds: '{group}' is not a multi-label group of the schema")
+            for value, t in per_value.items():
+                if value not in self.schema[group].values or not isinstance(t, (int, float)) or not 0 <= t <= 1:
+                    raise CheckpointError(f"value_thresholds of '{group}': {value!r}: {t!r} is not a value's "
+                                          "threshold between 0 and 1")
 
     def replace(self, **changes: Any) -> "ModelCard":
         """A copy with ``changes`` applied (the card is immutable)."""
@@ -86,7 +121,7 @@ class ModelCard:
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly form; optional entries only when set."""
         d: dict[str, Any] = {
-            "format_version": FORMAT_VERSION,
+            "format_version": FORMAT_VERSION if self.schema.multi else 2,
             "schema": self.schema.to_dict(),
             "preprocessing": self.preprocessing.to_dict(),
             "backbone": self.backbone,
@@ -96,6 +131,10 @@ class ModelCard:
             d["rules"] = _plain(self.rules)
         if self.label_counts is not None:
             d["label_counts"] = {g: [int(c) for c in v] for g, v in self.label_counts.items()}
+        if self.label_totals is not None:
+            d["label_totals"] = {g: [int(c) for c in v] for g, v in self.label_totals.items()}
+        if self.value_thresholds is not None:
+            d["value_thresholds"] = _plain(self.value_thresholds)
         if self.calibration is not None:
             d["calibration"] = _plain(self.calibration)
         if self.training is not None:
@@ -126,10 +165,10 @@ class ModelCard:
             raise CheckpointError(f"{source}: 'preprocessing' must be a mapping, got {type(prep).__name__}")
         if not isinstance(backbone, str):
             raise CheckpointError(f"{source}: 'backbone' must be a string, got {backbone!r}")
-        for key in ("rules", "label_counts", "calibration", "training"):
+        for key in ("rules", "label_counts", "label_totals", "value_thresholds", "calibration", "training"):
             if d.get(key) is not None and not isinstance(d[key], Mapping):
                 raise CheckpointError(f"{source}: '{key}' must be a mapping, got {type(d[key]).__name__}")
-        counts = d.get("label_counts")
+        counts, totals = d.get("label_counts"), d.get("label_totals")
         return cls(
             schema=Schema.from_dict(d["schema"], source=f"{source} schema"),
             preprocessing=Preprocessing.from_dict(prep, source=f"{source} preprocessing"),
@@ -139,6 +178,8 @@ class ModelCard:
             label_counts=None if counts is None else {str(g): tuple(int(c) for c in v) for g, v in counts.items()},
             calibration=d.get("calibration"),
             training=d.get("training"),
+            label_totals=None if totals is None else {str(g): tuple(int(c) for c in v) for g, v in totals.items()},
+            value_thresholds=d.get("value_thresholds"),
         )
 
     def to_metadata(self) -> dict[str, str]:

@@ -1,10 +1,13 @@
-"""The attribute schema: ordered groups, each with ordered, mutually exclusive values.
+"""The attribute schema: ordered groups, each with ordered values.
 
-A schema file is YAML with a top-level ``groups:`` mapping, e.g.::
+A group is **exclusive** (one value per image: a softmax) or **multi-label** (any number of its
+values per image, none included: one sigmoid per value). A schema file is YAML with a top-level
+``groups:`` mapping, e.g.::
 
     groups:
-      covering: [fur, feathers, scales, exoskeleton]
+      covering: [fur, feathers, scales, exoskeleton]      # exclusive (the default)
       pattern: [plain, spots, stripes]
+      colours: {kind: multi, values: [red, green, blue, white]}
 
 Group order and value order are part of the model's contract: logits are laid out group by
 group in this order, and checkpoints/ONNX files carry the schema so a loader can check it.
@@ -24,14 +27,29 @@ SCHEMA_KEYS = frozenset({"groups"})
 #: Written in a label cell, means "no label for this group" (as does an empty cell).
 MISSING_TOKENS = frozenset({"", "NA"})
 
+EXCLUSIVE, MULTI = "exclusive", "multi"
+KINDS = (EXCLUSIVE, MULTI)
+#: Keys of a group written as a mapping (``{kind: multi, values: [...]}``).
+GROUP_KEYS = frozenset({"kind", "values"})
+
 
 @dataclass(frozen=True)
 class Group:
-    """One attribute group: a name and its ordered values (at least one; a one-value group is legal
-    but teaches the model nothing)."""
+    """One attribute group: a name, its ordered values and its kind.
+
+    An exclusive group has exactly one value per labelled image (one value alone is legal but
+    teaches the model nothing); a multi-label group any number of them, none included (one
+    value is a yes/no tag).
+    """
 
     name: str
     values: tuple[str, ...]
+    kind: str = EXCLUSIVE
+
+    @property
+    def multi(self) -> bool:
+        """Any number of the values at once (one sigmoid each), not one of them (a softmax)."""
+        return self.kind == MULTI
 
     def __len__(self) -> int:
         return len(self.values)
@@ -94,6 +112,29 @@ class Schema:
         """Total width of the grouped logit layer."""
         return sum(self.sizes)
 
+    @property
+    def multi(self) -> tuple[Group, ...]:
+        """The multi-label groups, in order."""
+        return tuple(g for g in self.groups if g.multi)
+
+    @property
+    def multi_slices(self) -> dict[str, slice]:
+        """Where each multi-label group's per-value labels sit in a sample's target row.
+
+        A target row holds one label index per group (``-1`` for multi-label groups), then
+        every multi-label group's values (``1`` present, ``0`` absent, ``-1`` unknown).
+        """
+        out, start = {}, len(self.groups)
+        for g in self.multi:
+            out[g.name] = slice(start, start + len(g))
+            start += len(g)
+        return out
+
+    @property
+    def target_width(self) -> int:
+        """Columns of a target row (see :attr:`multi_slices`)."""
+        return len(self.groups) + sum(len(g) for g in self.multi)
+
     def group_index(self, name: str) -> int:
         """Position of group ``name``."""
         for i, g in enumerate(self.groups):
@@ -102,9 +143,13 @@ class Schema:
         raise KeyError(name)
 
     # -- serialisation ----------------------------------------------------------------------
-    def to_dict(self) -> dict[str, list[str]]:
-        """``{group: [values...]}`` in order (Python dicts keep insertion order)."""
-        return {g.name: list(g.values) for g in self.groups}
+    def to_dict(self) -> dict[str, Any]:
+        """``{group: [values...]}`` in order, a multi-label group as ``{"kind": "multi", "values": [...]}``.
+
+        Exclusive groups keep the plain list, so a schema without multi-label groups is stored
+        exactly as before they existed.
+        """
+        return {g.name: {"kind": MULTI, "values": list(g.values)} if g.multi else list(g.values) for g in self.groups}
 
     @classmethod
     def from_dict(cls, groups: Mapping[str, Any], *, source: str = "schema") -> "Schema":
@@ -152,10 +197,12 @@ class Schema:
                 raise SchemaError(
                     f"{what}: values of group '{a.name}' differ: expected {list(a.values)}, got {list(b.values)}"
                 )
+            if a.kind != b.kind:
+                raise SchemaError(f"{what}: group '{a.name}' is {a.kind} there, {b.kind} here")
 
 
 def _parse_groups(groups: Any, locate: Callable[..., str]) -> tuple[Group, ...]:
-    """The one validator of ``{group: [values...]}``, for files and for stored dicts alike.
+    """The one validator of ``{group: [values...] | {kind, values}}``, for files and stored dicts alike.
 
     ``locate(*keys)`` gives the "where" prefix of a message: ``file:line`` for a YAML file,
     the source and key path for a dict read back from a checkpoint or ONNX metadata.
@@ -163,17 +210,34 @@ def _parse_groups(groups: Any, locate: Callable[..., str]) -> tuple[Group, ...]:
     if not isinstance(groups, Mapping) or not groups:
         raise SchemaError(f"{locate()}: 'groups' must be a non-empty mapping of group -> list of values")
     out = []
-    for name, values in groups.items():
+    for name, spec in groups.items():
         if not isinstance(name, str) or name in MISSING_TOKENS:
             raise SchemaError(f"{locate(name)}: invalid group name {name!r}")
+        kind, values, at = _kind_and_values(name, spec, locate)
         if not isinstance(values, (list, tuple)) or not values:
-            raise SchemaError(f"{locate(name)}: group '{name}' is empty; list its values, e.g. {name}: [a, b]")
+            raise SchemaError(f"{locate(*at)}: group '{name}' is empty; list its values, e.g. {name}: [a, b]")
         seen: set[str] = set()
         for i, v in enumerate(values):
             if not isinstance(v, str) or v in MISSING_TOKENS:
-                raise SchemaError(f"{locate(name, i)}: group '{name}' has an invalid value {v!r}")
+                raise SchemaError(f"{locate(*at, i)}: group '{name}' has an invalid value {v!r}")
             if v in seen:
-                raise SchemaError(f"{locate(name, i)}: group '{name}' lists value '{v}' twice")
+                raise SchemaError(f"{locate(*at, i)}: group '{name}' lists value '{v}' twice")
             seen.add(v)
-        out.append(Group(name, tuple(values)))
+        out.append(Group(name, tuple(values), kind))
     return tuple(out)
+
+
+def _kind_and_values(name: str, spec: Any, locate: Callable[..., str]) -> tuple[str, Any, tuple[Any, ...]]:
+    """A group's kind, its values and where they are: a list (exclusive) or ``{kind, values}``."""
+    if not isinstance(spec, Mapping):
+        return EXCLUSIVE, spec, (name,)
+    for key in spec:
+        if key not in GROUP_KEYS:
+            raise SchemaError(f"{locate(name, key)}: group '{name}': unknown key '{key}' "
+                              f"(a group is a list of values, or {{kind: multi, values: [...]}})")
+    kind = spec.get("kind", EXCLUSIVE)
+    if kind not in KINDS:
+        raise SchemaError(f"{locate(name, 'kind')}: group '{name}': kind {kind!r} is not one of {', '.join(KINDS)}")
+    if "values" not in spec:
+        raise SchemaError(f"{locate(name)}: group '{name}' has no 'values'; e.g. {name}: {{kind: {kind}, values: [a, b]}}")
+    return kind, spec["values"], (name, "values")

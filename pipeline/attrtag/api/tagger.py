@@ -34,6 +34,7 @@ from ..tagging.header import model_fingerprint
 from ..tagging.inputs import ImagePaths, expand_inputs
 from ..tagging.job import run_job
 from ..tagging.records import RecordLayout, TagRecord
+from ..tagging.thresholds import Thresholds, split_thresholds
 from ..zeroshot.classifier import ZeroShotResult
 from ..zeroshot.rules import RulesSource
 from ..zeroshot.scoring import class_scoring
@@ -55,8 +56,6 @@ def _log_warning(message: str) -> None:
 Images = Union[str, os.PathLike, Image.Image, np.ndarray, Sequence[Union[str, os.PathLike, Image.Image, np.ndarray]]]
 #: Called after every batch :meth:`Tagger.tag_to` writes: ``progress(done, total, failed)``.
 Progress = Callable[[int, int, int], Any]
-#: A threshold for every group, per group, or both (``{"*": 0.5, "colour": 0.7}``).
-Thresholds = Union[float, Mapping[str, float]]
 
 
 @dataclass(frozen=True)
@@ -273,8 +272,8 @@ def load(
         priors, calibration: apply the training label priors / the calibration (``attrtag
             calibrate``, only for the rules it was chosen for) that the model stores.
         top_k: keep only the ``k`` most probable values in ``<group>_probs``.
-        thresholds: groups whose top probability is below this (a number, or per group;
-            ``{"*": p}`` for the rest) are listed in ``uncertain``.
+        thresholds: when an exclusive group is ``uncertain``, when a multi-label value is
+            present (overriding the model's): :mod:`attrtag.tagging.thresholds`.
         class_top_k, unknown_threshold, overrides: classes listed per record (default 5);
             ``unknown`` below this normalised probability; score as if a group had a value.
         batch_size: images per model call.
@@ -295,8 +294,8 @@ def load(
     classes = class_scoring(card, rules, priors=priors, calibration=calibration, top_k=class_top_k,
                             unknown_threshold=unknown_threshold, overrides=overrides,
                             name=os.path.basename(model), warn=warn or _log_warning)
-    layout = RecordLayout(card.schema, top_k=top_k, thresholds=expand_thresholds(thresholds, card.schema),
-                          classes=classes)
+    uncertain, decide = split_thresholds(thresholds, card.schema, card.decision_thresholds)
+    layout = RecordLayout(card.schema, top_k=top_k, thresholds=uncertain, classes=classes, value_thresholds=decide)
     runner = local or _ray_engine(model, options, backend="torch" if kind == CHECKPOINT else "onnx", device=device,
                                   workers=workers, threads=threads)
     return Tagger(model, card, layout, runner, batch_size=batch_size, max_pixels=max_pixels or DEFAULT_MAX_PIXELS,
@@ -319,23 +318,6 @@ def _open_local(model: str | os.PathLike, kind: str, *, device: str, workers: in
                                              batch_size_hint=batch_size, trt_cache_dir=trt_cache_dir)
     _logger.info("%d decode threads, %d model threads", split.decode_workers, split.model_threads)
     return LocalEngine(predictor, workers=split.decode_workers, worker_kind=worker_kind)
-
-
-def expand_thresholds(thresholds: Thresholds | None, schema: Schema) -> dict[str, float]:
-    """Per-group thresholds in schema order from a number, a mapping, or a mapping with ``"*"``.
-
-    Raises:
-        AttrtagError: a group the schema lacks, or a value that is not a probability.
-    """
-    given = {"*": thresholds} if isinstance(thresholds, (int, float)) else dict(thresholds or {})
-    for g, t in given.items():
-        if g != "*" and g not in schema:
-            raise AttrtagError(f"`thresholds` {g}={t}: the model has no group '{g}' "
-                               f"(groups: {', '.join(schema.names)})")
-        if not (isinstance(t, (int, float)) and 0.0 <= t <= 1.0):
-            raise AttrtagError(f"`thresholds` {g}={t}: a threshold is a probability between 0 and 1")
-    default = given.pop("*", None)
-    return {g: given[g] if g in given else default for g in schema.names if g in given or default is not None}
 
 
 def _checked(*, batch_size: int, workers: int | None, worker_kind: str, engine: str | Ray) -> Ray | None:

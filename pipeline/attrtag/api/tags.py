@@ -30,7 +30,7 @@ from ..tagging.records import RecordLayout
 from ..tagging.stream import iter_output
 from ..zeroshot.rules import RulesSource
 from ..zeroshot.scoring import ClassScoring, class_scoring
-from .tagger import Thresholds, expand_thresholds
+from ..tagging.thresholds import Thresholds, split_thresholds
 
 if TYPE_CHECKING:
     from ..review.corrections import Correction
@@ -163,7 +163,7 @@ def report(
     loaded = load_tags(tags, root=root)
     todo = len(loaded.tagged) if thumbnails == "embed" else 0
     return write_report(loaded, out, thumbnails=thumbnails, thumb_size=thumb_size, workers=workers,
-                        thresholds=expand_thresholds(thresholds, loaded.schema) if thresholds is not None else None,
+                        thresholds=split_thresholds(thresholds, loaded.schema)[0] if thresholds is not None else None,
                         progress=None if progress is None else lambda n: progress(n, todo))
 
 

@@ -26,6 +26,7 @@ from ..errors import ImageDecodeError
 from .images import load_rgb
 from .manifest import Sample
 from .preprocess import Preprocessing
+from ..schema import Schema
 
 _logger = logging.getLogger(__name__)
 
@@ -69,14 +70,18 @@ def train_decode_size(prep: Preprocessing, *, scale: tuple[float, float] = (0.5,
 
 
 class ImageDataset(Dataset):
-    """Samples -> ``(augmented image [3,H,W] float32, targets [G] int64, index)``.
+    """Samples -> ``(augmented image [3,H,W] float32, targets [W] int64, index)``.
+
+    ``targets`` is the sample's target row (:meth:`attrtag.data.manifest.Sample.targets`): one
+    label index per group, then the multi-label groups' values.
 
     An image that cannot be decoded yields ``(None, None, index, reason)`` instead of raising;
     :func:`collate` drops it and reports it, so one corrupt file does not stop training.
     """
 
-    def __init__(self, samples: Sequence[Sample], prep: Preprocessing, *, seed: int = 0) -> None:
+    def __init__(self, samples: Sequence[Sample], prep: Preprocessing, schema: Schema, *, seed: int = 0) -> None:
         self.samples = list(samples)
+        self.schema = schema
         self.prep = prep
         self.seed = int(seed)
         self.epoch = 0
@@ -100,7 +105,7 @@ class ImageDataset(Dataset):
         self.aug.set_random_seed(hash((self.seed, self.epoch, i)) & 0x7FFFFFFF)
         x = self.aug(image=np.asarray(img, dtype=np.uint8))["image"].transpose(2, 0, 1)
         x = np.ascontiguousarray(x, dtype=np.float32)
-        return torch.from_numpy(x), torch.tensor(sample.labels, dtype=torch.long), i, None
+        return torch.from_numpy(x), torch.tensor(sample.targets(self.schema), dtype=torch.long), i, None
 
 
 @dataclass
@@ -108,7 +113,7 @@ class Batch:
     """A collated batch; ``failed`` lists ``(index, reason)`` of samples that could not be decoded."""
 
     images: torch.Tensor  # (B, 3, H, W)
-    targets: torch.Tensor  # (B, G), -1 = no label
+    targets: torch.Tensor  # (B, W) target rows (Schema.multi_slices), -1 = no label
     indices: torch.Tensor  # (B,) positions in the dataset
     failed: list[tuple[int, str]]
 

@@ -3,8 +3,10 @@
 CSV: a ``path`` column (relative to the manifest's folder, or absolute), one column per schema
 group (an empty cell or ``NA`` = no label), an optional ``split`` column (train/val/test) and any
 other columns (kept as ``extra``, e.g. ``class``). JSONL: one object per line,
-``{"path": ..., "labels": {group: value}, "split": ..., ...}``. The format is documented in
-``datasets/MANIFEST.md``.
+``{"path": ..., "labels": {group: value}, "split": ..., ...}``. A multi-label group's cell lists
+the values present (``red|white``: the others absent), ``[]`` for none of them, or only some
+values, each present or absent (``+red|-blue``: the rest unknown); :mod:`.multilabel` reads it.
+The format is documented in ``datasets/MANIFEST.md``.
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ from typing import Any, Iterable, Mapping
 
 from ..errors import ManifestError
 from ..schema import MISSING_TOKENS, Schema
+from .multilabel import ABSENT, PRESENT, parse_values
 
 _logger = logging.getLogger(__name__)
 
@@ -28,13 +31,33 @@ RESERVED = ("path", "split", "labels")
 
 @dataclass(frozen=True)
 class Sample:
-    """One image: its resolved path, one label index per group (``-1`` = none) and extras."""
+    """One image: its resolved path, its labels and extras.
+
+    Attributes:
+        path: the image file.
+        labels: one label index per group, in schema order (``-1``: none; always ``-1`` for a
+            multi-label group).
+        split: ``train``, ``val``, ``test`` or None.
+        line: the manifest line it came from.
+        extra: the other columns (``class``, ...).
+        multi: per multi-label group with any label, one entry per value: ``1`` present, ``0``
+            absent, ``-1`` unknown. A group missing here is unknown altogether.
+    """
 
     path: str
     labels: tuple[int, ...]
     split: str | None = None
     line: int = 0
     extra: Mapping[str, str] = field(default_factory=dict)
+    multi: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
+
+    def targets(self, schema: Schema) -> list[int]:
+        """The training target row: :attr:`labels`, then every multi-label group's values
+        (see :attr:`attrtag.schema.Schema.multi_slices`)."""
+        row = list(self.labels)
+        for g in schema.multi:
+            row += self.multi.get(g.name, (-1,) * len(g))
+        return row
 
 
 @dataclass
@@ -86,11 +109,12 @@ def _make_sample(
     unknown = [g for g in labels if g not in schema]
     if unknown:
         raise ManifestError(f"{where}: unknown group '{unknown[0]}' (schema groups: {', '.join(schema.names)})")
-    idx = tuple(_label_index(schema, g, labels.get(g), where) for g in schema.names)
+    idx = tuple(-1 if g.multi else _label_index(schema, g.name, labels.get(g.name), where) for g in schema)
+    multi = {g.name: v for g in schema.multi if (v := parse_values(g, labels.get(g.name), where)) is not None}
     split_s = None if split is None or str(split).strip() in MISSING_TOKENS else str(split).strip()
     if split_s is not None and split_s not in SPLITS:
         raise ManifestError(f"{where}: split '{split_s}' is not one of {', '.join(SPLITS)}")
-    return Sample(path=os.fspath(full), labels=idx, split=split_s, line=line, extra=extra)
+    return Sample(path=os.fspath(full), labels=idx, split=split_s, line=line, extra=extra, multi=multi)
 
 
 def _csv_rows(path: Path, schema: Schema) -> Iterable[tuple[int, dict[str, Any], dict[str, str]]]:
@@ -199,10 +223,16 @@ class GroupCoverage:
 
 
 def coverage(schema: Schema, samples: Iterable[Sample]) -> list[GroupCoverage]:
-    """Label coverage per group over ``samples``."""
+    """Label coverage per group over ``samples``: images with any label for it, and per value the
+    images labelled with it (a multi-label group: the images it is present in)."""
     samples = list(samples)
     out = []
     for j, g in enumerate(schema.groups):
+        if g.multi:
+            rows = [r.multi[g.name] for r in samples if g.name in r.multi]
+            per_value = tuple((v, sum(row[i] == PRESENT for row in rows)) for i, v in enumerate(g.values))
+            out.append(GroupCoverage(group=g.name, labelled=len(rows), total=len(samples), per_value=per_value))
+            continue
         counts = Counter(r.labels[j] for r in samples if r.labels[j] >= 0)
         out.append(
             GroupCoverage(
@@ -221,6 +251,17 @@ def label_counts(schema: Schema, samples: Iterable[Sample]) -> dict[str, tuple[i
     What a model card stores as ``label_counts`` (the training label priors).
     """
     return {c.group: tuple(n for _, n in c.per_value) for c in coverage(schema, samples)}
+
+
+def value_totals(schema: Schema, samples: Iterable[Sample]) -> dict[str, tuple[int, ...]]:
+    """``{multi-label group: (images where each value is known, present or absent)}`` over ``samples``.
+
+    With :func:`label_counts` (the images a value is present in) it gives each value's prior,
+    what a model card stores as ``label_totals``.
+    """
+    samples = list(samples)
+    return {g.name: tuple(sum(r.multi[g.name][i] in (PRESENT, ABSENT) for r in samples if g.name in r.multi)
+                          for i in range(len(g))) for g in schema.multi}
 
 
 def format_coverage(cov: list[GroupCoverage]) -> str:

@@ -10,11 +10,12 @@ import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
 from .._files import write_text
+from ..card import DEFAULT_THRESHOLD
 from ..data.batches import decode_batches, stack_inputs
 from ..data.manifest import SPLITS, Manifest, Sample
 from ..errors import AttrtagError
@@ -23,6 +24,7 @@ from ..schema import Schema
 from ..zeroshot.evaluation import ZeroShotReport, evaluate_splits, seen_and_unseen
 from ..zeroshot.scoring import ClassScoring
 from .metrics import GroupMetrics, group_metrics
+from .multilabel import MultiLabelMetrics, multilabel_metrics
 
 _logger = logging.getLogger(__name__)
 
@@ -35,7 +37,7 @@ class Predictions:
     """Per-group probabilities ``[N, n_g]`` of the decodable samples, their targets and failures."""
 
     probs: dict[str, np.ndarray]
-    targets: np.ndarray  # (N, G), -1 = no label
+    targets: np.ndarray  # (N, W) target rows (Schema.multi_slices), -1 = no label
     samples: list[Sample]
     failed: list[tuple[str, str]] = field(default_factory=list)
 
@@ -100,26 +102,43 @@ def predict(
                 probs[n].append(out[n])
     return Predictions(
         probs={n: np.concatenate(v) if v else np.zeros((0, len(schema[n])), np.float32) for n, v in probs.items()},
-        targets=np.array([s.labels for s in kept], dtype=np.int64).reshape(len(kept), len(schema)),
+        targets=np.array([s.targets(schema) for s in kept], dtype=np.int64).reshape(len(kept), schema.target_width),
         samples=kept,
         failed=failed,
     )
 
 
-def compute_metrics(schema: Schema, preds: Predictions) -> list[GroupMetrics]:
-    """Per-group metrics over the labelled images (argmax of each group's distribution)."""
-    out = []
+def compute_metrics(schema: Schema, preds: Predictions,
+                    thresholds: Mapping[str, Sequence[float]] | None = None) -> list[Any]:
+    """Per-group metrics over the labelled images, in schema order: :class:`GroupMetrics` (argmax of
+    each exclusive group's distribution) and :class:`MultiLabelMetrics` (each value decided at its
+    threshold: ``thresholds[group]``, default :data:`attrtag.card.DEFAULT_THRESHOLD`)."""
+    out: list[Any] = []
     for j, g in enumerate(schema.groups):
         p = preds.probs[g.name]
+        if g.multi:
+            t = (thresholds or {}).get(g.name) or (DEFAULT_THRESHOLD,) * len(g)
+            out.append(multilabel_metrics(g, p, preds.targets[:, schema.multi_slices[g.name]], t))
+            continue
         y_pred = p.argmax(1) if len(p) else np.zeros(0, np.int64)
         out.append(group_metrics(g.name, preds.targets[:, j], y_pred, len(g)))
     return out
 
 
 def val_loss(schema: Schema, preds: Predictions) -> float | None:
-    """Masked grouped cross-entropy of predictions (sum over groups of the mean NLL); None without labels."""
+    """Masked grouped loss of predictions: per exclusive group the mean NLL over its labelled images,
+    per multi-label group the mean binary cross-entropy over its known values; summed. None
+    without labels."""
     total, any_label = 0.0, False
     for j, g in enumerate(schema.groups):
+        if g.multi:
+            t = preds.targets[:, schema.multi_slices[g.name]]
+            known = t >= 0
+            if known.any():
+                p = np.clip(preds.probs[g.name][known], 1e-12, 1 - 1e-12)
+                total += float(-np.where(t[known] == 1, np.log(p), np.log1p(-p)).mean())
+                any_label = True
+            continue
         t = preds.targets[:, j]
         keep = t >= 0
         if keep.any():
@@ -230,7 +249,8 @@ def evaluate(
                     workers=workers, progress=progress)
     preds = every.take(samples) if zs_samples else every
     recorded = predictor.card.training
-    result = Evaluation(compute_metrics(predictor.schema, preds), preds, split, note=note,
+    metrics = compute_metrics(predictor.schema, preds, predictor.card.decision_thresholds)
+    result = Evaluation(metrics, preds, split, note=note,
                         includes_training=includes_training, training=None if recorded is None else dict(recorded))
     if classes is not None:
         result.zero_shot = _zero_shot(every.take(zs_samples), manifest, classes, class_column, unseen)
@@ -304,37 +324,46 @@ def _zero_shot_samples(manifest: Manifest, column: str, unseen: Sequence[str] | 
 
 
 def write_report(
-    out_dir: str | Path, schema: Schema, metrics: list[GroupMetrics], *, extra: dict[str, Any] | None = None
+    out_dir: str | Path, schema: Schema, metrics: list[Any], *, extra: dict[str, Any] | None = None
 ) -> dict[str, Path]:
-    """Write ``metrics.json`` and one confusion-matrix PNG per labelled group into ``out_dir``.
+    """Write ``metrics.json`` and one figure per labelled group into ``out_dir``: a confusion
+    matrix of an exclusive group, per-value AP and F1 of a multi-label group.
 
     Returns:
         ``{"json": path, <group>: png_path, ...}``; without matplotlib (the ``train`` extra)
         only the JSON, and a warning says so.
     """
     try:
-        from .plots import plot_confusion  # matplotlib only when a report is written
+        from .plots import plot_confusion, plot_values  # matplotlib only when a report is written
+        plots: Any = (plot_confusion, plot_values)
     except ImportError:
-        _logger.warning("confusion matrices not drawn: matplotlib is not installed (pip install 'attrtag[train]')")
-        plot_confusion = None
-
+        _logger.warning("figures not drawn: matplotlib is not installed (pip install 'attrtag[train]')")
+        plots = None
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     written: dict[str, Path] = {}
     groups = []
     for m in metrics:
-        values = schema[m.group].values
-        d = m.to_dict(values)
+        d = m.to_dict(schema[m.group].values)
         if m.labelled == 0:
             d["note"] = "no labels for this group in the evaluated images"
-        elif plot_confusion is not None:
-            png = out_dir / f"confusion_{m.group}.png"
-            plot_confusion(m.confusion, values, png, title=f"{m.group}  (n={m.labelled}, acc={100 * m.accuracy:.1f}%)")
-            d["confusion_png"] = png.name
-            written[m.group] = png
+        elif plots is not None:
+            written[m.group] = _figure(plots, m, schema, out_dir)
+            d["figure_png" if isinstance(m, MultiLabelMetrics) else "confusion_png"] = written[m.group].name
         groups.append(d)
     payload = {"groups": groups, **(extra or {})}
     path = out_dir / "metrics.json"
     write_text(path, json.dumps(payload, indent=2))
     written["json"] = path
     return written
+
+
+def _figure(plots: Any, m: Any, schema: Schema, out_dir: Path) -> Path:
+    plot_confusion, plot_values = plots
+    if isinstance(m, MultiLabelMetrics):
+        v = m.values
+        return plot_values([x.value for x in v], [x.ap for x in v], [x.f1 for x in v], [x.positives for x in v],
+                                 out_dir / f"values_{m.group}.png", title=f"{m.group}  (n={m.labelled}, mAP="
+                                 f"{'n/a' if m.mean_ap is None else f'{100 * m.mean_ap:.1f}%'})")
+    return plot_confusion(m.confusion, schema[m.group].values, out_dir / f"confusion_{m.group}.png",
+                                title=f"{m.group}  (n={m.labelled}, acc={100 * m.accuracy:.1f}%)")

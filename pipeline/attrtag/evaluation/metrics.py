@@ -1,8 +1,12 @@
-"""Per-group classification metrics over the labelled images only (numpy, no torch)."""
+"""Per-group classification metrics over the labelled images only (numpy, no torch).
+
+Exclusive groups here; multi-label groups in :mod:`attrtag.evaluation.multilabel`. Both kinds
+have a ``score`` (model selection: macro-F1, mAP) and sit in one list, in schema order.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -20,6 +24,11 @@ class GroupMetrics:
     macro_f1: float | None
     confusion: np.ndarray  # (n_values, n_values): rows = true value, cols = predicted
     majority_baseline: float | None = None
+
+    @property
+    def score(self) -> float | None:
+        """What model selection reads: macro-F1."""
+        return self.macro_f1
 
     def to_dict(self, values: tuple[str, ...] | None = None) -> dict[str, Any]:
         d: dict[str, Any] = {
@@ -64,21 +73,24 @@ def group_metrics(group: str, y_true: np.ndarray, y_pred: np.ndarray, n_values: 
     )
 
 
-def summary_score(metrics: list[GroupMetrics]) -> float:
-    """Mean macro-F1 over the groups that have labels (the model-selection score); 0 if none."""
-    vals = [m.macro_f1 for m in metrics if m.macro_f1 is not None]
+def summary_score(metrics: Sequence[Any]) -> float:
+    """Mean over the groups that have labels of their score (macro-F1; mAP for a multi-label
+    group): the model-selection score; 0 if none."""
+    vals = [m.score for m in metrics if m.score is not None]
     return float(np.mean(vals)) if vals else 0.0
 
 
-def format_metrics(metrics: list[GroupMetrics]) -> str:
-    """Text table: group, accuracy, macro-F1, labelled count, majority-class baseline."""
+def format_metrics(metrics: Sequence[Any]) -> str:
+    """Text table: group, accuracy, macro-F1, labelled count, majority-class baseline; then a
+    line per multi-label group (its ``describe()``)."""
     width = max([len(m.group) for m in metrics] + [5])
     lines = [f"  {'group':<{width}}  {'acc':>6}  {'macroF1':>7}  {'n':>6}  {'majority':>8}"]
     for m in metrics:
-        if m.labelled == 0:
+        if not isinstance(m, GroupMetrics):
+            lines.append(m.describe())
+        elif m.labelled == 0:
             lines.append(f"  {m.group:<{width}}  {'no labels':>6}")
-            continue
-        lines.append(
-            f"  {m.group:<{width}}  {100 * m.accuracy:5.1f}%  {100 * m.macro_f1:6.1f}%  {m.labelled:>6}  {100 * m.majority_baseline:7.1f}%"
-        )
+        else:
+            lines.append(f"  {m.group:<{width}}  {100 * m.accuracy:5.1f}%  {100 * m.macro_f1:6.1f}%  {m.labelled:>6}  "
+                         f"{100 * m.majority_baseline:7.1f}%")
     return "\n".join(lines)

@@ -67,3 +67,21 @@ def plot_history(history: Sequence[dict[str, Any]], groups: Sequence[str], path:
     ax2.legend(fontsize=7)
     _save(fig, path)
     return path
+
+
+def plot_values(names: Sequence[str], ap: Sequence[float | None], f1: Sequence[float | None],
+                positives: Sequence[int], path: str | Path, *, title: str = "") -> Path:
+    """A multi-label group's values side by side: average precision and F1 at the value's threshold,
+    with the labelled positives behind each (a value without both positives and negatives: no bar)."""
+    path = Path(path)
+    n = len(names)
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.5 * n + 2), 3.5))
+    x = np.arange(n)
+    ax.bar(x - 0.2, [a if a is not None else 0 for a in ap], 0.4, label="average precision")
+    ax.bar(x + 0.2, [f if f is not None else 0 for f in f1], 0.4, label="F1 at threshold")
+    ax.set_xticks(x, [f"{v}\n(n+={p})" for v, p in zip(names, positives)], rotation=60, ha="right", fontsize=8)
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=8)
+    ax.set_title(title, fontsize=9)
+    _save(fig, path)
+    return path

@@ -57,10 +57,11 @@ class AttributeModel(nn.Module):
 
 
 class ProbabilityModel(nn.Module):
-    """Wraps :class:`AttributeModel` to return each group's softmax as a tuple in schema order.
+    """Wraps :class:`AttributeModel` to return each group's probabilities as a tuple in schema order:
+    a softmax for an exclusive group, one sigmoid per value for a multi-label group.
 
     This is the form that is exported to ONNX (one named output per group) and used for tagging.
-    Softmax runs in float32 even under autocast, so probabilities keep full precision.
+    It runs in float32 even under autocast, so probabilities keep full precision.
     """
 
     def __init__(self, model: AttributeModel) -> None:
@@ -69,7 +70,8 @@ class ProbabilityModel(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         logits = self.model(x)
-        return tuple(torch.softmax(logits[name].float(), dim=1) for name in self.model.schema.names)
+        return tuple(torch.sigmoid(logits[g.name].float()) if g.multi else torch.softmax(logits[g.name].float(), dim=1)
+                     for g in self.model.schema)
 
 
 def create_backbone(name: str, *, pretrained: bool | str | Path = False) -> nn.Module:

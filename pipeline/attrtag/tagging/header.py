@@ -67,6 +67,7 @@ class OutputMeta:
             "top_k": self.layout.top_k,
             "thresholds": {g: t for g, t in self.layout.threshold_items()},
             "classes": classes.to_dict() if classes is not None else None,
+            **({"value_thresholds": self.layout.value_threshold_items()} if self.layout.schema.multi else {}),
         }
 
     @classmethod
@@ -79,11 +80,13 @@ class OutputMeta:
                 )
             schema = Schema.from_dict(d["schema"], source=source)
             classes = d.get("classes")
+            values = d.get("value_thresholds") or {}
             layout = RecordLayout(
                 schema,
                 top_k=d.get("top_k"),
                 thresholds={str(g): float(t) for g, t in (d.get("thresholds") or {}).items()},
                 classes=ClassScoring.from_dict(classes, schema, source=source) if classes is not None else None,
+                value_thresholds={g: tuple(float(values[g][v]) for v in schema[g].values) for g in values},
             )
             return cls(layout, str(d["model"]), str(d["model_sha256"]))
         except (KeyError, TypeError, ValueError, SchemaError) as err:
@@ -113,6 +116,7 @@ class OutputMeta:
         for what, old, new in (
             ("`top_k`", found.layout.top_k, self.layout.top_k),
             ("`thresholds`", dict(found.layout.thresholds), dict(self.layout.thresholds)),
+            ("value `thresholds`", found.layout.value_threshold_items(), self.layout.value_threshold_items()),
         ):
             if old != new:
                 raise OutputMismatchError(f"{source} was written with {what} {old}, this run uses {new}; {fix}")

@@ -18,6 +18,7 @@ import numpy as np
 
 from ..data.batches import Decoded
 from ..errors import OutputError
+from ..card import DEFAULT_THRESHOLD
 from ..schema import Group, Schema
 from ..zeroshot.classifier import ZeroShotResult
 from ..zeroshot.scoring import ClassScoring
@@ -62,15 +63,19 @@ class RecordLayout:
     Attributes:
         schema: the model's groups and values (the record's group order).
         top_k: keep only the ``k`` most probable values in ``<group>_probs`` (None: all).
-        thresholds: group -> minimum top probability; groups below it are listed in
+        thresholds: exclusive group -> minimum top probability; groups below it are listed in
             ``uncertain``. Empty: no ``uncertain`` field at all.
         classes: zero-shot class scoring (built for ``schema``); None: no class fields.
+        value_thresholds: multi-label group -> each value's decision threshold, in value order
+            (a value is present when its probability reaches it); a group not given decides
+            every value at :data:`attrtag.card.DEFAULT_THRESHOLD`.
     """
 
     schema: Schema
     top_k: int | None = None
     thresholds: Mapping[str, float] = field(default_factory=dict)
     classes: ClassScoring | None = None
+    value_thresholds: Mapping[str, tuple[float, ...]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.top_k is not None and (isinstance(self.top_k, bool) or self.top_k < 1):
@@ -81,6 +86,10 @@ class RecordLayout:
                                   f"(groups: {', '.join(self.schema.names)})")
             if not 0.0 <= t <= 1.0:
                 raise OutputError(f"`thresholds` {g}={t}: a threshold is a probability between 0 and 1")
+            if self.schema[g].multi:
+                raise OutputError(f"`thresholds` {g}={t}: '{g}' is a multi-label group, so a threshold decides its "
+                                  "values (value thresholds), not whether it is uncertain")
+        self._check_value_thresholds()
         for g in self.schema:
             for name in (g.name, *g.values):
                 if any(c in name for c in "\r\n"):
@@ -90,7 +99,7 @@ class RecordLayout:
                     )
         taken = set(_FIXED_COLUMNS) | (set(CLASS_FIELDS) if self.classes is not None else set())
         for g in self.schema.names:
-            for col in (g, f"{g}_prob", f"{g}_probs"):
+            for col in (g, f"{g}_prob", f"{g}_probs"):  # a multi-label group has no _prob, yet keeps it free
                 if col in taken:
                     raise OutputError(
                         f"schema group '{g}' gives output column '{col}', which is already used"
@@ -100,6 +109,19 @@ class RecordLayout:
                 taken.add(col)
         if self.classes is not None:
             self._check_classes(self.classes)
+
+    def _check_value_thresholds(self) -> None:
+        for g, ts in self.value_thresholds.items():
+            if g not in self.schema or not self.schema[g].multi:
+                raise OutputError(f"`thresholds` {g}: decision thresholds are for multi-label groups "
+                                  f"({', '.join(x.name for x in self.schema.multi) or 'the model has none'})")
+            if len(ts) != len(self.schema[g]) or not all(0.0 <= t <= 1.0 for t in ts):
+                raise OutputError(f"`thresholds` {g}: {list(ts)} is not one probability per value of '{g}'")
+
+    def decision_threshold(self, group: str, i: int) -> float:
+        """Value ``i`` of multi-label ``group`` is present at this probability or above."""
+        ts = self.value_thresholds.get(group)
+        return ts[i] if ts else DEFAULT_THRESHOLD
 
     def _check_classes(self, classes: ClassScoring) -> None:
         if classes.schema != self.schema:
@@ -115,8 +137,8 @@ class RecordLayout:
     def columns(self) -> tuple[str, ...]:
         """Flat column names in order (CSV header, Parquet schema, the Ray engine's columns)."""
         cols = ["path"]
-        for g in self.schema.names:
-            cols += [g, f"{g}_prob", f"{g}_probs"]
+        for g in self.schema:
+            cols += [g.name, f"{g.name}_probs"] if g.multi else [g.name, f"{g.name}_prob", f"{g.name}_probs"]
         if self.thresholds:
             cols.append("uncertain")
         if self.classes is not None:
@@ -149,7 +171,7 @@ class RecordLayout:
         records: list[TagRecord] = [{"path": p} for p in paths]
         rounded = round_probs({g.name: probs[g.name] for g in self.schema})
         for group in self.schema:
-            self._group_fields(records, group, rounded[group.name])
+            (self._multi_fields if group.multi else self._group_fields)(records, group, rounded[group.name])
         if self.thresholds:
             for rec in records:
                 rec["uncertain"] = [g for g, t in self.threshold_items() if rec[f"{g}_prob"] < t]
@@ -172,6 +194,19 @@ class RecordLayout:
         for rec, row, t, idx in zip(records, p.tolist(), top.tolist(), order.tolist()):
             rec[group.name] = group.values[t]
             rec[f"{group.name}_prob"] = row[t]
+            rec[f"{group.name}_probs"] = {group.values[i]: row[i] for i in idx}
+
+    def _multi_fields(self, records: list[TagRecord], group: Group, p: np.ndarray) -> None:
+        """``<group>`` (the values present, in value order) and ``<group>_probs`` of every record."""
+        if p.shape != (len(records), len(group)):
+            raise ValueError(f"group '{group.name}': probabilities of shape {p.shape}, expected "
+                             f"{(len(records), len(group))}")
+        cut = np.array([self.decision_threshold(group.name, i) for i in range(len(group))])
+        present = p >= cut  # (B, n)
+        order = (np.broadcast_to(np.arange(len(group)), p.shape) if self.top_k is None
+                 else np.argsort(-p, axis=1, kind="stable")[:, : self.top_k])
+        for rec, row, on, idx in zip(records, p.tolist(), present.tolist(), order.tolist()):
+            rec[group.name] = [v for v, yes in zip(group.values, on) if yes]
             rec[f"{group.name}_probs"] = {group.values[i]: row[i] for i in idx}
 
     def rescored(self, records: Sequence[TagRecord], source: "RecordLayout") -> list[TagRecord]:
@@ -224,6 +259,10 @@ class RecordLayout:
     def threshold_items(self) -> list[tuple[str, float]]:
         return [(g, self.thresholds[g]) for g in self.schema.names if g in self.thresholds]
 
+    def value_threshold_items(self) -> dict[str, dict[str, float]]:
+        """Every multi-label value's decision threshold, ``{group: {value: t}}`` (the output header's)."""
+        return {g.name: {v: self.decision_threshold(g.name, i) for i, v in enumerate(g.values)} for g in self.schema.multi}
+
     @staticmethod
     def error_record(path: str, code: str, message: str) -> TagRecord:
         """The record of an image that could not be tagged.
@@ -272,10 +311,13 @@ class RecordLayout:
         if get("error") is not None:
             return self.error_record(path, str(get("error")), str(get("message") or ""))
         rec: TagRecord = {"path": path}
-        for g in self.schema.names:
-            rec[g] = str(get(g))
-            rec[f"{g}_prob"] = float(get(f"{g}_prob"))
-            rec[f"{g}_probs"] = json.loads(get(f"{g}_probs"))
+        for g in self.schema:
+            if g.multi:
+                rec[g.name] = json.loads(get(g.name) or "[]")
+            else:
+                rec[g.name] = str(get(g.name))
+                rec[f"{g.name}_prob"] = float(get(f"{g.name}_prob"))
+            rec[f"{g.name}_probs"] = json.loads(get(f"{g.name}_probs"))
         if self.thresholds:
             rec["uncertain"] = json.loads(get("uncertain") or "[]")
         if self.classes is not None:

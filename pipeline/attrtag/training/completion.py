@@ -3,7 +3,9 @@
 The teacher is the exponential moving average of the weights (:mod:`.ema`), run in eval mode on
 the same augmented batch. For each group an image has no label for, its prediction becomes a
 label (``hard``: the most probable value; ``soft``: the whole distribution) when the teacher's
-top probability reaches a threshold. Given labels are never touched.
+top probability reaches a threshold. In a multi-label group each unknown value is filled on its
+own (``hard``: present or absent; ``soft``: its probability) when the teacher is that sure of it
+either way (``p >= threshold`` or ``p <= 1 - threshold``). Given labels are never touched.
 
 Curriculum (Durand et al. 2019, "Learning a Deep ConvNet for Multi-label Classification with
 Partial Labels", section 4: complete a growing share of the missing labels as training goes):
@@ -48,10 +50,15 @@ def fill_labels(
 
     Returns:
         ``{group: (probs (B, n), weight (B,))}`` with weight ``weight`` where a label was
-        filled and 0 elsewhere (every given label among them).
+        filled and 0 elsewhere (every given label among them); the weight of a multi-label
+        group is ``(B, n)``, one per value.
     """
     out: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
     for j, name in enumerate(criterion.names):
+        if name in criterion.multi:
+            out[name] = _fill_values(criterion.probabilities(name, teacher_logits[name]).detach().float(),
+                                     targets[:, criterion.multi[name]], mode=mode, threshold=threshold, weight=weight)
+            continue
         with torch.no_grad():
             p = criterion.probabilities(name, teacher_logits[name]).float()  # (B, n)
             conf, top = p.max(1)
@@ -59,3 +66,12 @@ def fill_labels(
             probs = F.one_hot(top, p.shape[1]).float() if mode == "hard" else p
             out[name] = (probs, take.float() * weight)
     return out
+
+
+def _fill_values(p: torch.Tensor, known: torch.Tensor, *, mode: str, threshold: float,
+                 weight: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """A multi-label group's filled values: ``p`` (B, n) the teacher's, ``known`` the given labels."""
+    sure = torch.maximum(p, 1 - p) >= threshold
+    take = (known == IGNORE) & sure
+    probs = (p >= 0.5).float() if mode == "hard" else p
+    return probs, take.float() * weight

@@ -225,21 +225,22 @@ def gather_predictions(part: Predictions, samples: Sequence[Sample], ctx: DistCo
     if not ctx.active:
         return part
     where = {id(s): i for i, s in enumerate(samples)}
-    mine = ([where[id(s)] for s in part.samples], part.probs, part.failed)
+    mine = ([where[id(s)] for s in part.samples], part.probs, part.failed, part.targets)
     rows: list[int] = []
     probs: dict[str, list[np.ndarray]] = {g: [] for g in part.probs}
+    targets: list[np.ndarray] = []
     failed: list[tuple[str, str]] = []
-    for positions, p, f in ctx.all_gather(mine):
+    for positions, p, f, t in ctx.all_gather(mine):
         rows += positions
         for g in probs:
             probs[g].append(p[g])
+        targets.append(t)
         failed += f
     order = np.argsort(rows, kind="stable")
-    kept = [samples[rows[i]] for i in order]
     return Predictions(
         probs={g: np.concatenate(v)[order] for g, v in probs.items()},
-        targets=np.array([s.labels for s in kept], dtype=np.int64).reshape(len(kept), part.targets.shape[1]),
-        samples=kept,
+        targets=np.concatenate(targets)[order],
+        samples=[samples[rows[i]] for i in order],
         failed=failed,
     )
 

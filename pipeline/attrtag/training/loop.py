@@ -33,6 +33,7 @@ from ..data.loader import Batch, epoch_batches, make_loader
 from ..data.manifest import Manifest
 from ..evaluation.evaluate import compute_metrics, predict, val_loss
 from ..evaluation.metrics import GroupMetrics, summary_score
+from ..evaluation.multilabel import MultiLabelMetrics, choose_thresholds
 from ..model import save_checkpoint
 from ..runtime.torch_backend import TorchPredictor
 from ..schema import Schema
@@ -190,18 +191,31 @@ def _fill(run: TrainingRun, x: torch.Tensor, y: torch.Tensor) -> Filled | None:
                        weight=run.cfg.complete_weight)
 
 
-def validate(run: TrainingRun, row: dict[str, Any]) -> list[GroupMetrics]:
-    """Score the val split with the model as it is now (its EMA with ``--ema``); adds ``val_*`` figures to ``row``."""
+def validate(run: TrainingRun, row: dict[str, Any]) -> list[Any]:
+    """Score the val split with the model as it is now (its EMA with ``--ema``); adds ``val_*`` figures to ``row``.
+
+    A schema with multi-label groups also gets each value's threshold chosen on these images
+    (:func:`attrtag.evaluation.multilabel.choose_thresholds`), stored in the model card, so the
+    checkpoint of this epoch carries the thresholds of its own weights.
+    """
     if not run.val_samples:
         return []
     predictor = TorchPredictor(run.output, device=str(run.device))
     part = predict(predictor, val_shard(run.val_samples, run.dist), batch_size=run.cfg.batch_size * 2,
                    workers=run.cfg.workers)
     preds = gather_predictions(part, run.val_samples, run.dist)  # every val image once, in order
-    metrics = compute_metrics(run.schema, preds)
+    if run.schema.multi:
+        chosen = choose_thresholds(run.schema, preds.probs, preds.targets,
+                                   chosen_on=f"the val split, {len(preds.samples)} images, epoch {row['epoch']}")
+        run.model.card = run.model.card.replace(value_thresholds=chosen)
+    metrics = compute_metrics(run.schema, preds, run.model.card.decision_thresholds)
     row["val_loss"] = val_loss(run.schema, preds)
     for m in metrics:
-        row[f"val_acc/{m.group}"] = m.accuracy
+        if isinstance(m, MultiLabelMetrics):
+            row[f"val_map/{m.group}"] = m.mean_ap
+            row[f"val_acc/{m.group}"] = m.mean_accuracy
+        else:
+            row[f"val_acc/{m.group}"] = m.accuracy
         row[f"val_f1/{m.group}"] = m.macro_f1
         row[f"val_n/{m.group}"] = m.labelled
     row["val_score"] = summary_score(metrics)

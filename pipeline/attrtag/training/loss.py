@@ -1,10 +1,18 @@
 """Masked grouped losses for partially labelled images.
 
-Targets are ``[B, G]`` integer tensors, one column per group in schema order, with ``-1`` where
-an image has no label for that group (nanoGPT's ``ignore_index=-1`` convention). Labels filled in
-by a teacher (:mod:`.completion`) come separately, as ``filled = {group: (probs [B, n], weight
-[B])}``: a distribution per image (one-hot for hard labels) and its weight, 0 where nothing was
-filled; they only ever sit where the given target is ``-1``.
+Targets are ``[B, W]`` integer tensors, the samples' target rows: one column per group in schema
+order, with ``-1`` where an image has no label for that group (nanoGPT's ``ignore_index=-1``
+convention), then the values of every multi-label group (``1`` present, ``0`` absent, ``-1``
+unknown; :attr:`attrtag.schema.Schema.multi_slices`). Labels filled in by a teacher
+(:mod:`.completion`) come separately, as ``filled = {group: (probs [B, n], weight [B])}``: a
+distribution per image (one-hot for hard labels) and its weight, 0 where nothing was filled (for
+a multi-label group, each value's probability and weight ``[B, n]``); they only ever sit where
+the given target is ``-1``.
+
+A multi-label group is one sigmoid and binary cross-entropy per value, masked per value: an
+unknown value adds nothing to the loss or to its normaliser, the count of known (image, value)
+pairs. Its class weights are positive weights (BCE's ``pos_weight``), its logit offsets the
+values' prior log-odds (:func:`binary_logit_adjustment`).
 
 Each group's term is a sum over the labelled images (given and filled, weighted) divided by that
 group's label count (:meth:`denominators`). Passing the counts of a larger batch
@@ -29,7 +37,7 @@ from ..schema import Schema
 
 IGNORE = -1
 
-#: ``{group: (probs (B, n), weight (B,))}``: teacher-filled labels, weight 0 where none.
+#: ``{group: (probs (B, n), weight (B,) or (B, n))}``: teacher-filled labels, weight 0 where none.
 Filled = Mapping[str, tuple[torch.Tensor, torch.Tensor]]
 
 
@@ -47,8 +55,9 @@ class MaskedGroupLoss(nn.Module):
         group_weights: optional multiplier per group name (default 1).
         class_weights: optional ``{group: tensor[n_values]}`` per-class weights (see
             :func:`class_weights_from_counts`); the group's mean is then weighted, as in
-            ``F.cross_entropy(weight=...)``.
-        label_smoothing: as in ``F.cross_entropy`` (softmax losses only).
+            ``F.cross_entropy(weight=...)``. For a multi-label group: positive weights
+            (:func:`positive_weights`), as BCE's ``pos_weight``.
+        label_smoothing: as in ``F.cross_entropy`` (softmax losses of exclusive groups only).
         logit_offsets: optional ``{group: tensor[n_values]}`` added to the logits in the loss
             (see :func:`logit_adjustment`).
     """
@@ -64,6 +73,8 @@ class MaskedGroupLoss(nn.Module):
     ) -> None:
         super().__init__()
         self.names = schema.names
+        #: Multi-label groups and where their values sit in a target row.
+        self.multi = schema.multi_slices
         unknown = set(group_weights or {}) | set(class_weights or {}) | set(logit_offsets or {})
         unknown -= set(self.names)
         if unknown:
@@ -86,7 +97,14 @@ class MaskedGroupLoss(nn.Module):
         return x if offset is None else x + offset
 
     def probabilities(self, name: str, x: torch.Tensor) -> torch.Tensor:
-        """What the loss fits to the labels: the distribution of group ``name`` given its logits."""
+        """What the loss fits to the labels given group ``name``'s logits: its distribution, or each
+        value's probability for a multi-label group."""
+        if name in self.multi:
+            return torch.sigmoid(self.adjusted(name, x))
+        return self.exclusive_probabilities(name, x)
+
+    def exclusive_probabilities(self, name: str, x: torch.Tensor) -> torch.Tensor:
+        """The distribution an exclusive group's logits give (the subclass's link function)."""
         raise NotImplementedError
 
     def per_image(self, x: torch.Tensor, target: torch.Tensor, cw: torch.Tensor | None) -> torch.Tensor:
@@ -94,10 +112,17 @@ class MaskedGroupLoss(nn.Module):
         raise NotImplementedError
 
     def denominators(self, targets: torch.Tensor, filled: Filled | None = None) -> torch.Tensor:
-        """Each group's label count ``(G,)`` float32: labelled images (their class weights) plus filled weights."""
-        labelled = (targets != IGNORE).float()  # (B, G)
+        """Each group's label count ``(G,)`` float32: labelled images (their class weights) plus
+        filled weights; for a multi-label group, known (image, value) pairs plus filled weights."""
+        labelled = (targets != IGNORE).float()  # (B, W)
         cols = []
         for j, name in enumerate(self.names):
+            if name in self.multi:
+                col = labelled[:, self.multi[name]].sum(1)
+                if filled is not None and name in filled:
+                    col = col + filled[name][1].sum(1)
+                cols.append(col)
+                continue
             cw = getattr(self, f"cw_{name}")
             col = labelled[:, j] if cw is None else cw[targets[:, j].clamp(min=0)] * labelled[:, j]
             if filled is not None and name in filled:
@@ -124,21 +149,42 @@ class MaskedGroupLoss(nn.Module):
             # Sums without boolean indexing (no host sync on CUDA). With no labels the sum is a
             # zero still connected to this group's logits, so every parameter takes part in the
             # graph, and a zero count divides by 1, not 0: the term is 0, never NaN.
-            total_g = self.per_image(x, targets[:, j], cw).sum()
-            if filled is not None and name in filled:
-                probs, weight = filled[name]
-                total_g = total_g + (weight * self.per_image(x, probs.to(x.dtype), cw)).sum()
+            fill = None if filled is None else filled.get(name)
+            total_g = (self._multi_sum(x, targets[:, self.multi[name]], cw, fill) if name in self.multi
+                       else self._exclusive_sum(x, targets[:, j], cw, fill))
             term = total_g / torch.where(den[j] > 0, den[j], torch.ones_like(den[j])) * self.group_weights[name]
             out[name] = term
             total = term if total is None else total + term
         out["loss"] = total  # type: ignore[assignment]
         return out
 
+    def _exclusive_sum(self, x: torch.Tensor, target: torch.Tensor, cw: torch.Tensor | None,
+                       fill: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
+        total = self.per_image(x, target, cw).sum()
+        if fill is not None:
+            probs, weight = fill
+            total = total + (weight * self.per_image(x, probs.to(x.dtype), cw)).sum()
+        return total
+
+    @staticmethod
+    def _multi_sum(x: torch.Tensor, target: torch.Tensor, pos_weight: torch.Tensor | None,
+                   fill: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
+        """Summed BCE of the known (image, value) pairs of a multi-label group, plus the filled ones."""
+        known = (target != IGNORE).to(x.dtype)  # (B, n): an unknown value adds nothing
+        bce = F.binary_cross_entropy_with_logits(x, target.clamp(min=0).to(x.dtype), pos_weight=pos_weight,
+                                                 reduction="none")
+        total = (bce * known).sum()
+        if fill is not None:
+            probs, weight = fill
+            soft = F.binary_cross_entropy_with_logits(x, probs.to(x.dtype), pos_weight=pos_weight, reduction="none")
+            total = total + (weight * soft).sum()
+        return total
+
 
 class MaskedGroupedCrossEntropy(MaskedGroupLoss):
     """The grouped softmax: each group's mean cross-entropy over the images labelled for it."""
 
-    def probabilities(self, name: str, x: torch.Tensor) -> torch.Tensor:
+    def exclusive_probabilities(self, name: str, x: torch.Tensor) -> torch.Tensor:
         return torch.softmax(self.adjusted(name, x), dim=1)
 
     def per_image(self, x: torch.Tensor, target: torch.Tensor, cw: torch.Tensor | None) -> torch.Tensor:
@@ -181,6 +227,29 @@ def class_weights_from_counts(counts: torch.Tensor, *, power: float = 0.5) -> to
     w = torch.where(c > 0, c.clamp(min=1).pow(-power), torch.zeros_like(c))
     present = w > 0
     return w / w[present].mean() if present.any() else w
+
+
+def positive_weights(present: torch.Tensor, known: torch.Tensor, *, power: float = 0.5) -> torch.Tensor:
+    """A multi-label group's positive weights: ``(absent / present) ** power`` per value.
+
+    BCE's ``pos_weight``: a value present in 1 of 100 labelled images gets its positives weighted
+    ``sqrt(99)``, as :func:`class_weights_from_counts` weights a rare class (``power=1`` is the
+    usual ``neg / pos``). A value never present, or never absent, keeps weight 1.
+    """
+    pos, neg = present.double(), (known - present).double()
+    ok = (pos > 0) & (neg > 0)
+    return torch.where(ok, (neg / pos.clamp(min=1)).pow(power), torch.ones_like(pos)).float()
+
+
+def binary_logit_adjustment(present: torch.Tensor, known: torch.Tensor, tau: float) -> torch.Tensor:
+    """``tau * log-odds`` of each value's prior in a multi-label group (present among known).
+
+    Logit adjustment for independent sigmoids: the loss sees ``logit + tau * log(p / (1 - p))``,
+    so the model's own logit learns the evidence beyond the prior, and a rare value is not
+    decided against by its rarity alone. One pseudo-count each way keeps it finite.
+    """
+    pos, neg = present.double() + 1, (known - present).double() + 1
+    return (tau * torch.log(pos / neg)).float()
 
 
 def logit_adjustment(counts: torch.Tensor, tau: float, *, sigmoid: bool = False) -> torch.Tensor:

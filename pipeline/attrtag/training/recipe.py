@@ -15,8 +15,8 @@ from ..errors import AttrtagError
 from ..schema import Schema
 from .config import TrainConfig
 from .loss import (
-    MaskedGroupedCrossEntropy, MaskedGroupLoss, MaskedSigmoidBCE, class_weights_from_counts, log_size_weights,
-    logit_adjustment,
+    MaskedGroupedCrossEntropy, MaskedGroupLoss, MaskedSigmoidBCE, binary_logit_adjustment, class_weights_from_counts,
+    log_size_weights, logit_adjustment, positive_weights,
 )
 
 
@@ -36,15 +36,29 @@ def make_criterion(
                 logit_offsets=logit_offsets)
 
 
-def criterion_for(cfg: TrainConfig, schema: Schema, counts: Mapping[str, Sequence[int]]) -> MaskedGroupLoss:
-    """:func:`make_criterion` with what the training label ``counts`` give: class weights, logit adjustment."""
+def criterion_for(cfg: TrainConfig, schema: Schema, counts: Mapping[str, Sequence[int]],
+                  totals: Mapping[str, Sequence[int]] | None = None) -> MaskedGroupLoss:
+    """:func:`make_criterion` with what the training label ``counts`` give: class weights, logit adjustment.
+
+    ``totals``: per multi-label group, the images each value is known in (its ``counts`` are the
+    images it is present in): positive weights and the values' prior log-odds come from both.
+    """
     class_weights = offsets = None
     if cfg.class_weights:
-        class_weights = {n: class_weights_from_counts(torch.tensor(counts[n])) for n in schema.names}
+        class_weights = {g.name: positive_weights(*_present_known(g.name, counts, totals)) if g.multi
+                         else class_weights_from_counts(torch.tensor(counts[g.name])) for g in schema}
     if cfg.logit_adjust:
-        offsets = {n: logit_adjustment(torch.tensor(counts[n]), cfg.logit_adjust, sigmoid=cfg.loss == "sigmoid_bce")
-                   for n in schema.names}
+        offsets = {g.name: binary_logit_adjustment(*_present_known(g.name, counts, totals), cfg.logit_adjust)
+                   if g.multi else logit_adjustment(torch.tensor(counts[g.name]), cfg.logit_adjust,
+                                                    sigmoid=cfg.loss == "sigmoid_bce") for g in schema}
     return make_criterion(cfg, schema, class_weights, offsets)
+
+
+def _present_known(name: str, counts: Mapping[str, Sequence[int]],
+                   totals: Mapping[str, Sequence[int]] | None) -> tuple[torch.Tensor, torch.Tensor]:
+    if totals is None or name not in totals:
+        raise AttrtagError(f"multi-label group '{name}': how many images each value is known in is not recorded")
+    return torch.tensor(counts[name]), torch.tensor(totals[name])
 
 
 def lr_lambda(step: int, *, warmup_steps: int, total_steps: int, min_ratio: float) -> float:

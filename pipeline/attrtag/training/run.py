@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from ..data.loader import ImageDataset
-from ..data.manifest import Manifest, Sample, label_counts
+from ..data.manifest import Manifest, Sample, label_counts, value_totals
 from ..errors import AttrtagError
 from ..model import AttributeModel, build_model, check_input_size, load_checkpoint
 from ..runtime.torch_backend import torch_device
@@ -109,9 +109,10 @@ def prepare_run(
 
     model, ema = _model_and_ema(cfg, schema, train_samples, ctx, ckpt)
     counts = model.card.label_counts or label_counts(schema, train_samples)  # the whole split's, on every process
-    criterion = criterion_for(cfg, schema, counts).to(device)
+    totals = model.card.label_totals or value_totals(schema, train_samples)
+    criterion = criterion_for(cfg, schema, counts, totals).to(device)
 
-    train_set = ImageDataset(train_samples, model.card.preprocessing, seed=cfg.seed)
+    train_set = ImageDataset(train_samples, model.card.preprocessing, schema, seed=cfg.seed)
     drop_last = len(train_set) > cfg.batch_size  # a batch of 1 breaks BatchNorm
     steps_per_epoch = len(train_set) // cfg.batch_size if drop_last else 1
     if cfg.max_steps_per_epoch > 0:
@@ -162,7 +163,8 @@ def _model_and_ema(
     )
     if ckpt is None:
         # The card records what the model was taught: zero-shot priors and rule lint need it.
-        model.card = model.card.replace(label_counts=label_counts(schema, train_samples))
+        model.card = model.card.replace(label_counts=label_counts(schema, train_samples),
+                                        label_totals=value_totals(schema, train_samples) or None)
     model.card = model.card.replace(training=cfg.learning_options())
     check_input_size(model)
     if cfg.sync_bn:

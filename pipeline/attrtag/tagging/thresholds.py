@@ -1,0 +1,66 @@
+"""The thresholds of a tagging run: when an exclusive group is uncertain, when a multi-label value is present.
+
+One argument carries both, as ``attrtag tag --threshold`` does: a number, or a mapping of
+
+* ``"*"``: the uncertainty threshold of every exclusive group not named;
+* an exclusive group: its uncertainty threshold (below it, the group is listed in ``uncertain``);
+* a multi-label group: the decision threshold of every one of its values;
+* ``"GROUP.VALUE"``: one multi-label value's decision threshold.
+
+Values not named keep the thresholds the model card carries (chosen on the val split), else
+:data:`attrtag.card.DEFAULT_THRESHOLD`.
+"""
+from __future__ import annotations
+
+from typing import Mapping, Union
+
+from ..card import DEFAULT_THRESHOLD
+from ..errors import AttrtagError
+from ..schema import Schema
+
+#: A threshold for every exclusive group, or per group and multi-label value.
+Thresholds = Union[float, Mapping[str, float]]
+
+
+def split_thresholds(
+    thresholds: Thresholds | None, schema: Schema, chosen: Mapping[str, tuple[float, ...]] | None = None,
+) -> tuple[dict[str, float], dict[str, tuple[float, ...]]]:
+    """``(uncertainty thresholds of exclusive groups, decision thresholds of multi-label values)``.
+
+    Args:
+        thresholds: what the run was given (see the module docstring).
+        schema: the model's schema.
+        chosen: the card's decision thresholds (``ModelCard.decision_thresholds``).
+
+    Raises:
+        AttrtagError: a group or value the model lacks, or a number that is not a probability.
+    """
+    given = {"*": thresholds} if isinstance(thresholds, (int, float)) else dict(thresholds or {})
+    values = {g: list(ts) for g, ts in (chosen or {}).items()}
+    values.update({g.name: values.get(g.name) or [DEFAULT_THRESHOLD] * len(g) for g in schema.multi})
+    uncertain: dict[str, float] = {}
+    for key, t in given.items():
+        if not (isinstance(t, (int, float)) and not isinstance(t, bool) and 0.0 <= t <= 1.0):
+            raise AttrtagError(f"`thresholds` {key}={t}: a threshold is a probability between 0 and 1")
+        group, value = _target(key, schema)
+        if value is not None:
+            values[group][schema[group].index(value)] = float(t)
+        elif group in values:
+            values[group] = [float(t)] * len(schema[group])
+        elif group != "*":
+            uncertain[group] = float(t)
+    default = given.get("*")
+    ordered = {g.name: uncertain.get(g.name, default) for g in schema if not g.multi}
+    return ({g: t for g, t in ordered.items() if t is not None}, {g: tuple(ts) for g, ts in values.items()})
+
+
+def _target(key: str, schema: Schema) -> tuple[str, str | None]:
+    """``(group, value or None)`` named by a key; the group of ``GROUP.VALUE`` must be multi-label."""
+    if key == "*" or key in schema:
+        return key, None
+    for g in schema.multi:
+        if key.startswith(g.name + ".") and key[len(g.name) + 1:] in g.values:
+            return g.name, key[len(g.name) + 1:]
+    names = ", ".join(schema.names)
+    raise AttrtagError(f"`thresholds` {key}: the model has no group '{key}' (groups: {names}; a multi-label "
+                       "value is GROUP.VALUE)")
