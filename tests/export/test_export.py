@@ -24,7 +24,7 @@ from attrtag.model import ProbabilityModel, build_model, save_checkpoint
 from attrtag.data.preprocess import Preprocessing
 from attrtag.zeroshot.rules import Rules
 from attrtag.schema import Schema
-from attrtag_onnx.metadata import FORMAT_VERSION, read_metadata
+from attrtag_onnx.metadata import read_metadata
 from attrtag_onnx.export import ExportError, export_onnx
 from attrtag_onnx.quantize import export_int8
 
