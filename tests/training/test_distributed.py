@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import os
+from typing import Any
 import shutil
 import subprocess
 import sys
@@ -31,7 +32,7 @@ from attrtag.training.config import TrainConfig
 from attrtag.training.distributed import DistContext
 from attrtag.training.loop import prepare_run, train, train_batch
 
-from tests.helpers import make_dataset
+from tests.helpers import make_dataset, make_multilabel_dataset
 
 pytestmark = pytest.mark.skipif(
     not (torch.distributed.is_available() and torch.distributed.is_gloo_available()), reason="no gloo in this torch"
@@ -251,7 +252,18 @@ def _batch(rows: slice) -> Batch:
 LEARN = dict(ema=True, complete="soft", complete_start=0.0, logit_adjust=1.0, group_balance="log", class_weights=True)
 
 
-def _one_step(rank: int, world: int, data: tuple[Path, Path], tmp: Path, options: dict | None = None) -> dict:
+def _multi_batch(rows: slice) -> Batch:
+    """:func:`_batch` with a multi-label group 'marks' (3 values): known on process 0's half only, partly."""
+    whole = _batch(slice(0, 8))
+    marks = torch.randint(0, 2, (8, 3), generator=torch.Generator().manual_seed(1))
+    marks[4:] = -1
+    marks[1, 0] = marks[2, 2] = -1
+    y = torch.cat([whole.targets, torch.full((8, 1), -1), marks], 1)  # the row: colour, shape, band, marks, values
+    return Batch(whole.images[rows], y[rows], torch.arange(8)[rows], [])
+
+
+def _one_step(rank: int, world: int, data: tuple[Path, Path], tmp: Path, options: dict | None = None,
+              batch: Any = _batch) -> dict:
     """One training step of this process's half (or the whole batch in one process); its gradients."""
     import attrtag.training.loop as loop
 
@@ -264,7 +276,7 @@ def _one_step(rank: int, world: int, data: tuple[Path, Path], tmp: Path, options
     threshold = loop.curriculum_threshold
     loop.curriculum_threshold = lambda cfg, epochs: 0.0  # a random teacher: let it fill every missing label now
     try:
-        loss, n = train_batch(run, _batch(slice(rank * 8 // world, (rank + 1) * 8 // world)))
+        loss, n = train_batch(run, batch(slice(rank * 8 // world, (rank + 1) * 8 // world)))
     finally:
         loop.curriculum_threshold = threshold
     return {"loss": loss, "n": n, "grads": {k: p.grad for k, p in run.model.named_parameters()},
@@ -329,3 +341,26 @@ def test_two_processes_agree_and_their_step_has_the_gradient_of_the_whole_batch(
         for k, g in whole["grads"].items():
             torch.testing.assert_close(half["grads"][k], g, rtol=1e-4, atol=1e-7, msg=k)
     assert torch.count_nonzero(whole["grads"]["head.fc.weight"][3:10]) > 0  # 'shape' learns from filled labels
+
+
+def _two_process_multi(rank: int, init_file: str, data: tuple[Path, Path], tmp: Path) -> None:
+    """One of two gloo processes: one step on a multi-label batch, every learning option on."""
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
+    torch.save(_one_step(rank, 2, data, tmp / f"m{rank}", LEARN, batch=_multi_batch), tmp / f"multi{rank}.pt")
+    dist.destroy_process_group()
+
+
+def test_two_processes_take_the_step_of_the_whole_batch_with_a_multi_label_group(tmp_path):
+    # Values known on one process only, filled values, positive weights, logit offsets: the
+    # global count of known (image, value) pairs makes the two halves one step.
+    data = make_multilabel_dataset(tmp_path / "data", 40, seed=3)
+    mp.spawn(_two_process_multi, args=(str(tmp_path / "init"), data, tmp_path), nprocs=2, join=True)
+    whole = _one_step(0, 1, data, tmp_path / "whole", LEARN, batch=_multi_batch)
+    assert whole["filled"][3] > 0  # the teacher filled unknown values of 'marks'
+    for rank in (0, 1):
+        half = torch.load(tmp_path / f"multi{rank}.pt")
+        assert half["filled"] == whole["filled"] and half["loss"] == pytest.approx(whole["loss"], rel=1e-6)
+        for k, g in whole["grads"].items():
+            torch.testing.assert_close(half["grads"][k], g, rtol=1e-4, atol=1e-7, msg=k)
