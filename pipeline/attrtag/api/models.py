@@ -28,7 +28,7 @@ from .tagger import _log_warning
 if TYPE_CHECKING:
     from attrtag_onnx.export import ExportReport
 
-    from ..evaluation.calibrate import CalibrationResult
+    from ..evaluation.calibrate import CalibrationResult, ThresholdRefit
     from ..evaluation.evaluate import Evaluation
     from ..training.config import TrainConfig
     from ..training.loop import TrainResult
@@ -157,9 +157,10 @@ def calibrate(
     priors: bool = True,
     class_column: str = "class", unseen: list[str] | None = None,
     device: str = "auto", batch_size: int = 64, workers: int = 2, skip_bad_rows: bool = False,
-    progress: Any = None, warn: Warn | None = None,
-) -> "CalibrationResult":
-    """Choose the zero-shot calibration of a model and store it, with the rules, in a model file.
+    progress: Any = None, warn: Warn | None = None, value_thresholds: bool = False,
+) -> "CalibrationResult | ThresholdRefit":
+    """Choose the zero-shot calibration of a model and store it, with the rules, in a model file;
+    with ``value_thresholds``, choose its multi-label values' decision thresholds again instead.
 
     The model is not modified unless ``in_place``: the calibrated model is written to ``out``
     (atomically either way). Tagging then applies the calibration by default.
@@ -173,17 +174,25 @@ def calibrate(
         priors: divide scores by the model's label priors (when it stores label counts).
         class_column, unseen, device, batch_size, workers, skip_bad_rows, progress, warn: as
             :func:`evaluate`'s.
+        value_thresholds: refit each multi-label value's threshold (best F1 on the val split)
+            instead of the zero-shot calibration; ``rules`` are then not used.
 
     Raises:
         AttrtagError: neither or both of ``out`` and ``in_place``, a suffix that differs, no
             rules, or what :func:`~attrtag.evaluation.calibrate.choose_calibration` refuses.
     """
-    from ..evaluation.calibrate import choose_calibration
+    from ..evaluation.calibrate import choose_calibration, refit_thresholds
 
     src = Path(model)
     kind = model_kind(src)  # a missing file, or one that is no model, is named before the options are judged
     target = _calibration_target(src, manifest, out, in_place)
     predictor = open_predictor(src, device=device, kind=kind)
+    if value_thresholds:
+        if not isinstance(manifest, Manifest):
+            manifest = read_manifest(manifest, predictor.schema, skip_bad=skip_bad_rows)
+        refit = refit_thresholds(predictor, manifest, batch_size=batch_size, workers=workers, progress=progress)
+        _restamp(src, predictor.card.replace(value_thresholds=refit.value_thresholds), target)
+        return refit
     if rules is None and predictor.rules is None:
         raise AttrtagError(f"{src}: the model embeds no rules; pass the rules to calibrate for (`rules=R`)")
     classes = class_scoring(predictor.card, rules, priors=priors, calibration=False, name=src.name,

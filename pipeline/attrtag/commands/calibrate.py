@@ -1,4 +1,8 @@
-"""``attrtag calibrate MODEL --manifest M (--out FILE | --in-place)``: zero-shot calibration that travels.
+"""``attrtag calibrate MODEL --manifest M (--out FILE | --in-place)``: calibration that travels.
+
+With ``--thresholds``: each multi-label value's decision threshold, chosen again (best F1) on the
+val split of M (every row without a split column), e.g. on images from where the model will be
+used; printed before and after. Otherwise the zero-shot constant, as follows.
 
 Chooses the calibrated-stacking constant (subtracted from the scores of the classes that had
 training images, so unseen classes are no longer swamped by seen ones) on the val split of a
@@ -24,6 +28,9 @@ def register(sub: Any) -> None:
     target = p.add_mutually_exclusive_group(required=True)
     target.add_argument("--out", metavar="FILE", help="write the calibrated model here (same suffix as MODEL)")
     target.add_argument("--in-place", action="store_true", help="replace MODEL itself (atomically)")
+    p.add_argument("--thresholds", action="store_true",
+                   help="choose the multi-label values' decision thresholds again (best F1 on the val split) "
+                   "instead of the zero-shot calibration")
     p.add_argument("--rules", metavar="R", help="class rules YAML (default: the rules embedded in MODEL)")
     p.add_argument("--class-column", default="class", metavar="NAME",
                    help="manifest column with each image's class (default: class)")
@@ -47,8 +54,14 @@ def run(args: argparse.Namespace) -> int:
     result = api.calibrate(
         args.model, args.manifest, out=args.out, in_place=args.in_place, rules=args.rules, priors=not args.no_priors,
         device=args.device, skip_bad_rows=args.skip_bad_rows, warn=warn, class_column=args.class_column, unseen=unseen,
-        batch_size=args.batch_size, workers=args.workers, progress=tqdm_progress,
+        batch_size=args.batch_size, workers=args.workers, progress=tqdm_progress, value_thresholds=args.thresholds,
     )
+    written = args.model if args.in_place else args.out
+    if args.thresholds:
+        print(format_refit(result))
+        print(f"stored in {written}{' (replaced)' if args.in_place else ''}; attrtag tag decides values with them "
+              "(--threshold GROUP.VALUE=P overrides one)")
+        return 0
     cal = result.calibration
     seen = ", ".join(cal.seen)
     print(f"calibrated {args.model} for {len(result.rules)} classes of {args.rules or 'its embedded rules'}: "
@@ -59,7 +72,6 @@ def run(args: argparse.Namespace) -> int:
         warn(f"left out (class not in the rules): {', '.join(f'{c} {n}' for c, n in sorted(result.skipped.items()))}")
     if result.failed:
         warn(f"{len(result.failed)} image(s) could not be decoded and were left out")
-    written = args.model if args.in_place else args.out
     print(f"gamma {cal.gamma:.4g} chosen on {cal.info['chosen_on']} to maximise H; stored with the rules in "
           f"{written}{' (replaced)' if args.in_place else ''}")
     print("attrtag tag and classify apply it by default with these rules (--no-calibration turns it off)")
@@ -82,3 +94,23 @@ def format_figures(figures: Any, gamma: float) -> str:
     lines.append(f"  (per-class accuracy in %, all classes candidates; after: gamma {gamma:.4g} subtracted from seen "
                  "classes; AUSUC: area under the seen-unseen curve over every gamma)")
     return "\n".join(lines)
+
+
+def format_refit(refit: Any) -> str:
+    """Each multi-label value's threshold and F1 before and after :func:`attrtag.evaluation.calibrate.refit_thresholds`."""
+    lines = [f"value thresholds chosen on {refit.value_thresholds['chosen_on']} (best F1 per value; "
+             f"{refit.value_thresholds['min_positives']} positives at least, else {refit.value_thresholds['default']:g})"]
+    for before, after in zip(refit.before, refit.after):
+        lines.append(f"  {after.group}: macro-F1 {_pct(before.macro_f1)} -> {_pct(after.macro_f1)}, micro-F1 "
+                     f"{_pct(before.micro_f1)} -> {_pct(after.micro_f1)}, mAP {_pct(after.mean_ap)}")
+        for b, a in zip(before.values, after.values):
+            lines.append(f"    {a.value:<16} threshold {b.threshold:.3f} -> {a.threshold:.3f}   F1 {_pct(b.f1)} -> "
+                         f"{_pct(a.f1)}   ({a.positives} positives, {a.negatives} negatives)")
+    fallback = [f"{g}.{v}" for g, vs in refit.value_thresholds["fallback"].items() for v in vs]
+    if fallback:
+        lines.append(f"  too few positives, kept at {refit.value_thresholds['default']:g}: {', '.join(fallback)}")
+    return "\n".join(lines)
+
+
+def _pct(x: float | None) -> str:
+    return "  n/a" if x is None else f"{100 * x:5.1f}%"

@@ -68,9 +68,11 @@ def register(sub: Any) -> None:
                    help="decode in threads (default; PIL releases the GIL) or processes")
     p.add_argument("--top-k", type=int, help="keep only the K most probable values of each group in <group>_probs")
     p.add_argument(
-        "--threshold", action="append", default=[], metavar="[GROUP=]P",
-        help="mark a group 'uncertain' when its top probability is below P; P alone applies to every "
-        "group, GROUP=P to one (repeatable; GROUP=P overrides P)",
+        "--threshold", action="append", default=[], metavar="[GROUP[.VALUE]=]P",
+        help="mark an exclusive group 'uncertain' when its top probability is below P; P alone applies to "
+        "every exclusive group, GROUP=P to one (repeatable; GROUP=P overrides P). For a multi-label group, "
+        "GROUP=P decides all its values at P and GROUP.VALUE=P one value (default: the thresholds the model "
+        "carries, chosen on the val split)",
     )
     p.add_argument(
         "--device", default="auto", help="auto (default: GPU when usable), cpu, cuda[:N] or tensorrt (ONNX only)"

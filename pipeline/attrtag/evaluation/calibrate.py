@@ -1,4 +1,5 @@
-"""Choosing the calibration that travels with a model (``attrtag calibrate``).
+"""Choosing the calibration that travels with a model (``attrtag calibrate``): the zero-shot
+constant, or (:func:`refit_thresholds`) the multi-label values' decision thresholds.
 
 The images of a labelled manifest with a class column are run through the model (the same
 decode pipeline tagging uses) and scored against the rules, divided by the model's label priors
@@ -27,6 +28,7 @@ from ..zeroshot.metrics import GzslAccuracy, choose_gamma, evaluate_gzsl, seen_u
 from ..zeroshot.rules import Rules
 from ..zeroshot.scoring import ClassScoring
 from .evaluate import Predictions, Progress, check_class_column, class_names, predict
+from .multilabel import MultiLabelMetrics, choose_thresholds, multilabel_metrics
 
 
 @dataclass(frozen=True)
@@ -160,3 +162,49 @@ def _figures(split: str, data: LabelledScores, s_idx: list[int], u_idx: list[int
     return SplitFigures(split, n_s, n_u, evaluate_gzsl(data.scores, y, s_idx, u_idx),
                         evaluate_gzsl(data.scores, y, s_idx, u_idx, gamma=gamma),
                         seen_unseen_curve(data.scores, y, s_idx, u_idx).area)
+
+
+@dataclass(frozen=True)
+class ThresholdRefit:
+    """What :func:`refit_thresholds` chose, and each multi-label group's figures before and after.
+
+    Attributes:
+        value_thresholds: the card entry (``{"groups": {group: {value: t}}, "fallback": ...}``).
+        before: per group, the metrics at the thresholds the model had.
+        after: per group, the metrics at the new thresholds (on the same images).
+        split: the images they were chosen on (``val``, or ``all`` without a split column).
+        failed: ``(path, reason)`` of images that could not be decoded.
+    """
+
+    value_thresholds: Mapping[str, Any]
+    before: tuple[MultiLabelMetrics, ...]
+    after: tuple[MultiLabelMetrics, ...]
+    split: str
+    failed: Sequence[tuple[str, str]] = ()
+
+
+def refit_thresholds(predictor: Predictor, manifest: Manifest, *, batch_size: int = 64, workers: int = 2,
+                     progress: Progress | None = None) -> ThresholdRefit:
+    """Choose every multi-label value's threshold again on ``manifest``'s val split (every row without splits).
+
+    Raises:
+        AttrtagError: the model has no multi-label group, or the split has no images.
+    """
+    schema = predictor.schema
+    if not schema.multi:
+        raise AttrtagError("`value_thresholds=True`: the model has no multi-label group, so it has no value thresholds")
+    split = "val" if manifest.has_splits else None
+    samples = manifest.split(split)
+    if not samples:
+        raise AttrtagError(f"{manifest.source}: no 'val' rows to choose the thresholds on")
+    preds = predict(predictor, samples, batch_size=batch_size, workers=workers, progress=progress)
+    where = f"{os.path.basename(manifest.source)}, split {split or 'all'}, {len(preds.samples)} images"
+    chosen = choose_thresholds(schema, preds.probs, preds.targets, chosen_on=where)
+    new = predictor.card.replace(value_thresholds=chosen).decision_thresholds
+
+    def figures(thresholds: Mapping[str, Sequence[float]]) -> tuple[MultiLabelMetrics, ...]:
+        return tuple(multilabel_metrics(g, preds.probs[g.name], preds.targets[:, schema.multi_slices[g.name]],
+                                        thresholds[g.name]) for g in schema.multi)
+
+    return ThresholdRefit(chosen, figures(predictor.card.decision_thresholds), figures(new), split or "all",
+                          list(preds.failed))
