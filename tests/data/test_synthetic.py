@@ -11,6 +11,7 @@ from PIL import Image
 from attrtag.data import synthetic
 from attrtag.data.synthetic import draw
 from attrtag._yaml import load_yaml
+from attrtag.data.multilabel import parse_values
 from attrtag.schema import Schema
 
 # Small sizes keep the module fast; unusual counts so that nothing can rely on the defaults.
@@ -85,6 +86,9 @@ def test_output_folder_is_self_contained(base: Path, rows: list[dict[str, str]],
 def test_every_label_is_a_schema_value(rows: list[dict[str, str]], schema: Schema) -> None:
     for row in rows:
         for group in schema:
+            if group.multi:  # the values present, or [] for none: read back as the manifest reads it
+                assert row[group.name] == "" or parse_values(group, row[group.name], row["path"]), row["path"]
+                continue
             assert row[group.name] == "" or row[group.name] in group.values, (row["path"], group.name)
         assert row["split"] in {"train", "val", "test"}
         assert row["class"] == "" or row["class"] in synthetic.demo_classes()
@@ -97,9 +101,13 @@ def test_creature_rows_carry_creature_groups_and_logo_rows_logo_groups(rows: lis
     for r in creatures:
         assert all(r[g] for g in synthetic.CREATURE_GROUPS), r
         assert not any(r[g] for g in synthetic.LOGO_GROUPS), r
+        assert not r[synthetic.STICKERS], r
     for r in logos:
-        assert all(r[g] for g in synthetic.LOGO_GROUPS), r
+        assert all(r[g] for g in synthetic.LOGO_GROUPS) and r[synthetic.STICKERS], r
         assert r["class"] == ""
+    shown = [v for r in logos for v in r[synthetic.STICKERS].split("|") if v != "[]"]
+    assert {v: shown.count(v) / len(logos) for v in ("star", "arrow", "badge")} == pytest.approx(
+        dict.fromkeys(("star", "arrow", "badge"), synthetic.STICKER_RATE), abs=0.15)
 
 
 def test_class_column_names_the_exactly_matching_signature(rows: list[dict[str, str]]) -> None:
@@ -173,14 +181,14 @@ def test_drop_labels_blanks_about_the_requested_share(base: Path, tmp_path: Path
     p = 0.5
     dropped = synthetic.generate(tmp_path / "drop", seed=0, drop_labels=p, **SMALL)
     full, part = read_rows(base), read_rows(dropped)
-    groups = [*synthetic.CREATURE_GROUPS, *synthetic.LOGO_GROUPS]
+    groups = [*synthetic.CREATURE_GROUPS, *synthetic.LOGO_GROUPS, synthetic.STICKERS]
     kept = sum(bool(r[g]) for r in part for g in groups)
     present = sum(bool(r[g]) for r in full for g in groups)
     # Each label survives with probability 1 - p, plus the one a row keeps when all would go:
-    # 4-label rows lose everything with probability p**4, 2-label rows with p**2.
+    # 4-label rows (creatures) lose everything with probability p**4, 3-label rows (logos) p**3.
     n4 = sum(is_creature(r) for r in full)
-    n2 = len(full) - n4
-    expected = n4 * (4 * (1 - p) + p**4) + n2 * (2 * (1 - p) + p**2)
+    n3 = len(full) - n4
+    expected = n4 * (4 * (1 - p) + p**4) + n3 * (3 * (1 - p) + p**3)
     assert kept == pytest.approx(expected, rel=0.08)
     assert kept < 0.7 * present
     for a, b in zip(full, part):

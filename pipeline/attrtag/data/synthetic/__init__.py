@@ -6,6 +6,8 @@ from .world import (
     RULES_FILE,
     SCHEMA_FILE,
     SPLIT_FRACTIONS,
+    STICKER_RATE,
+    STICKERS,
     UNSEEN,
     demo_classes,
     demo_schema,
@@ -13,6 +15,7 @@ from .world import (
 )
 
 __all__ = [
-    "CREATURE_GROUPS", "LOGO_GROUPS", "RULES_FILE", "SAFE_FRACTION", "SCHEMA_FILE", "SPLIT_FRACTIONS", "UNSEEN",
+    "CREATURE_GROUPS", "LOGO_GROUPS", "RULES_FILE", "SAFE_FRACTION", "SCHEMA_FILE", "SPLIT_FRACTIONS", "STICKERS",
+    "STICKER_RATE", "UNSEEN",
     "demo_classes", "demo_schema", "generate", "render",
 ]

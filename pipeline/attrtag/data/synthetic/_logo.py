@@ -1,4 +1,9 @@
-"""Logo images: one of four brand marks printed on a sign, a billboard or a bottle."""
+"""Logo images: one of four brand marks printed on a sign, a billboard or a bottle, and stickers.
+
+Stickers (a multi-label group: any of star, arrow, badge, or none) are drawn last, each in a
+colour and shape no brand mark or medium has (a magenta star, a cyan arrow, a white badge with a
+black ring), in its own third of the image width, so they never hide each other.
+"""
 from __future__ import annotations
 
 import numpy as np
@@ -52,7 +57,31 @@ def logo_scene(truth: dict[str, str], size: int, rng: np.random.Generator) -> Im
         ly0, ly1 = bh * 0.35, bh * 0.35 + 0.75
         draw.rectangle((*P(-0.5, ly0), *P(0.5, ly1)), fill=panel, outline=edge_color, width=edge)
         _brand(draw, truth["logo"], *P(0, (ly0 + ly1) / 2), 0.62 * scale, rng, u)
+    shown = truth.get("stickers", "[]")
+    for slot, sticker in enumerate(("star", "arrow", "badge")):
+        if sticker in shown.split("|"):
+            _sticker(draw, sticker, slot, canvas, rng, u)
     return img
+
+
+def _sticker(draw: ImageDraw.ImageDraw, sticker: str, slot: int, canvas: int, rng: np.random.Generator,
+             u: float) -> None:
+    """One sticker in third ``slot`` of the image's width, inside the safe area, at a random height."""
+    r = canvas * rng.uniform(0.07, 0.09)
+    lo, hi = canvas * 0.12 + r, canvas * 0.88 - r
+    x = canvas * (0.22 + 0.28 * slot) + rng.uniform(-0.04, 0.04) * canvas
+    y = rng.uniform(lo, hi)
+    if sticker == "star":
+        pts = [(x + (r if k % 2 == 0 else 0.45 * r) * np.sin(k * np.pi / 5),
+                y - (r if k % 2 == 0 else 0.45 * r) * np.cos(k * np.pi / 5)) for k in range(10)]
+        draw.polygon(pts, fill=jitter((230, 40, 200), rng, 15))
+    elif sticker == "arrow":
+        pts = [(x - r, y - 0.3 * r), (x + 0.1 * r, y - 0.3 * r), (x + 0.1 * r, y - 0.8 * r), (x + r, y),
+               (x + 0.1 * r, y + 0.8 * r), (x + 0.1 * r, y + 0.3 * r), (x - r, y + 0.3 * r)]
+        draw.polygon(pts, fill=jitter((0, 200, 220), rng, 15))
+    else:
+        draw.ellipse((x - r, y - r, x + r, y + r), fill=(250, 250, 250), outline=(10, 10, 10),
+                     width=max(2, round(2.5 * u)))
 
 
 def _brand(draw: ImageDraw.ImageDraw, logo: str, x: float, y: float, s: float, rng: np.random.Generator,

@@ -6,7 +6,8 @@ Two kinds of images, so that missing labels occur naturally (see ``schema.yaml``
   ``pattern`` over it (plain, spots, stripes), a ``bill`` at the head (none, duck, beak) and a
   ``tail`` (no, yes). Labelled for those four groups only.
 * logos: one of four brand marks (acme, globex, initech, umbrella) printed on a ``medium``
-  (sign, billboard, bottle). Labelled for ``logo`` and ``medium`` only.
+  (sign, billboard, bottle), with any number of ``stickers`` (star, arrow, badge: a multi-label
+  group), none included. Labelled for ``logo``, ``medium`` and ``stickers`` only.
 
 Creature attributes are drawn independently at random, so they are not tied to classes; a row's
 ``class`` is the class of ``rules.yaml`` whose full signature it matches, if any. The signatures
@@ -46,6 +47,8 @@ RULES_FILE = Path(__file__).with_name("rules.yaml")
 #: Groups labelled on creature images and on logo images (disjoint; together the schema).
 CREATURE_GROUPS: tuple[str, ...] = ("covering", "pattern", "bill", "tail")
 LOGO_GROUPS: tuple[str, ...] = ("logo", "medium")
+#: The multi-label group of logo images, and how often each of its values is drawn.
+STICKERS, STICKER_RATE = "stickers", 0.35
 
 #: Held-out classes: their signatures never occur in the train split.
 UNSEEN: tuple[str, ...] = ("platypus", "pangolin", "penguin", "snake")
@@ -127,7 +130,9 @@ def _plan(schema: Schema, *, n_creatures: int, n_logos: int, n_unseen: int, seed
             continue
         truths.append(("creature", dict(zip(CREATURE_GROUPS, sig))))
     for _ in range(n_logos):
-        truths.append(("logo", {g: _pick(schema[g].values, rng) for g in LOGO_GROUPS}))
+        truth = {g: _pick(schema[g].values, rng) for g in LOGO_GROUPS}
+        shown = [v for v in schema[STICKERS].values if rng.random() < STICKER_RATE]
+        truths.append(("logo", {**truth, STICKERS: "|".join(shown) or "[]"}))  # the manifest's cell syntax
 
     split_rng = np.random.default_rng([seed, 1])
     # Split creatures and logos separately so that every split holds both kinds.
