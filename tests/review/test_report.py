@@ -14,8 +14,8 @@ from PIL import Image
 from attrtag.cli import main
 from attrtag.review.report import report_data, report_thresholds, write_report
 from attrtag.review.sources import load_tags
-from tests.helpers import SCHEMA
-from tests.review.conftest import make_tags
+from tests.helpers import MARKS, SCHEMA
+from tests.review.conftest import MARK_THRESHOLDS, make_tags
 
 BLOB = re.compile(r'<script type="application/json" id="attrtag-data">(.*?)</script>', re.S)
 
@@ -155,3 +155,46 @@ def test_a_record_with_a_value_outside_its_schema_is_named(tmp_path: Path, capsy
     err = capsys.readouterr().err
     assert rc == 2 and f"record '{recs[0]['path']}' has 'purple" in err and err.count("\n") == 1
     assert not (tmp_path / "r.html").exists()
+
+
+# -- multi-label groups ----------------------------------------------------------------------------
+
+
+def test_a_multi_label_group_holds_the_values_present_and_every_probability(tmp_path: Path) -> None:
+    tags, recs = make_tags(tmp_path, 12, multi=True, thresholds={"colour": 0.6})
+    data = report_data(load_tags(tags, root=tmp_path), [None] * 12, report_thresholds(load_tags(tags)))
+    assert data["groups"][:3] == [{"name": g.name, "values": list(g.values), "kind": "exclusive"} for g in SCHEMA]
+    assert data["groups"][3] == {"name": "marks", "values": list(MARKS), "kind": "multi",
+                                 "value_thresholds": list(MARK_THRESHOLDS)}
+    assert data["thresholds"] == [0.6, None, None, None]  # uncertain concerns exclusive groups only
+    for item, rec in zip(data["items"], recs):
+        if "error" in rec:
+            assert item[2] is None and item[3] is None
+            continue
+        values, probs = item[2], item[3]
+        assert [MARKS[i] for i in values[3]] == rec["marks"]
+        assert probs[3] == [rec["marks_probs"][v] for v in MARKS]
+        assert values[:3] == [SCHEMA[g].index(rec[g]) for g in SCHEMA.names]  # exclusive groups as before
+        assert probs[:3] == [rec[f"{g}_prob"] for g in SCHEMA.names]
+
+
+def test_a_value_left_out_by_top_k_has_a_null_probability(tmp_path: Path) -> None:
+    tags, recs = make_tags(tmp_path, 6, multi=True, top_k=2, classes=False)
+    data = report_data(load_tags(tags, root=tmp_path), [None] * 6, {})
+    for item, rec in zip((it for it in data["items"] if it[6] < 0), (r for r in recs if "error" not in r)):
+        assert item[3][3] == [rec["marks_probs"].get(v) for v in MARKS] and item[3][3].count(None) == 1
+
+
+def test_the_default_uncertain_thresholds_leave_multi_label_groups_out(tmp_path: Path) -> None:
+    tags, _ = make_tags(tmp_path, 2, multi=True)
+    assert report_thresholds(load_tags(tags)) == {g: 0.5 for g in SCHEMA.names}
+
+
+def test_a_multi_label_value_outside_the_schema_is_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    tags, recs = make_tags(tmp_path, 3, multi=True, classes=False)
+    lines = tags.read_text(encoding="utf-8").splitlines(keepends=True)
+    lines[0] = lines[0].replace('"marks": [', '"marks": ["star", ', 1)
+    tags.write_text("".join(lines), encoding="utf-8")
+    rc = main(["report", str(tags), "--out", str(tmp_path / "r.html"), "--root", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert rc == 2 and f"record '{recs[0]['path']}' has 'star'" in err and err.count("\n") == 1

@@ -18,7 +18,8 @@ from PIL import Image
 
 from attrtag.review.report import write_report
 from attrtag.review.sources import load_tags
-from tests.helpers import SCHEMA
+from attrtag.review.sureness import group_sureness
+from tests.helpers import MARKS, MULTI_SCHEMA, SCHEMA
 from tests.review.conftest import make_tags
 
 # Flags that work as root in a container, with nothing reaching out to the network.
@@ -106,3 +107,62 @@ def test_the_report_works_in_a_browser(browser: Any, tmp_path: Path) -> None:
     assert errors == []
     if os.environ.get("ATTRTAG_SCREENSHOT"):  # how the README's picture can be remade
         Path(os.environ["ATTRTAG_SCREENSHOT"]).write_bytes(shot)
+
+
+def test_multi_label_groups_in_a_browser(browser: Any, tmp_path: Path) -> None:
+    tags, recs = make_tags(tmp_path, 130, multi=True, thresholds={"colour": 0.6})
+    loaded = load_tags(tags, root=tmp_path)
+    out = write_report(loaded, tmp_path / "report.html", thumbnails="link").path
+    tagged = [r for r in recs if "error" not in r]
+    page = browser.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(out.as_uri())
+    page.wait_for_selector("body[data-ready='1']", timeout=15_000)
+
+    def matching() -> int:
+        return int(page.inner_text("#count").split()[0])
+
+    def first_path() -> str:
+        return page.locator("#cards .card .path").first.inner_text()
+
+    def first_page() -> list[str]:
+        return page.locator("#cards .card .path").all_inner_texts()
+
+    def every_page() -> list[str]:
+        paths = first_page()
+        while page.locator("#page-next").is_enabled():
+            page.click("#page-next")
+            paths += first_page()
+        return paths
+
+    # Least sure first counts every multi-label value, exactly as Label Studio's score does.
+    order = [r["path"] for r in sorted(tagged, key=lambda r: loaded.least_sure(r)[1])]
+    exclusive_only = [r["path"] for r in sorted(tagged, key=lambda r: min(r[f"{g}_prob"] for g in SCHEMA.names))]
+    assert every_page()[: len(tagged)] == order != exclusive_only  # failed images last
+    # Histogram: how many images have each value present, and how many none.
+    bars = page.locator(".hist[data-group='marks'] .bar")
+    shown = {bars.nth(i).locator(".v").inner_text(): int(bars.nth(i).locator(".n").inner_text())
+             for i in range(bars.count())}
+    want = {v: sum(v in r["marks"] for r in tagged) for v in MARKS}
+    assert shown == {**want, "(none)": sum(not r["marks"] for r in tagged)}
+    # Filter by any value present, or by none.
+    page.select_option("#f-group", label="marks")
+    for v in MARKS:
+        page.select_option("#f-value", label=v)
+        assert matching() == want[v]
+    page.select_option("#f-value", label="(none present)")
+    assert matching() == sum(not r["marks"] for r in tagged)
+    page.select_option("#f-value", label="(any)")
+    # Sorted by the chosen group: the image whose least sure mark is least sure comes first.
+    group = MULTI_SCHEMA["marks"]
+    assert first_page() == [r["path"] for r in sorted(tagged, key=lambda r: group_sureness(loaded.meta.layout, r, group))
+                            ][:PAGE]
+    page.locator(".hist[data-group='marks'] .bar", has_text="ring").click()
+    assert matching() == want["ring"]
+    # A card shows the values present with their probabilities.
+    rec = next(r for r in tagged if r["path"] == first_path())
+    row = page.locator("#cards .card").first.locator(".row.multi")
+    text = ", ".join(f"{v} {rec['marks_probs'][v]:.2f}" for v in rec["marks"]) or "none"
+    assert row.inner_text().split(None, 1) == ["marks", text]
+    assert errors == []

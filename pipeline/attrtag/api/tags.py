@@ -168,14 +168,21 @@ def report(
 
 
 def to_fiftyone(tags: str | os.PathLike, out: str | os.PathLike, *, root: str | os.PathLike | None = None,
-                overwrite: bool = False) -> tuple[int, int]:
-    """A FiftyOneImageLabelsDataset folder of the tags; returns (samples written, failed images left out)."""
-    from ..review.fiftyone import write_fiftyone
+                overwrite: bool = False) -> tuple[int, int, list[str]]:
+    """A FiftyOneImageLabelsDataset folder of the tags.
+
+    Returns:
+        Samples written, failed images left out, and the Python lines that import the folder
+        (two with multi-label groups: FiftyOne reads those in a pass of their own).
+    """
+    from ..review.fiftyone import import_code, write_fiftyone
     from ..review.sources import load_tags
 
     _check_out(Path(out), overwrite, folder=True)
     loaded = load_tags(tags, root=root)
-    return write_fiftyone(loaded, out), len(loaded.records) - len(loaded.tagged)
+    n = write_fiftyone(loaded, out)
+    lines = import_code(out, loaded.schema, with_class=loaded.meta.layout.classes is not None)
+    return n, len(loaded.records) - len(loaded.tagged), lines
 
 
 def to_labelstudio(

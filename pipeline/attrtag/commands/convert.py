@@ -22,14 +22,18 @@ Hand tags on to review tools, and bring the corrections back.
   attrtag convert export.json --from labelstudio --schema schema.yaml --out corrections.csv
 
 --to fiftyone writes a FiftyOneImageLabelsDataset folder: one Classification field per group
-(and 'class' with rules), with the model's confidence; import it with
+(and 'class' with rules), one Classifications field per multi-label group (the values present),
+with the model's confidence; import it with
   fo.Dataset.from_dir("fo_dataset", dataset_type=fo.types.FiftyOneImageLabelsDataset)
+or, with multi-label groups, with the two lines the command prints.
 --to labelstudio writes tasks.json (one task per image, the tags as predictions, score = the
-least confident group, least sure first) and config.xml (one Choices control per group): paste
-the config into the project's Labeling Interface, then import tasks.json.
+least sure group or multi-label value, least sure first) and config.xml (one Choices control per
+group, multiple choice for a multi-label group): paste the config into the project's Labeling
+Interface, then import tasks.json.
 --from labelstudio reads Label Studio's JSON export of those tasks and writes a manifest CSV
 that 'attrtag train' takes as it is: one row per annotated task, groups in schema order, empty
-cells where a group was not annotated. Failed images (records with 'error') are left out of
+cells where a group was not annotated; a multi-label group lists the values checked (dot|ring,
+[] for none: unchecked values are absent). Failed images (records with 'error') are left out of
 --to outputs. Relative image paths in the tags are relative to --root (default: here).
 """
 
@@ -82,9 +86,9 @@ def _left_out(failed: int) -> str:
 def _to_fiftyone(args: argparse.Namespace) -> int:
     from .. import api
 
-    n, failed = api.to_fiftyone(args.input, args.out, root=args.root, overwrite=args.overwrite)
+    n, failed, lines = api.to_fiftyone(args.input, args.out, root=args.root, overwrite=args.overwrite)
     print(f"wrote {n} samples{_left_out(failed)} -> {args.out}/")
-    print(f'import: fo.Dataset.from_dir("{args.out}", dataset_type=fo.types.FiftyOneImageLabelsDataset)')
+    print("import: " + "\n        ".join(lines))
     return 0
 
 

@@ -8,16 +8,17 @@ import argparse
 from typing import Any
 
 _DESCRIPTION = """\
-Write one HTML file that shows a tag output: per group a histogram of the top values and of the
-confidence, a grid of the images with their values and confidences (least sure first), filters
-by group, value, class, failure reason and "uncertain", and the failed files with their reasons.
+Write one HTML file that shows a tag output: per group a histogram of the top values (of a
+multi-label group: how often each value is present) and of the confidence, a grid of the images
+with their values and confidences (least sure first), filters by group, value (present, for a
+multi-label group), class, failure reason and "uncertain", and the failed files with reasons.
 No server, nothing fetched: open it in any browser, offline.
 
 Thumbnails are embedded by default (small JPEGs: the file is self-contained, about 34 MB per
 10,000 images at 128 px); --thumbnails link points at the original images relative to the page
 instead (about 2.4 MB per 10,000 images, no decoding, but the page must stay beside the images).
-"Uncertain": a group whose top probability is below its threshold (--threshold, else the
-thresholds the tags were written with, else 0.5).
+"Uncertain": an exclusive group whose top probability is below its threshold (--threshold, else
+the thresholds the tags were written with, else 0.5).
 """
 
 

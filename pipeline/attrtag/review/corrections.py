@@ -3,8 +3,11 @@
 Label Studio's JSON export is an array of tasks, each with its ``data`` (ours carry ``path``,
 see :mod:`.labelstudio`) and its ``annotations``. Per task the annotation used is the one
 marked ground truth, else the newest one not cancelled; every ``choices`` result of a schema
-group becomes that group's label, and a group without one stays an empty cell ("no label", the
-partial-label case training is built for). The rules are in ``datasets/REVIEW.md``.
+group becomes that group's label, and an exclusive group without one stays an empty cell ("no
+label", the partial-label case training is built for). A multi-label group is a row of
+checkboxes the annotator saw whole, so the values checked are present and the others absent
+(``dot|ring``; ``[]`` when none is checked, which Label Studio stores as no result at all). The
+rules are in ``datasets/REVIEW.md``.
 """
 from __future__ import annotations
 
@@ -17,14 +20,16 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 from .._files import write_text
+from ..data.multilabel import ABSENT, PRESENT, format_values
 from ..errors import ManifestError
-from ..schema import Schema
+from ..schema import Group, Schema
 from .labelstudio import CLASS_CONTROL
 
 
 @dataclass(frozen=True)
 class Correction:
-    """One reviewed image: its path and the labels its annotation gave (group -> value)."""
+    """One reviewed image: its path and the labels its annotation gave, as manifest cells
+    (group -> value; a multi-label group -> ``dot|ring`` or ``[]``)."""
 
     path: str
     labels: Mapping[str, str]
@@ -90,7 +95,8 @@ def read_labelstudio_export(
     Raises:
         ManifestError: ``EXPORT:LINE: ...`` naming the task and value: not an export, a task
             without ``data.path``, a choice that is not a value of its group, several choices
-            for one group, a choices control that is neither a group nor the class.
+            for an exclusive group (or one value twice for a multi-label one), a choices control
+            that is neither a group nor the class.
     """
     path = Path(path)
     try:
@@ -130,6 +136,9 @@ def _labels(result: list[Any], schema: Schema, where: str) -> dict[str, str]:
                 f"{where}: choices control '{name}' is not a group of the schema ({', '.join(schema.names)}); "
                 "label with the config 'attrtag convert' wrote, or pass the schema the tags were made with"
             )
+        if name != CLASS_CONTROL and schema[name].multi:
+            labels[name] = _checked(schema[name], chosen, where)
+            continue
         if len(chosen) != 1:
             raise ManifestError(f"{where}: '{name}' has {len(chosen)} choices {chosen}; a group takes exactly one")
         value = str(chosen[0])
@@ -139,14 +148,30 @@ def _labels(result: list[Any], schema: Schema, where: str) -> dict[str, str]:
                 f"{', '.join(schema[name].values)}); fix the labelling config or the schema"
             )
         labels[name] = value
+    for g in schema.multi:  # seen with nothing checked: every value absent
+        labels.setdefault(g.name, _checked(g, [], where))
     return labels
+
+
+def _checked(group: Group, chosen: list[Any], where: str) -> str:
+    """The manifest cell of a multi-label group's checkboxes: the values checked, the rest absent."""
+    for v in chosen:
+        if v not in group.values:
+            raise ManifestError(
+                f"{where}: '{group.name}' = '{v}' is not a value of the schema (allowed: "
+                f"{', '.join(group.values)}); fix the labelling config or the schema"
+            )
+    if len(set(chosen)) != len(chosen):
+        raise ManifestError(f"{where}: '{group.name}' lists a value twice {chosen}; check each value once")
+    return format_values(group, [PRESENT if v in chosen else ABSENT for v in group.values])
 
 
 def write_manifest(corrections: list[Correction], schema: Schema, out: str | os.PathLike[str]) -> Path:
     """Write the corrections as a manifest CSV (``datasets/MANIFEST.md``), atomically.
 
-    Columns: ``path`` (absolute), the groups in schema order (empty: not annotated), then
-    ``class`` when any correction names one. A path reviewed twice keeps its last correction.
+    Columns: ``path`` (absolute), the groups in schema order (empty: not annotated; a
+    multi-label group's values present, ``[]`` for none), then ``class`` when any correction
+    names one. A path reviewed twice keeps its last correction.
 
     Args:
         corrections: from :func:`read_labelstudio_export`.

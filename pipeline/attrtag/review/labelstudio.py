@@ -1,10 +1,12 @@
 """Tags as Label Studio tasks with predictions, and the labelling config they need.
 
-One ``Choices`` control per group (single choice: the values of a group are mutually exclusive),
-plus one for the class when the tags have class rules. Each task carries the model's answer as
-a prediction whose ``score`` is the least confident group's probability, so sorting the data
-manager by prediction score puts the doubtful images first. Field by field in
-``datasets/REVIEW.md``; corrections come back through :mod:`.corrections`.
+One ``Choices`` control per group: single choice for an exclusive group (its values are
+mutually exclusive), multiple choice (``choice="multiple"``) for a multi-label group, plus one
+for the class when the tags have class rules. Each task carries the model's answer as a
+prediction whose ``score`` is how sure the model is of its least sure group or multi-label value
+(:mod:`.sureness`), so sorting the data manager by prediction score puts the doubtful images
+first. Field by field in ``datasets/REVIEW.md``; corrections come back through
+:mod:`.corrections`.
 """
 from __future__ import annotations
 
@@ -16,13 +18,15 @@ from typing import Any, Sequence
 
 from .._files import atomic_dir
 from ..schema import Schema
-from ..tagging.records import TagRecord
-from ..tagging.records import UNKNOWN
+from ..tagging.records import UNKNOWN, TagRecord
 from .sources import TagSet, relative_url
+from .sureness import group_sureness
 
 #: Label Studio's URL for files it serves from ``LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT``.
 LOCAL_FILES_URL = "/data/local-files/?d="
 CLASS_CONTROL = "class"
+#: ``Choices`` modes: radio buttons for one value, checkboxes for any number of them.
+SINGLE, MULTIPLE = "single-radio", "multiple"
 TASKS_FILE, CONFIG_FILE = "tasks.json", "config.xml"
 
 
@@ -35,7 +39,8 @@ def image_object_name(schema: Schema) -> str:
 
 
 def labeling_config(schema: Schema, class_names: Sequence[str] | None = None) -> str:
-    """The labelling config XML: the image, then one single-choice control per group (and class).
+    """The labelling config XML: the image, then one choice control per group (and class):
+    single choice for an exclusive group, multiple choice for a multi-label one.
 
     Args:
         schema: groups and values, in order.
@@ -47,12 +52,12 @@ def labeling_config(schema: Schema, class_names: Sequence[str] | None = None) ->
     image = image_object_name(schema)
     view = ET.Element("View")
     ET.SubElement(view, "Image", name=image, value="$image", zoom="true")
-    controls = [(g.name, g.values) for g in schema]
+    controls = [(g.name, g.values, MULTIPLE if g.multi else SINGLE) for g in schema]
     if class_names:
-        controls.append((CLASS_CONTROL, tuple(class_names)))
-    for name, values in controls:
+        controls.append((CLASS_CONTROL, tuple(class_names), SINGLE))
+    for name, values, mode in controls:
         ET.SubElement(view, "Header", value=name)
-        choices = ET.SubElement(view, "Choices", name=name, toName=image, choice="single-radio", showInline="true")
+        choices = ET.SubElement(view, "Choices", name=name, toName=image, choice=mode, showInline="true")
         for v in values:
             ET.SubElement(choices, "Choice", value=v)
     ET.indent(view)
@@ -71,9 +76,14 @@ def task(tags: TagSet, record: TagRecord, image_url: str) -> dict[str, Any]:
         ``{"data": {"image", "path"}, "predictions": [{"model_version", "score", "result"}]}``.
     """
     image = image_object_name(tags.schema)
-    result = [_choice(g, image, record[g], record[f"{g}_prob"]) for g in tags.schema.names]
+    layout = tags.meta.layout
+    result = []
+    for g in tags.schema:
+        chosen = list(record[g.name]) if g.multi else [record[g.name]]
+        if chosen:  # no value present: nothing checked, as Label Studio itself stores it (no result)
+            result.append(_choice(g.name, image, chosen, group_sureness(layout, record, g)))
     if "class" in record and record["class"] != UNKNOWN:  # "unknown" is not a class to choose
-        result.append(_choice(CLASS_CONTROL, image, record["class"], record["class_prob"]))
+        result.append(_choice(CLASS_CONTROL, image, [record["class"]], record["class_prob"]))
     group, score = tags.least_sure(record)
     return {
         "data": {"image": image_url, "path": record["path"], "least_sure": group},
@@ -85,9 +95,9 @@ def task(tags: TagSet, record: TagRecord, image_url: str) -> dict[str, Any]:
     }
 
 
-def _choice(name: str, image: str, value: str, prob: float) -> dict[str, Any]:
+def _choice(name: str, image: str, values: list[str], score: float) -> dict[str, Any]:
     return {"id": name, "from_name": name, "to_name": image, "type": "choices",
-            "value": {"choices": [value]}, "score": prob}
+            "value": {"choices": values}, "score": score}
 
 
 def common_root(paths: Sequence[str | os.PathLike[str]]) -> Path:

@@ -27,7 +27,7 @@ from .._files import write_text
 from ..data.batches import decode_batches
 from ..data.preprocess import Preprocessing
 from ..errors import AttrtagError, OutputError
-from ..tagging.records import UNKNOWN
+from ..tagging.records import UNKNOWN, TagRecord
 from .sources import TagSet, relative_url
 
 _logger = logging.getLogger(__name__)
@@ -59,15 +59,17 @@ class ReportSummary:
 
 
 def report_thresholds(tags: TagSet, given: Mapping[str, float] | None = None) -> dict[str, float]:
-    """Per group, the probability below which the report calls a group uncertain.
+    """Per exclusive group, the probability below which the report calls a group uncertain.
 
     ``given`` (``--threshold``) wins; else the thresholds the tags were written with; else
-    :data:`DEFAULT_THRESHOLD` for every group. Groups left out are never uncertain.
+    :data:`DEFAULT_THRESHOLD` for every exclusive group. Groups left out are never uncertain;
+    multi-label groups never are (as in the records, their values are decided at thresholds).
     """
     own = dict(tags.meta.layout.thresholds)
     base = given if given else own
     default = DEFAULT_THRESHOLD if not base else None
-    return {g: base.get(g, default) for g in tags.schema.names if g in base or default is not None}  # type: ignore[misc]
+    names = [g.name for g in tags.schema if not g.multi]
+    return {g: base.get(g, default) for g in names if g in base or default is not None}  # type: ignore[misc]
 
 
 def thumbnail_preprocessing(size: int) -> Preprocessing:
@@ -114,7 +116,9 @@ def report_data(tags: TagSet, thumbnails: Sequence[str | None], thresholds: Mapp
 
     Items are arrays, not objects, to keep the file small: ``[path, thumbnail, value indices,
     probabilities, class index, class probability, error index, message]``; a tagged item has
-    ``error index`` -1, a failed one has null values and probabilities.
+    ``error index`` -1, a failed one has null values and probabilities. Per group, an exclusive
+    group holds its top value's index and probability, a multi-label group the list of the
+    indices present and every value's probability (null where ``top_k`` left it out).
     """
     schema = tags.schema
     classes = [*tags.class_names, UNKNOWN] if tags.class_names is not None else None
@@ -125,26 +129,48 @@ def report_data(tags: TagSet, thumbnails: Sequence[str | None], thresholds: Mapp
         if "error" in r:
             items.append([r["path"], None, None, None, -1, None, errors.index(r["error"]), r.get("message", "")])
             continue
-        try:
-            values = [schema[g].index(r[g]) for g in schema.names]
-        except KeyError as err:
-            raise OutputError(
-                f"{tags.source}: record '{r['path']}' has {err} where its header's schema has no such value; "
-                "the file was edited or is corrupt"
-            ) from None
-        probs = [r[f"{g}_prob"] for g in schema.names]
+        values, probs = _group_fields(tags, r)
         cls = classes.index(r["class"]) if classes is not None and "class" in r else -1
         items.append([r["path"], next(thumbs), values, probs, cls, r.get("class_prob"), -1, ""])
     return {
         "source": tags.source.name,
         "model": tags.meta.model,
         "created": datetime.datetime.now().replace(microsecond=0).isoformat(sep=" "),
-        "groups": [{"name": g.name, "values": list(g.values)} for g in schema],
+        "groups": [_group_entry(tags, g.name) for g in schema],
         "thresholds": [thresholds.get(g) for g in schema.names],
         "classes": classes,
         "errors": errors,
         "items": items,
     }
+
+
+def _group_entry(tags: TagSet, name: str) -> dict[str, Any]:
+    """A group of the blob: name, values, kind, and a multi-label group's value thresholds."""
+    g = tags.schema[name]
+    entry: dict[str, Any] = {"name": g.name, "values": list(g.values), "kind": g.kind}
+    if g.multi:  # the page needs them for "least sure first" (see .sureness)
+        entry["value_thresholds"] = [tags.meta.layout.decision_threshold(g.name, i) for i in range(len(g))]
+    return entry
+
+
+def _group_fields(tags: TagSet, record: TagRecord) -> tuple[list[Any], list[Any]]:
+    """An item's value indices and probabilities, group by group (see :func:`report_data`)."""
+    values: list[Any] = []
+    probs: list[Any] = []
+    try:
+        for g in tags.schema:
+            if g.multi:
+                values.append(sorted(g.index(v) for v in record[g.name]))
+                probs.append([record[f"{g.name}_probs"].get(v) for v in g.values])
+            else:
+                values.append(g.index(record[g.name]))
+                probs.append(record[f"{g.name}_prob"])
+    except KeyError as err:
+        raise OutputError(
+            f"{tags.source}: record '{record['path']}' has {err} where its header's schema has no such value; "
+            "the file was edited or is corrupt"
+        ) from None
+    return values, probs
 
 
 def render_report(data: Mapping[str, Any], *, title: str) -> str:

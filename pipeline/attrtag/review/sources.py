@@ -15,6 +15,7 @@ from ..schema import Schema
 from ..tagging.stream import read_output
 from ..tagging.header import OutputMeta
 from ..tagging.records import TagRecord
+from .sureness import least_sure
 
 
 @dataclass(frozen=True)
@@ -53,8 +54,9 @@ class TagSet:
         return self.root / record["path"]  # an absolute path replaces the root
 
     def least_sure(self, record: TagRecord) -> tuple[str, float]:
-        """The group whose top value is least probable, and that probability (tagged records)."""
-        return min(((g, float(record[f"{g}_prob"])) for g in self.schema.names), key=lambda gp: gp[1])
+        """The group the model is least sure of in a tagged record, and how sure (:mod:`.sureness`):
+        an exclusive group's top probability, a multi-label group's least sure value."""
+        return least_sure(self.meta.layout, record)
 
     def describe(self) -> str:
         """One line for summaries: the file, how many records, the model."""
