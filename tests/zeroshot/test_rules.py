@@ -192,9 +192,13 @@ def test_errors_name_file_and_line(tmp_path: Path, text: str, line: int, fragmen
 def test_from_dict_errors_name_the_source_and_key_path() -> None:
     with pytest.raises(SchemaError, match=r"model\.onnx metadata \(classes\.a\.colour\).*unknown group"):
         Rules.from_dict({"classes": {"a": {"colour": "red"}}}, SCHEMA, source="model.onnx metadata")
-    # JSON booleans are not weights.
-    with pytest.raises(SchemaError, match="weight 'true' is not a number"):
-        Rules.from_dict({"classes": {"a": {"tail": {"yes": True}}}})
+    # JSON booleans are not weights: they mark a multi-label group's values, and 'tail' is exclusive
+    # (refused when read with the schema, or when rules read without it are checked).
+    with pytest.raises(SchemaError, match=r"\(classes\.a\.tail\.yes\): .*true/false .* is exclusive"):
+        Rules.from_dict({"classes": {"a": {"tail": {"yes": True}}}}, SCHEMA)
+    unchecked = Rules.from_dict({"classes": {"a": {"tail": {"yes": True}}}})
+    with pytest.raises(SchemaError, match="true/false .* 'tail' is exclusive"):
+        unchecked.check(SCHEMA)
 
 
 def test_constructor_rejects_empty_and_duplicate_classes() -> None:

@@ -5,7 +5,8 @@ Both are stored in the model card (:mod:`attrtag.card`) and applied by
 
 * **Priors**: the card's ``label_counts`` (training labels per group and value) become
   frequencies with one pseudo-count per value (:func:`priors_from_counts`), so a value no
-  training image carried divides by a small prior instead of zero.
+  training image carried divides by a small prior instead of zero; a multi-label value's prior
+  is its share of present labels among the images it is known in (``label_totals``).
 * **Calibration**: the calibrated-stacking constant ``gamma`` (Chao et al., ECCV 2016) that
   ``attrtag calibrate`` chose on labelled images, subtracted from the scores of the classes
   that had training images. A ``gamma`` is a number in the units of one scoring of one rule set,
@@ -34,10 +35,26 @@ PRIOR_PSEUDOCOUNT = 1.0
 _CORE = ("gamma", "seen", "priors", "rules_sha256")
 
 
-def priors_from_counts(counts: Mapping[str, Sequence[int]]) -> dict[str, np.ndarray]:
-    """Prior frequencies from training label counts: ``counts + 1`` per value (not normalised;
-    :class:`~attrtag.zeroshot.classifier.ClassScorer` normalises each group)."""
-    return {str(g): np.asarray(c, dtype=np.float64) + PRIOR_PSEUDOCOUNT for g, c in counts.items()}
+def priors_from_counts(
+    counts: Mapping[str, Sequence[int]], totals: Mapping[str, Sequence[int]] | None = None
+) -> dict[str, np.ndarray]:
+    """Prior frequencies from training label counts.
+
+    Args:
+        counts: images per group and value (a multi-label group: the images a value is present in).
+        totals: per multi-label group, the images each value is known in (present or absent).
+
+    Returns:
+        group -> ``counts + 1`` per value (not normalised;
+        :class:`~attrtag.zeroshot.classifier.ClassScorer` normalises each exclusive group), and
+        for a group of ``totals`` each value's probability of being present,
+        ``(present + 1) / (known + 2)``: one pseudo-count for each of its two states.
+    """
+    out = {str(g): np.asarray(c, dtype=np.float64) + PRIOR_PSEUDOCOUNT for g, c in counts.items()}
+    for g, known in (totals or {}).items():
+        if str(g) in out:
+            out[str(g)] = out[str(g)] / (np.asarray(known, dtype=np.float64) + 2 * PRIOR_PSEUDOCOUNT)
+    return out
 
 
 def rules_digest(rules: Rules) -> str:

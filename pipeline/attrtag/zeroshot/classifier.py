@@ -1,26 +1,34 @@
 """Zero-shot class scores from per-group attribute probabilities (Direct Attribute Prediction).
 
 A class never seen in training is described by its attributes (:mod:`attrtag.zeroshot.rules`)
-and recognised from the model's per-group softmax outputs, after Lampert et al.,
-"Attribute-Based Classification for Zero-Shot Visual Object Categorization" (TPAMI 2014). The
-scoring maths (match per group, optional attribute priors, mean log match, clipping, softmax)
-is written out in ``datasets/RULES.md``, and so is calibrated stacking (a constant subtracted
-from the scores of the seen classes, see :mod:`attrtag.zeroshot.calibration`).
+and recognised from the model's outputs (a softmax per exclusive group, a sigmoid per value of a
+multi-label group), after Lampert et al., "Attribute-Based Classification for Zero-Shot Visual
+Object Categorization" (TPAMI 2014). The scoring maths (match per group or listed value,
+optional attribute priors, mean log match, clipping, softmax) is written out in
+``datasets/RULES.md``, and so is calibrated stacking (a constant subtracted from the scores of
+the seen classes, see :mod:`attrtag.zeroshot.calibration`).
 
 As open_clip builds its zero-shot classifier once, :class:`ClassScorer` checks the rules and
-compiles one ``(values, classes)`` weight matrix per constrained group when it is built; a call
-is then one matrix product per group. Pure numpy: no torch, no I/O.
+compiles its terms (:mod:`._terms`: one ``(values, classes)`` weight matrix per constrained
+exclusive group, one column per listed multi-label value) when it is built; a call is then one
+matrix product per group. Returns a :class:`~attrtag.zeroshot._result.ZeroShotResult`. Pure
+numpy: no torch, no I/O.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
+from ..data.multilabel import UNKNOWN, parse_values
 from ..errors import AttrtagError
 from ..schema import Group, Schema
+from ._result import ZeroShotResult
+from ._terms import compile_terms
 from .rules import Rules
+
+__all__ = ["DEFAULT_CLASS_TOP_K", "EPS", "ClassScorer", "ZeroShotResult", "apply_overrides", "override_labels",
+           "score_classes"]
 
 #: Lower clip of every match probability (and prior mass) before the log.
 EPS = 1e-6
@@ -32,101 +40,21 @@ DEFAULT_CLASS_TOP_K = 5
 _SUM_TOL = 1e-3
 
 
-@dataclass(frozen=True, eq=False)
-class ZeroShotResult:
-    """Zero-shot scores for ``N`` images and ``C`` classes.
-
-    Attributes:
-        class_names: class names, in rule order (the column order of every array).
-        group_names: the constrained groups, in schema order (the last axis of ``terms``).
-        scores: ``(N, C)`` mean log match over each class's constrained groups, plus ``offsets``.
-        probs: ``(N, C)`` ``softmax(scores / temperature)``.
-        ranking: ``(N, C)`` class indices, best first.
-        terms: ``(N, C, G)`` per-group log match (minus log prior mass when priors are given),
-            NaN where the class does not constrain the group.
-        unknown: ``(N,)`` True where the best normalised probability is below the threshold.
-        k: how many classes :attr:`top_k` keeps.
-        offsets: ``(C,)`` added to each class's score: ``-gamma`` for seen classes under
-            calibrated stacking, 0 otherwise.
-    """
-
-    class_names: tuple[str, ...]
-    group_names: tuple[str, ...]
-    scores: np.ndarray
-    probs: np.ndarray
-    ranking: np.ndarray
-    terms: np.ndarray
-    unknown: np.ndarray
-    k: int
-    offsets: np.ndarray | None = None
-
-    def __len__(self) -> int:
-        return int(self.scores.shape[0])
-
-    @property
-    def top1(self) -> np.ndarray:
-        """``(N,)`` index of the best class (also where ``unknown`` is set)."""
-        return self.ranking[:, 0]
-
-    @property
-    def top_k(self) -> np.ndarray:
-        """``(N, k)`` indices of the ``k`` best classes, best first."""
-        return self.ranking[:, : self.k]
-
-    @property
-    def top_k_probs(self) -> np.ndarray:
-        """``(N, k)`` normalised probabilities of :attr:`top_k`."""
-        return np.take_along_axis(self.probs, self.top_k, axis=1)
-
-    @property
-    def predicted(self) -> tuple[str | None, ...]:
-        """Best class name per image, ``None`` where the image is ``unknown``."""
-        return tuple(None if u else self.class_names[c] for c, u in zip(self.top1, self.unknown))
-
-    def ranked_names(self, i: int) -> tuple[str, ...]:
-        """All class names for image ``i``, best first."""
-        return tuple(self.class_names[c] for c in self.ranking[i])
-
-    def top_k_names(self, i: int) -> list[tuple[str, float]]:
-        """``[(class, probability), ...]`` of the ``k`` best classes for image ``i``."""
-        return [(self.class_names[c], float(self.probs[i, c])) for c in self.top_k[i]]
-
-    def explain(self, i: int, class_index: int | None = None) -> dict[str, float]:
-        """Each constrained group's contribution to one class's score for image ``i``.
-
-        Args:
-            i: image index.
-            class_index: the class (default: the best one for this image).
-
-        Returns:
-            ``{group: term / n_constrained}`` in schema order; the values add up to
-            ``scores[i, class_index]`` minus the class's calibration offset. The most negative
-            entry is the attribute that argues most against the class.
-        """
-        c = int(self.ranking[i, 0]) if class_index is None else class_index
-        row = self.terms[i, c]
-        n = int(np.count_nonzero(~np.isnan(row)))
-        return {g: float(t) / n for g, t in zip(self.group_names, row) if not np.isnan(t)}
-
-    @property
-    def explanations(self) -> tuple[dict[str, float], ...]:
-        """:meth:`explain` of the best class, for every image."""
-        return tuple(self.explain(i) for i in range(len(self)))
-
-
 def apply_overrides(
     probs: Mapping[str, np.ndarray], schema: Schema, overrides: Mapping[str, str]
 ) -> dict[str, np.ndarray]:
-    """Replace groups' predicted distributions with one-hots ("intervene on an attribute").
+    """Replace groups' predicted probabilities with a label ("intervene on an attribute").
 
     Args:
         probs: group -> ``(N, n_values)`` probabilities; left unchanged.
         schema: gives each group's value order.
-        overrides: group -> the value to force, e.g. ``{"bill": "duck"}``. The group need not
-            be in ``probs`` (e.g. one the model does not predict).
+        overrides: group -> the value to force, e.g. ``{"bill": "duck"}`` (a one-hot). For a
+            multi-label group, a label as a manifest writes it (:func:`override_labels`): its
+            values become 1 (present) or 0 (absent), the others keep their prediction. The
+            group need not be in ``probs`` when the label leaves no value unknown.
 
     Returns:
-        A new mapping with the overridden groups replaced by ``(N, n_values)`` one-hots.
+        A new mapping with the overridden groups replaced by ``(N, n_values)`` arrays.
 
     Raises:
         AttrtagError: empty ``probs``, or an unknown group or value (listing the allowed ones).
@@ -134,18 +62,53 @@ def apply_overrides(
     n = _batch_size(probs)
     out = dict(probs)
     for group, value in overrides.items():
+        where = f"override '{group}={value}'"
         if group not in schema:
-            raise AttrtagError(
-                f"override '{group}={value}': unknown group '{group}' (groups: {', '.join(schema.names)})"
-            )
+            raise AttrtagError(f"{where}: unknown group '{group}' (groups: {', '.join(schema.names)})")
         g: Group = schema[group]
+        if g.multi:
+            out[group] = _forced_values(probs.get(group), g, override_labels(g, value, where), n, where)
+            continue
         if value not in g.values:
-            raise AttrtagError(
-                f"override '{group}={value}': unknown value '{value}' (allowed: {', '.join(g.values)})"
-            )
+            raise AttrtagError(f"{where}: unknown value '{value}' (allowed: {', '.join(g.values)})")
         one_hot = np.zeros((n, len(g)), dtype=np.float64)
         one_hot[:, g.index(value)] = 1.0
         out[group] = one_hot
+    return out
+
+
+def override_labels(group: Group, value: str, where: str) -> tuple[int, ...]:
+    """What an override of multi-label ``group`` forces, per value: 1 present, 0 absent, -1 as predicted.
+
+    ``value`` is written as a manifest cell (``datasets/MANIFEST.md``): ``brown|white`` (these
+    present, the others absent), ``[]`` (none present), ``+brown|-red`` (these present or absent,
+    the others as predicted).
+
+    Raises:
+        AttrtagError: ``where: ...`` naming an unknown value, or a label that forces nothing.
+    """
+    labels = parse_values(group, value, where)
+    if labels is None:
+        raise AttrtagError(f"{where}: forces no value of '{group.name}'; write e.g. {group.name}={group.values[0]} "
+                           f"(only it present) or {group.name}=+{group.values[0]} (it present, the rest as predicted)")
+    return labels
+
+
+def _forced_values(
+    predicted: np.ndarray | None, group: Group, labels: tuple[int, ...], n: int, where: str
+) -> np.ndarray:
+    """``(N, V)``: the predicted sigmoids with the values ``labels`` knows set to 1 or 0."""
+    if predicted is None:
+        if UNKNOWN in labels:
+            raise AttrtagError(f"{where}: keeps some values of '{group.name}' as predicted, but there is no "
+                               f"prediction for it; label every value (e.g. {group.name}=[])")
+        predicted = np.zeros((n, len(group)))
+    out = np.array(predicted, dtype=np.float64)
+    if out.shape != (n, len(group)):
+        raise AttrtagError(f"probs['{group.name}']: expected shape {(n, len(group))}, got {out.shape}")
+    for i, x in enumerate(labels):
+        if x != UNKNOWN:
+            out[:, i] = float(x)
     return out
 
 
@@ -155,8 +118,11 @@ class ClassScorer:
     Args:
         rules: the class rules; checked against ``schema`` here, once.
         schema: the model's schema (value order of each group).
-        priors: group -> ``(n_values,)`` training label frequencies (counts are fine; each is
-            normalised to sum to 1). When given, every constrained group needs one.
+        priors: group -> ``(n_values,)``: an exclusive group's training label frequencies
+            (counts are fine; each is normalised to sum to 1), a multi-label group's
+            probability of each value being present (in (0, 1), see
+            :func:`~attrtag.zeroshot.calibration.priors_from_counts`). When given, every
+            constrained group needs one.
         gamma: calibrated stacking: subtracted from the score of every class in ``seen``.
         seen: the classes ``gamma`` applies to (classes of ``rules``).
         eps: lower clip of match probabilities before the log.
@@ -183,39 +149,19 @@ class ClassScorer:
         rules.check(schema)
         rules.require_scorable()
         self.rules, self.schema, self.eps = rules, schema, float(eps)
-        #: The constrained groups, in schema order (the last axis of ``terms``).
+        #: The constrained groups, in schema order.
         self.groups = tuple(g for g in schema.names if any(g in r.groups for r in rules))
         prior = _checked_priors(priors, schema, self.groups) if priors is not None else None
         self.has_priors = prior is not None
-        # Per group: (V, Cg) weights of the classes that constrain it, their column indices,
-        # and the log prior mass each of them subtracts (zeros without priors).
-        self._compiled: list[tuple[str, np.ndarray, np.ndarray, np.ndarray]] = []
-        for name in self.groups:
-            weights, mask = _weight_matrix(rules, schema[name])  # (C, V), (C,)
-            w = weights[mask]  # (Cg, V)
-            log_prior = np.zeros(len(w))
-            if prior is not None:
-                prior_mass = w @ prior[name]  # (Cg,)
-                for c, m in zip(np.flatnonzero(mask), prior_mass):
-                    if m <= 0:
-                        raise AttrtagError(
-                            f"priors['{name}']: every value class '{rules.classes[c].name}' accepts has "
-                            "frequency 0, so dividing by it would let this class win everywhere; smooth "
-                            "the frequencies (e.g. add 1 to every count)"
-                        )
-                log_prior = np.log(np.clip(prior_mass, eps, 1.0))
-            self._compiled.append((name, np.ascontiguousarray(w.T), np.flatnonzero(mask), log_prior))
-        # How many groups each class constrains: the divisor of the mean log match.
-        self._n_constrained = np.array([len(r.constraints) for r in rules], dtype=np.float64)
-        if not np.isfinite(gamma):
-            raise AttrtagError(f"zero-shot scoring: gamma must be a finite number, got {gamma!r}")
-        unknown = [c for c in seen if c not in rules.names]
-        if unknown:
-            raise AttrtagError(
-                f"calibration: seen classes {', '.join(unknown)} are not classes of the rules ({', '.join(rules.names)})"
-            )
-        self.gamma, self.seen = float(gamma), tuple(seen)
-        self._offsets = np.array([-self.gamma if c in self.seen else 0.0 for c in rules.names])  # (C,)
+        self._terms = compile_terms(rules, schema, self.groups, prior, self.eps)
+        #: What each term is: the last axis of :attr:`ZeroShotResult.terms`.
+        self.term_names = tuple(t.name for t in self._terms)
+        # How many terms each class has (constrained exclusive groups + listed multi-label
+        # values): the divisor of the mean log match.
+        self._n_terms = np.zeros(len(rules), dtype=np.float64)
+        for t in self._terms:
+            self._n_terms[t.classes] += 1
+        self.gamma, self.seen, self._offsets = _offsets(rules, gamma, seen)
 
     @property
     def class_names(self) -> tuple[str, ...]:
@@ -233,8 +179,9 @@ class ClassScorer:
         """Score every class for every image.
 
         Args:
-            probs: group -> ``(N, n_values)`` softmax probabilities, columns in schema value
-                order. Every constrained group must be present.
+            probs: group -> ``(N, n_values)`` probabilities, columns in schema value order: an
+                exclusive group's softmax, a multi-label group's sigmoids. Every constrained
+                group must be present.
             overrides: group -> value to force before scoring (see :func:`apply_overrides`).
             unknown_threshold: flag an image ``unknown`` when its best normalised probability
                 is below this (0 never flags).
@@ -254,11 +201,10 @@ class ClassScorer:
             probs = apply_overrides(probs, self.schema, overrides)
         p = _checked_probs(probs, self.schema, self.groups)
         n = _batch_size(p)
-        terms = np.full((n, len(self.rules), len(self.groups)), np.nan)  # (N, C, G)
-        for j, (name, w_t, classes, log_prior) in enumerate(self._compiled):
-            # (N, V) @ (V, Cg): the probability mass on each class's acceptable values.
-            terms[:, classes, j] = np.log(np.clip(p[name] @ w_t, self.eps, 1.0)) - log_prior
-        scores = np.nansum(terms, axis=2) / self._n_constrained + self._offsets  # (N, C): mean log match (calibrated)
+        terms = np.full((n, len(self.rules), len(self._terms)), np.nan)  # (N, C, T)
+        for j, t in enumerate(self._terms):
+            terms[:, t.classes, j] = t.log_match(p[t.group], self.eps)  # (N, Cg), or (N, 1) for every class
+        scores = np.nansum(terms, axis=2) / self._n_terms + self._offsets  # (N, C): mean log match (calibrated)
         z = scores / temperature
         z = z - z.max(axis=1, keepdims=True)  # exp stays finite
         e = np.exp(z)
@@ -266,7 +212,7 @@ class ClassScorer:
         ranking = np.argsort(-scores, axis=1, kind="stable")  # stable: ties keep rule order
         return ZeroShotResult(
             class_names=self.rules.names,
-            group_names=self.groups,
+            term_names=self.term_names,
             scores=scores,
             probs=class_probs,
             ranking=ranking,
@@ -335,15 +281,24 @@ def _group_arrays(
 def _checked_probs(
     probs: Mapping[str, np.ndarray], schema: Schema, needed: tuple[str, ...]
 ) -> dict[str, np.ndarray]:
-    """float64 copies of ``probs`` after checking groups, shapes and that rows are distributions."""
+    """float64 copies of ``probs`` after checking groups, shapes and values: an exclusive group's
+    rows are distributions, a multi-label group's entries probabilities."""
     n = _batch_size(probs)
     out = _group_arrays(
         probs, schema, needed, what="probs", shape=lambda g: (n, len(schema[g])),
-        missing="missing; pass the model's softmax for it (or override it)",
+        missing="missing; pass the model's probabilities for it (or override it)",
     )
     for name, a in out.items():
         if not np.all(np.isfinite(a)):
             raise AttrtagError(f"probs['{name}']: contains NaN or inf")
+        if schema[name].multi:
+            if a.min() < -_SUM_TOL or a.max() > 1 + _SUM_TOL:
+                raise AttrtagError(
+                    f"probs['{name}']: a multi-label group's entries must be probabilities in [0, 1] (one "
+                    f"sigmoid per value), got values in [{a.min():.4g}, {a.max():.4g}]; pass the sigmoid of "
+                    "its logits, not the logits"
+                )
+            continue
         sums = a.sum(axis=1)
         if a.min() < -_SUM_TOL or a.max() > 1 + _SUM_TOL or np.abs(sums - 1).max() > _SUM_TOL:
             row = int(np.abs(sums - 1).argmax())
@@ -358,27 +313,33 @@ def _checked_probs(
 def _checked_priors(
     priors: Mapping[str, np.ndarray], schema: Schema, needed: tuple[str, ...]
 ) -> dict[str, np.ndarray]:
-    """Each needed group's prior, checked and normalised to sum to 1."""
+    """Each needed group's prior, checked; an exclusive group's normalised to sum to 1."""
     out = _group_arrays(
         priors, schema, needed, what="priors", shape=lambda g: (len(schema[g]),),
         missing="has no prior; pass its training frequencies (or uniform ones: np.ones(n_values))",
     )
     for name, a in out.items():
+        if schema[name].multi:
+            if not (np.all(np.isfinite(a)) and a.min() > 0 and a.max() < 1):
+                raise AttrtagError(
+                    f"priors['{name}']: a multi-label group's prior is each value's probability of being present, "
+                    f"strictly between 0 and 1 (from the label counts and the images each value is known in, "
+                    f"label_totals), got {a.tolist()}; without label_totals, score without priors (`priors=False`)"
+                )
+            continue
         if not np.all(np.isfinite(a)) or a.min() < 0 or a.sum() <= 0:
             raise AttrtagError(f"priors['{name}']: frequencies must be finite, >= 0 and not all 0, got {a.tolist()}")
         out[name] = a / a.sum()
     return out
 
 
-def _weight_matrix(rules: Rules, group: Group) -> tuple[np.ndarray, np.ndarray]:
-    """``(C, n_values)`` max-normalised weights of each class on ``group`` and the ``(C,)`` mask
-    of classes that constrain it (rows of the others are zero)."""
-    weights = np.zeros((len(rules), len(group)), dtype=np.float64)
-    mask = np.zeros(len(rules), dtype=bool)
-    for c, rule in enumerate(rules):
-        for con in rule.constraints:
-            if con.group == group.name:
-                mask[c] = True
-                for v, w in zip(con.values, con.normalised_weights):
-                    weights[c, group.index(v)] = w
-    return weights, mask
+def _offsets(rules: Rules, gamma: float, seen: Sequence[str]) -> tuple[float, tuple[str, ...], np.ndarray]:
+    """``(gamma, seen, (C,) offsets)`` of calibrated stacking: ``-gamma`` on the seen classes."""
+    if not np.isfinite(gamma):
+        raise AttrtagError(f"zero-shot scoring: gamma must be a finite number, got {gamma!r}")
+    unknown = [c for c in seen if c not in rules.names]
+    if unknown:
+        raise AttrtagError(
+            f"calibration: seen classes {', '.join(unknown)} are not classes of the rules ({', '.join(rules.names)})"
+        )
+    return float(gamma), tuple(seen), np.array([-float(gamma) if c in seen else 0.0 for c in rules.names])

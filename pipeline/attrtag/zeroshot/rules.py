@@ -1,7 +1,8 @@
 """Class rules: each class described by the attribute values it takes, for zero-shot recognition.
 
-The file syntax (``classes: {name: {group: value | [values] | {value: weight}}}``) and what a
-constraint means are documented in ``datasets/RULES.md``. :meth:`Rules.load` checks a file
+The file syntax (``classes: {name: {group: value | [values] | {value: weight} | {value: true|false}}}``)
+and what a constraint means, in an exclusive and in a multi-label group, are documented in
+``datasets/RULES.md``; :mod:`._spec` reads one constraint. :meth:`Rules.load` checks a file
 against a schema and names file and line for every error; :func:`lint` reports rules that are
 legal but cannot work (a class with no constraint, classes no model could tell apart) as
 warnings, not errors. A class that constrains no group cannot be scored:
@@ -11,7 +12,6 @@ with the message of :func:`unscorable_message`. One class (:class:`Rule`, with a
 """
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +20,8 @@ from typing import Any, Callable, Iterator, Mapping, Sequence, Union
 from .._yaml import load_yaml
 from ..errors import SchemaError
 from ..schema import Schema
-from ._rule import Constraint, Rule, unscorable_message
+from ._rule import Constraint, Rule, term_name, unscorable_message
+from ._spec import parse_constraint
 
 #: Top-level keys a rules file may have. Anything else is an error naming the key.
 RULES_KEYS = frozenset({"classes"})
@@ -120,31 +121,23 @@ class Rules:
                         f"(schema groups: {', '.join(schema.names)})"
                     )
                 allowed = schema[c.group].values
-                for i, v in enumerate(c.values):
+                for v, vloc in _located(c, loc):
                     if v not in allowed:
-                        vloc = c.value_where[i] if i < len(c.value_where) else loc
                         raise SchemaError(
                             f"{vloc}: class '{r.name}': unknown value '{v}' for group '{c.group}' "
                             f"(allowed: {', '.join(allowed)})"
                         )
+                _check_kind(r, c, schema[c.group].multi, loc)
 
     # -- serialisation ----------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         """``{"classes": {name: {group: spec}}}``, JSON-friendly (for ONNX metadata).
 
-        A spec is written in its shortest exact form: one value, a list (all weights 1), or a
-        ``{value: weight}`` mapping. :meth:`from_dict` reads it back to an equal ``Rules``.
+        A spec is written in its shortest exact form: one value, a list (all weights 1), a
+        ``{value: weight}`` mapping, or, with absent values, ``{value: true|false}`` (present
+        values first). :meth:`from_dict` reads it back to an equal ``Rules``.
         """
-        out: dict[str, dict[str, Any]] = {}
-        for r in self.classes:
-            spec: dict[str, Any] = {}
-            for c in r.constraints:
-                if all(w == 1.0 for w in c.weights):
-                    spec[c.group] = c.values[0] if len(c.values) == 1 else list(c.values)
-                else:
-                    spec[c.group] = dict(zip(c.values, c.weights))
-            out[r.name] = spec
-        return {"classes": out}
+        return {"classes": {r.name: {c.group: _spec_of(c) for c in r.constraints} for r in self.classes}}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], schema: Schema | None = None, *, source: str = "rules") -> "Rules":
@@ -165,7 +158,7 @@ class Rules:
         def locate(*keys: Any) -> str:
             return f"{source} ({'.'.join(str(k) for k in keys)})" if keys else source
 
-        rules = _parse(data, locate)
+        rules = _parse(data, locate, schema)
         if schema is not None:
             rules.check(schema)
         return rules
@@ -186,13 +179,49 @@ class Rules:
                 classes, malformed specs, bad weights, unknown groups or values.
         """
         doc = load_yaml(path)
-        rules = _parse(doc.data, doc.where)
+        rules = _parse(doc.data, doc.where, schema)
         rules.check(schema)
         return rules
 
 
-def _parse(data: Any, locate: _Locator) -> Rules:
-    """Turn ``{"classes": {...}}`` into :class:`Rules`; structure only, no schema check."""
+def _spec_of(c: Constraint) -> Any:
+    """One constraint in its shortest exact dict form (see :meth:`Rules.to_dict`)."""
+    if c.absent:
+        return {**{v: True for v in c.values}, **{v: False for v in c.absent}}
+    if all(w == 1.0 for w in c.weights):
+        return c.values[0] if len(c.values) == 1 else list(c.values)
+    return dict(zip(c.values, c.weights))
+
+
+def _located(c: Constraint, loc: str) -> list[tuple[str, str]]:
+    """Every value a constraint names, present/acceptable then absent, with its "file:line"."""
+    def where(wheres: tuple[str, ...], i: int) -> str:
+        return wheres[i] if i < len(wheres) else loc
+
+    return ([(v, where(c.value_where, i)) for i, v in enumerate(c.values)]
+            + [(v, where(c.absent_where, i)) for i, v in enumerate(c.absent)])
+
+
+def _check_kind(r: Rule, c: Constraint, multi: bool, loc: str) -> None:
+    """Refuse the form a group's kind does not take: weights in a multi-label group, values marked
+    true/false in an exclusive one (rules read without the schema reach this)."""
+    if multi:
+        for (v, vloc), w in zip(_located(c, loc), c.weights):
+            if w != 1.0:
+                raise SchemaError(
+                    f"{vloc}: class '{r.name}': '{c.group}' is a multi-label group, where each value is present "
+                    f"or absent, so weights are not meaningful; write {{{v}: true}} or {{{v}: false}}"
+                )
+    elif c.absent or c.marked:
+        raise SchemaError(
+            f"{loc}: class '{r.name}': true/false marks the values of a multi-label group, and '{c.group}' is "
+            "exclusive; list the acceptable values, or weight them ({value: 0.7})"
+        )
+
+
+def _parse(data: Any, locate: _Locator, schema: Schema | None = None) -> Rules:
+    """Turn ``{"classes": {...}}`` into :class:`Rules`; structure only (``schema`` only says which
+    groups are multi-label, so that a mapping is read in the right form)."""
     if not isinstance(data, Mapping):
         raise SchemaError(f"{locate()}: a rules file must be a mapping with a 'classes:' key")
     for key in data:
@@ -214,121 +243,96 @@ def _parse(data: Any, locate: _Locator) -> Rules:
             raise SchemaError(
                 f"{where}: class '{name}' must map groups to values, e.g. {name}: {{covering: fur}}; got {body!r}"
             )
-        constraints = tuple(_parse_constraint(str(name), str(g), spec, locate) for g, spec in body.items())
+        constraints = tuple(parse_constraint(str(name), str(g), spec, locate, multi=_is_multi(schema, str(g)))
+                            for g, spec in body.items())
         out.append(Rule(str(name), constraints, where=where))
     return Rules(tuple(out))
 
 
-def _parse_constraint(cls_name: str, group: str, spec: Any, locate: _Locator) -> Constraint:
-    """One ``group: spec`` entry of a class."""
-
-    def at(*keys: Any) -> str:
-        return locate("classes", cls_name, group, *keys)
-
-    where = at()
-    ctx = f"class '{cls_name}', group '{group}'"
-    if isinstance(spec, str):
-        return Constraint(group, (spec,), (1.0,), where=where, value_where=(where,))
-    if isinstance(spec, list):
-        if not spec:
-            raise SchemaError(f"{where}: {ctx}: empty list; name at least one value or drop the group")
-        wheres = [at(i) for i in range(len(spec))]
-        for v, w in zip(spec, wheres):
-            if not isinstance(v, str):
-                raise SchemaError(f"{w}: {ctx}: value {v!r} must be a plain name")
-        _no_duplicates(spec, wheres, ctx)
-        return Constraint(group, tuple(spec), (1.0,) * len(spec), where=where, value_where=tuple(wheres))
-    if isinstance(spec, Mapping):
-        if not spec:
-            raise SchemaError(f"{where}: {ctx}: empty mapping; give {{value: weight}} pairs or drop the group")
-        values, weights, wheres = [], [], []
-        for v, raw in spec.items():
-            if not isinstance(v, str):
-                raise SchemaError(f"{at(v)}: {ctx}: value {v!r} must be a plain name")
-            values.append(v)
-            weights.append(_parse_weight(raw, at(v), f"{ctx}, value '{v}'"))
-            wheres.append(at(v))
-        return Constraint(group, tuple(values), tuple(weights), where=where, value_where=tuple(wheres))
-    raise SchemaError(f"{where}: {ctx}: expected a value, a list of values or {{value: weight}}; got {spec!r}")
-
-
-def _parse_weight(raw: Any, where: str, ctx: str) -> float:
-    """A weight written as a YAML string (raw scalar) or a JSON number; must be finite and > 0."""
-    if isinstance(raw, bool):  # JSON true/false would otherwise pass float() as 1.0/0.0
-        raw = str(raw).lower()
-    try:
-        w = float(raw)
-    except (TypeError, ValueError):
-        raise SchemaError(f"{where}: {ctx}: weight {raw!r} is not a number; write e.g. 0.7") from None
-    if not (math.isfinite(w) and w > 0):
-        raise SchemaError(
-            f"{where}: {ctx}: weight {raw!r} must be a number > 0 (leave a value out instead of weighting it 0)"
-        )
-    return w
-
-
-def _no_duplicates(values: list[str], wheres: list[str], ctx: str) -> None:
-    """Refuse a value listed twice, naming the line of the second."""
-    seen: set[str] = set()
-    for v, w in zip(values, wheres):
-        if v in seen:
-            raise SchemaError(f"{w}: {ctx}: value '{v}' listed twice")
-        seen.add(v)
+def _is_multi(schema: Schema | None, group: str) -> bool | None:
+    """Whether ``group`` is multi-label; None without a schema or for a group it lacks (checked later)."""
+    return None if schema is None or group not in schema else schema[group].multi
 
 
 def lint(
-    rules: Rules, schema: Schema | None = None, label_counts: Mapping[str, Sequence[int]] | None = None
+    rules: Rules, schema: Schema | None = None, label_counts: Mapping[str, Sequence[int]] | None = None,
+    label_totals: Mapping[str, Sequence[int]] | None = None,
 ) -> list[str]:
     """Report rules that are legal but cannot do their job. Nothing is raised.
 
     Args:
         rules: the class rules.
-        schema: when given, also report constraints that accept every value of a group
-            equally (they add the same term to every image and carry no information).
+        schema: when given, also report constraints that accept every value of an exclusive
+            group equally (they add the same term to every image and carry no information).
         label_counts: the model's training label counts per group (with ``schema``): also
-            report each accepted value no training image carried; the model never learnt to
-            predict it, so a class that relies on it is named only by accident.
+            report each accepted (or, in a multi-label group, present) value no training image
+            carried; the model never learnt to predict it, so a class that relies on it is
+            named only by accident.
+        label_totals: the images each multi-label value is known in (with ``label_counts``):
+            also report each value marked absent that no training image has absent.
 
     Returns:
-        One message per problem: classes that constrain no group (they cannot be scored), and
-        each set of classes with identical rules (no model could tell them apart).
+        One message per problem: classes that constrain no group (they cannot be scored), each
+        set of classes with identical rules (no model could tell them apart), and the above.
     """
-    warnings: list[str] = []
-    for r in rules:
-        if not r.constraints:
-            warnings.append(unscorable_message(r) + " (add at least one group: value)")
+    warnings = [unscorable_message(r) + " (add at least one group: value)" for r in rules if not r.constraints]
+    warnings += _identical(rules, schema)
+    for r in rules if schema is not None else ():
+        for c in r.constraints:
+            if c.group in schema:
+                warnings += _constraint_warnings(r, c, schema, label_counts or {}, label_totals or {})
+    return warnings
+
+
+def _identical(rules: Rules, schema: Schema | None) -> list[str]:
+    """One warning per set of classes whose rules score identically."""
     by_signature: dict[tuple, list[Rule]] = {}
     for r in rules:
         if r.constraints:
             by_signature.setdefault(r.signature(), []).append(r)
-    for sig, members in by_signature.items():
+    out = []
+    for members in by_signature.values():
         if len(members) > 1:
             names = ", ".join(f"'{m.name}'" for m in members)
-            desc = "; ".join(
-                f"{g}=" + "|".join(v if w == 1.0 else f"{v}:{w:g}" for v, w in vw) for g, vw in sig
-            )
-            warnings.append(
+            desc = "; ".join(_describe(c, schema) for c in sorted(members[0].constraints, key=Constraint.signature))
+            out.append(
                 f"{members[0].where or 'rules'}: classes {names} have identical rules ({desc}); "
                 "no model can tell them apart - add a group that distinguishes them"
             )
-    if schema is not None:
-        for r in rules:
-            for c in r.constraints:
-                if c.group in schema and set(c.values) == set(schema[c.group].values) and len(set(c.weights)) == 1:
-                    warnings.append(
-                        f"{c.where or r.where or 'rules'}: class '{r.name}' accepts every value of "
-                        f"'{c.group}'; the constraint carries no information (drop it)"
-                    )
-                counts = (label_counts or {}).get(c.group)
-                known = c.group in schema and counts is not None and len(counts) == len(schema[c.group])
-                for v in c.values if known else ():  # counts that do not fit: the scorer says so
-                    if v in schema[c.group].values and counts[schema[c.group].index(v)] == 0:
-                        warnings.append(
-                            f"{c.where or r.where or 'rules'}: class '{r.name}' depends on {c.group}={v}, which no "
-                            "training image of the model carries; the model never learnt it, so the class can "
-                            "only be named by accident (label some images with it, or drop it from the rule)"
-                        )
-    return warnings
+    return out
+
+
+def _describe(c: Constraint, schema: Schema | None) -> str:
+    """``g=a|b:0.5`` for an exclusive group; ``g=a, g!=b`` for a multi-label one (a term per value)."""
+    if c.absent or c.marked or (schema is not None and c.group in schema and schema[c.group].multi):
+        return ", ".join([term_name(c.group, v, True) for v in sorted(c.values)]
+                         + [term_name(c.group, v, False) for v in sorted(c.absent)])
+    return f"{c.group}=" + "|".join(v if w == 1.0 else f"{v}:{w:g}" for v, w in c.signature()[1])
+
+
+def _constraint_warnings(
+    r: Rule, c: Constraint, schema: Schema, counts: Mapping[str, Sequence[int]], totals: Mapping[str, Sequence[int]]
+) -> list[str]:
+    """What :func:`lint` says about one constraint of a checked group."""
+    group, where = schema[c.group], c.where or r.where or "rules"
+    out = []
+    if not group.multi and set(c.values) == set(group.values) and len(set(c.weights)) == 1:
+        out.append(f"{where}: class '{r.name}' accepts every value of '{c.group}'; the constraint carries no "
+                   "information (drop it)")
+    present, known = counts.get(c.group), totals.get(c.group)
+    lines = dict(_located(c, where)) if group.multi else {}  # a multi-label value's own line; a group's for the rest
+    unlearnt: list[tuple[str, str]] = []
+    if present is not None and len(present) == len(group):  # counts that do not fit: the scorer says so
+        ok = [v for v in c.values + c.absent if v in group.values]  # lint takes rules not checked, too
+        unlearnt += [(v, term_name(c.group, v, True)) for v in c.values if v in ok and present[group.index(v)] == 0]
+        if group.multi and known is not None and len(known) == len(group):
+            unlearnt += [(v, term_name(c.group, v, False)) for v in c.absent
+                         if v in ok and known[group.index(v)] - present[group.index(v)] <= 0]
+    for v, term in unlearnt:
+        out.append(f"{lines.get(v, where)}: class '{r.name}' depends on {term}, which no training image of the model "
+                   "carries; the model never learnt it, so the class can only be named by accident (label some "
+                   "images with it, or drop it from the rule)")
+    return out
 
 
 #: What :func:`resolve_rules` takes: a rules file, the dict form, or rules already parsed.
@@ -337,7 +341,7 @@ RulesSource = Union["Rules", str, "os.PathLike[str]", Mapping[str, Any]]
 
 def resolve_rules(
     rules: RulesSource, schema: Schema, *, source: str | None = None,
-    label_counts: Mapping[str, Sequence[int]] | None = None,
+    label_counts: Mapping[str, Sequence[int]] | None = None, label_totals: Mapping[str, Sequence[int]] | None = None,
 ) -> tuple[Rules, list[str]]:
     """Rules from wherever they come, checked against ``schema``: the one way to load them.
 
@@ -346,7 +350,8 @@ def resolve_rules(
             a :class:`Rules`.
         schema: the model's schema.
         source: names a dict's origin in messages (default ``"rules"``).
-        label_counts: the model's training label counts, for the lint (see :func:`lint`).
+        label_counts, label_totals: the model's training label counts (and the images each
+            multi-label value is known in), for the lint (see :func:`lint`).
 
     Returns:
         ``(rules, warnings)``: the rules without classes that constrain nothing, and the
@@ -362,4 +367,4 @@ def resolve_rules(
         loaded = Rules.from_dict(rules, schema, source=source or "rules")
     else:
         loaded = Rules.load(rules, schema)
-    return loaded.scorable(), lint(loaded, schema, label_counts)
+    return loaded.scorable(), lint(loaded, schema, label_counts, label_totals)

@@ -23,7 +23,7 @@ import numpy as np
 from ..errors import AttrtagError
 from ..schema import Schema
 from .calibration import Calibration, given_calibration, priors_from_counts, resolve_calibration
-from .classifier import DEFAULT_CLASS_TOP_K, ClassScorer, ZeroShotResult
+from .classifier import DEFAULT_CLASS_TOP_K, ClassScorer, ZeroShotResult, override_labels
 from .rules import Rules, RulesSource, resolve_rules
 
 Warn = Callable[[str], Any]
@@ -36,12 +36,14 @@ class Carrier(Protocol):
         schema: the groups and values.
         rules: embedded class rules (their dict form, or :class:`Rules`), or None.
         label_counts: training label counts per group, or None.
+        label_totals: per multi-label group, the training images each value is known in, or None.
         calibration: a stored calibration (dict or :class:`Calibration`), or None.
     """
 
     schema: Schema
     rules: Any
     label_counts: Mapping[str, Sequence[int]] | None
+    label_totals: Mapping[str, Sequence[int]] | None
     calibration: Any
 
 
@@ -55,12 +57,16 @@ class ClassScoring:
         top_k: classes kept in a record's ``classes`` (capped at the number of classes).
         unknown_threshold: a record's ``class`` is ``unknown`` when the best normalised
             probability is below this (0: never).
-        overrides: group -> value forced before scoring (an intervention).
+        overrides: group -> value forced before scoring (an intervention; for a multi-label
+            group a label as a manifest writes it, see
+            :func:`~attrtag.zeroshot.classifier.override_labels`).
         source: where the rules came from (a file, or a model's metadata), for messages and
             output headers; not part of equality.
         label_counts: training label counts per group: scores are divided by the priors they
             give (:func:`~attrtag.zeroshot.calibration.priors_from_counts`). None: no priors.
         calibration: calibrated stacking applied to the seen classes, or None.
+        label_totals: per multi-label group, the training images each value is known in (with
+            ``label_counts``, a value's prior is present / known). None: none.
     """
 
     rules: Rules
@@ -71,6 +77,7 @@ class ClassScoring:
     source: str = field(default="", compare=False)
     label_counts: Mapping[str, tuple[int, ...]] | None = None
     calibration: Calibration | None = None
+    label_totals: Mapping[str, tuple[int, ...]] | None = None
     scorer: ClassScorer = field(init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -84,7 +91,9 @@ class ClassScoring:
             if group not in self.schema:
                 raise AttrtagError(f"`overrides` {group}={value}: unknown group '{group}' "
                                    f"(groups: {', '.join(self.schema.names)})")
-            if value not in self.schema[group].values:
+            if self.schema[group].multi:
+                override_labels(self.schema[group], value, f"`overrides` {group}={value}")
+            elif value not in self.schema[group].values:
                 raise AttrtagError(f"`overrides` {group}={value}: unknown value '{value}' "
                                    f"(allowed: {', '.join(self.schema[group].values)})")
         self.rules.require_scorable()
@@ -97,7 +106,7 @@ class ClassScoring:
     @property
     def priors(self) -> dict[str, np.ndarray] | None:
         """The label priors scores are divided by, or None."""
-        return None if self.label_counts is None else priors_from_counts(self.label_counts)
+        return None if self.label_counts is None else priors_from_counts(self.label_counts, self.label_totals)
 
     def __call__(self, probs: Mapping[str, np.ndarray]) -> ZeroShotResult:
         """Score ``probs`` (group -> ``(N, n_values)``) with these rules and options."""
@@ -106,7 +115,7 @@ class ClassScoring:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON header form (compared when an output is resumed)."""
-        return {
+        d: dict[str, Any] = {
             "rules": self.rules.to_dict(),
             "rules_source": self.source,
             "top_k": self.top_k,
@@ -115,13 +124,17 @@ class ClassScoring:
             "priors": None if self.label_counts is None else {g: list(c) for g, c in self.label_counts.items()},
             "calibration": None if self.calibration is None else self.calibration.to_dict(),
         }
+        if self.label_totals is not None:  # only then: headers without multi-label priors stay as they were
+            d["label_totals"] = {g: list(c) for g, c in self.label_totals.items()}
+        return d
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any], schema: Schema, *, source: str) -> "ClassScoring":
         """Inverse of :meth:`to_dict`; ``source`` names the file in errors."""
         rules_source = str(d.get("rules_source") or "")
         where = f"{source} (class rules{' from ' + rules_source if rules_source else ''})"
-        counts, cal = d.get("priors"), d.get("calibration")  # absent from headers written before priors travelled
+        # Absent from headers written before priors (and multi-label totals) travelled.
+        counts, totals, cal = d.get("priors"), d.get("label_totals"), d.get("calibration")
         return cls(
             Rules.from_dict(d["rules"], schema, source=where),
             schema,
@@ -129,8 +142,9 @@ class ClassScoring:
             unknown_threshold=float(d["unknown_threshold"]),
             overrides={str(g): str(v) for g, v in (d.get("overrides") or {}).items()},
             source=rules_source,
-            label_counts=None if counts is None else {str(g): tuple(int(c) for c in v) for g, v in counts.items()},
+            label_counts=None if counts is None else _counts(counts),
             calibration=None if cal is None else Calibration.from_dict(cal, source=where),
+            label_totals=None if totals is None else _counts(totals),
         )
 
     def describe(self) -> str:
@@ -175,7 +189,8 @@ def class_scoring(
 
     Args:
         carrier: a model card, or a tag file's header: its schema, embedded rules, label
-            counts and calibration. A bare :class:`Schema` carries none of them.
+            counts (and totals of multi-label values) and calibration. A bare :class:`Schema`
+            carries none of them.
         rules: rules to use (a file, their dict form, :class:`Rules`); None: the carrier's
             when it has any; True: the carrier's, which must exist; False: none.
         priors: divide scores by the carrier's label priors (when it has label counts).
@@ -204,15 +219,15 @@ def class_scoring(
         _refuse_options_without_rules(rules, name, top_k=top_k, unknown_threshold=unknown_threshold,
                                       overrides=overrides, gamma=gamma, seen=seen)
         return None
-    counts = None if isinstance(carrier, Schema) or not priors else carrier.label_counts
+    counts, totals = _label_priors(carrier, priors)
     loaded, source = _resolved(schema, embedded, rules, name=name, embedded_source=rules_source or f"{name} metadata",
-                               label_counts=counts, warn=warn)
+                               label_counts=counts, label_totals=totals, warn=warn)
     stored = None if isinstance(carrier, Schema) or not calibration else carrier.calibration
     cal = _calibration(stored, loaded, calibration, gamma=gamma, seen=seen, priors=counts is not None, name=name,
                        warn=warn)
     scoring = ClassScoring(loaded, schema, top_k=DEFAULT_CLASS_TOP_K if top_k is None else top_k,
                            unknown_threshold=unknown_threshold or 0.0, overrides=dict(overrides or {}), source=source,
-                           label_counts=None if counts is None else _counts(counts), calibration=cal)
+                           label_counts=counts, calibration=cal, label_totals=totals)
     _warn_unconstrained(scoring, warn)
     return scoring
 
@@ -221,19 +236,31 @@ def _counts(counts: Mapping[str, Sequence[int]]) -> dict[str, tuple[int, ...]]:
     return {str(g): tuple(int(c) for c in v) for g, v in counts.items()}
 
 
+def _label_priors(
+    carrier: Carrier | Schema, priors: bool
+) -> tuple[dict[str, tuple[int, ...]] | None, dict[str, tuple[int, ...]] | None]:
+    """The carrier's label counts and multi-label totals; None for what it lacks or with priors off."""
+    counts = None if isinstance(carrier, Schema) or not priors else carrier.label_counts
+    # getattr: a carrier from before multi-label groups has no totals (and a card without any, None).
+    totals = None if counts is None else getattr(carrier, "label_totals", None)
+    return (None if counts is None else _counts(counts)), (_counts(totals) if totals else None)
+
+
 def _resolved(
     schema: Schema, embedded: Any, rules: RulesSource | bool | None, *, name: str, embedded_source: str,
-    label_counts: Mapping[str, Sequence[int]] | None, warn: Warn | None,
+    label_counts: Mapping[str, Sequence[int]] | None, label_totals: Mapping[str, Sequence[int]] | None,
+    warn: Warn | None,
 ) -> tuple[Rules, str]:
     """The rules (given, else embedded) checked against ``schema``, and where they came from."""
     if rules is None or rules is True:
         if embedded is None:
             raise AttrtagError(f"{name}: the model has no embedded rules; pass `rules=R`")
         source = embedded_source
-        loaded, warnings = resolve_rules(embedded, schema, source=source, label_counts=label_counts)
+        loaded, warnings = resolve_rules(embedded, schema, source=source, label_counts=label_counts,
+                                         label_totals=label_totals)
     else:
         source = str(rules) if isinstance(rules, (str, os.PathLike)) else "rules"
-        loaded, warnings = resolve_rules(rules, schema, label_counts=label_counts)
+        loaded, warnings = resolve_rules(rules, schema, label_counts=label_counts, label_totals=label_totals)
     for message in warnings:
         (warn or _ignore)(message)
     return loaded, source

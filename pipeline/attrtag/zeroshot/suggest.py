@@ -5,8 +5,11 @@ carry are sorted by frequency and the fewest that cover a chosen share of them (
 default 80%) are kept, weighted by their share: ``gender: {Men: 0.74, Unisex: 0.12}``. A group
 is left unconstrained when the class has no label for it, when covering it takes more than
 ``max_values`` values (e.g. the colour of T-shirts), or when the kept values are every value of
-the group (no information). Classes whose drafts accept the same values in every group cannot
-be told apart by any model, whatever the weights; they are reported as coinciding.
+the group (no information). In a multi-label group each value is drafted on its own, over the
+class's images that label it: ``true`` (present) when at least ``cover`` of them have it, ``false``
+(absent) when at least ``cover`` lack it, left out otherwise (``marks: {dot: true, ring: false}``;
+``max_values`` does not apply). Classes whose drafts accept the same values in every group
+cannot be told apart by any model, whatever the weights; they are reported as coinciding.
 
 The draft describes the labels, not what tells classes apart: a curator reads it, merges or
 splits classes, and writes the classes nobody has images of by analogy.
@@ -20,11 +23,14 @@ from typing import Any, Iterable
 import yaml
 
 from ..data.manifest import Sample
+from ..data.multilabel import ABSENT, PRESENT
 from ..errors import AttrtagError
-from ..schema import Schema
+from ..schema import Group, Schema
 
 #: Weights are written with this many decimals (and never below their last digit).
 _DECIMALS = 3
+#: Shares are compared with this slack: 0.7 * 10 is 7.000000000000001 in floating point.
+_SLACK = 1e-9
 
 
 @dataclass(frozen=True)
@@ -34,7 +40,8 @@ class DraftClass:
     Attributes:
         name: the class.
         images: its images among those read.
-        spec: group -> one value, or ``{value: share}`` (the rules file's constraint forms).
+        spec: group -> one value, ``{value: share}``, or for a multi-label group
+            ``{value: True | False}`` (the rules file's constraint forms).
         left_out: group -> why it is unconstrained.
     """
 
@@ -44,8 +51,13 @@ class DraftClass:
     left_out: dict[str, str] = field(default_factory=dict)
 
     def signature(self) -> tuple[tuple[str, frozenset[str]], ...]:
-        """The values accepted per constrained group, weights ignored."""
-        return tuple(sorted((g, frozenset([s] if isinstance(s, str) else s)) for g, s in self.spec.items()))
+        """The values accepted per constrained group, weights ignored (a multi-label value's state kept)."""
+        def accepted(s: Any) -> frozenset[Any]:
+            if isinstance(s, str):
+                return frozenset([s])
+            return frozenset(s.items()) if all(isinstance(x, bool) for x in s.values()) else frozenset(s)
+
+        return tuple(sorted((g, accepted(s)) for g, s in self.spec.items()))
 
 
 @dataclass(frozen=True)
@@ -90,7 +102,7 @@ def suggest_rules(
         schema: the groups and values.
         column: the sample field (manifest column) holding each image's class.
         cover: the share of a class's labelled images its kept values must cover, in (0, 1].
-        max_values: a group needing more values than this is left unconstrained.
+        max_values: an exclusive group needing more values than this is left unconstrained.
         min_images: classes with fewer images are left out of the draft.
 
     Returns:
@@ -121,42 +133,69 @@ def suggest_rules(
 
 def _count_labels(
     samples: Iterable[Sample], schema: Schema, column: str
-) -> tuple[dict[str, list[Counter[int]]], Counter[str]]:
-    """Per class: each group's value counts, and the class's images (empty ``column``: skipped)."""
-    counts: dict[str, list[Counter[int]]] = defaultdict(lambda: [Counter() for _ in schema.groups])
+) -> tuple[dict[str, list[Counter[Any]]], Counter[str]]:
+    """Per class: each group's value counts (a multi-label group's by ``(value, PRESENT | ABSENT)``),
+    and the class's images (empty ``column``: skipped)."""
+    counts: dict[str, list[Counter[Any]]] = defaultdict(lambda: [Counter() for _ in schema.groups])
     images: Counter[str] = Counter()
     for s in samples:
         name = (s.extra.get(column) or "").strip()
         if name:
             images[name] += 1
-            for j, v in enumerate(s.labels):
-                if v >= 0:
-                    counts[name][j][v] += 1
+            for j, g in enumerate(schema.groups):
+                if g.multi:
+                    known = enumerate(s.multi.get(g.name, ()))
+                    counts[name][j].update((i, x) for i, x in known if x in (PRESENT, ABSENT))
+                elif s.labels[j] >= 0:
+                    counts[name][j][s.labels[j]] += 1
     return counts, images
 
 
 def _draft_class(
-    name: str, n: int, schema: Schema, counts: list[Counter[int]], *, cover: float, max_values: int
+    name: str, n: int, schema: Schema, counts: list[Counter[Any]], *, cover: float, max_values: int
 ) -> DraftClass:
     """One class's draft from its value counts per group (see the module docstring)."""
     spec: dict[str, Any] = {}
     left_out: dict[str, str] = {}
     for group, c in zip(schema.groups, counts):
-        total = sum(c.values())
-        kept, mass = [], 0
-        for v, k in sorted(c.items(), key=lambda kv: (-kv[1], kv[0])):  # most frequent first, then schema order
-            if mass >= cover * total:
-                break
-            kept.append((group.values[v], k))
-            mass += k
-        if not total:
-            left_out[group.name] = "no label"
-        elif len(kept) > max_values:
-            left_out[group.name] = f"{len(kept)} values needed to cover {100 * cover:.0f}%"
-        elif len(kept) == len(group) and len(group) > 1:
-            left_out[group.name] = "every value"
-        elif len(kept) == 1:
-            spec[group.name] = kept[0][0]
+        drafted, why = _draft_multi(group, c, cover) if group.multi else _draft_exclusive(group, c, cover, max_values)
+        if drafted is None:
+            left_out[group.name] = why
         else:
-            spec[group.name] = {v: max(round(k / total, _DECIMALS), 10.0 ** -_DECIMALS) for v, k in kept}
+            spec[group.name] = drafted
     return DraftClass(name, n, spec, left_out)
+
+
+def _draft_exclusive(group: Group, c: Counter[Any], cover: float, max_values: int) -> tuple[Any, str]:
+    """The fewest most frequent values covering ``cover`` of the labels, or None and why not."""
+    total = sum(c.values())
+    kept, mass = [], 0
+    for v, k in sorted(c.items(), key=lambda kv: (-kv[1], kv[0])):  # most frequent first, then schema order
+        if mass >= cover * total:
+            break
+        kept.append((group.values[v], k))
+        mass += k
+    if not total:
+        return None, "no label"
+    if len(kept) > max_values:
+        return None, f"{len(kept)} values needed to cover {100 * cover:.0f}%"
+    if len(kept) == len(group) and len(group) > 1:
+        return None, "every value"
+    if len(kept) == 1:
+        return kept[0][0], ""
+    return {v: max(round(k / total, _DECIMALS), 10.0 ** -_DECIMALS) for v, k in kept}, ""
+
+
+def _draft_multi(group: Group, c: Counter[Any], cover: float) -> tuple[dict[str, bool] | None, str]:
+    """Each value present (True) or absent (False) in at least ``cover`` of the images that label it
+    (the larger share when both reach it, as a ``cover`` of 0.5 or less allows), or None and why not."""
+    spec: dict[str, bool] = {}
+    for i, v in enumerate(group.values):
+        yes, no = c[(i, PRESENT)], c[(i, ABSENT)]
+        if yes != no and max(yes, no) >= cover * (yes + no) - _SLACK:
+            spec[v] = yes > no
+    if spec:
+        return spec, ""
+    if not sum(c.values()):
+        return None, "no label"
+    return None, f"no value present or absent in {100 * cover:.0f}% of the images that label it"
