@@ -1,8 +1,10 @@
 """Export an attrtag model to ONNX, then prove the file computes what PyTorch computes.
 
 The graph is :class:`attrtag.model.ProbabilityModel`: input ``image`` float32
-``[batch, 3, H, W]`` (batch dynamic), one softmax output per group, named after the group, in
-schema order. The model card (:mod:`attrtag_onnx.metadata`) travels in the file.
+``[batch, 3, H, W]`` (batch dynamic), one output per group, named after the group, in schema
+order: a softmax for an exclusive group, one sigmoid per value for a multi-label group. The model
+card (:mod:`attrtag_onnx.metadata`: each group's kind, the multi-label values' decision
+thresholds, ...) travels in the file.
 
 Like ``timm.utils.onnx.onnx_export``, every export is followed by ``onnx.checker`` and an
 ONNX Runtime vs PyTorch comparison on fresh random inputs (batch 1 and ``batch_check``, which

@@ -13,10 +13,11 @@ if TYPE_CHECKING:
 def convert_to_fp16(model: "onnx.ModelProto") -> "onnx.ModelProto":
     """A float16 copy of ``model`` for GPUs, float32 input and outputs kept.
 
-    Uses ONNX Runtime's converter (``onnxruntime.transformers.float16``). Softmax stays float32
-    so probabilities are computed, and returned, at full precision, like PyTorch autocast does;
-    the converter's float32->float16->float32 cast pairs at the outputs are then removed, and the
-    node list re-sorted (the converter appends its Cast nodes at the end, which ONNX forbids).
+    Uses ONNX Runtime's converter (``onnxruntime.transformers.float16``). Softmax and the Sigmoid
+    nodes of multi-label outputs stay float32 so probabilities are computed, and returned, at full
+    precision, like PyTorch autocast does; the converter's float32->float16->float32 cast pairs at
+    the outputs are then removed, and the node list re-sorted (the converter appends its Cast
+    nodes at the end, which ONNX forbids).
 
     Args:
         model: a float32 model (not modified).
@@ -30,18 +31,36 @@ def convert_to_fp16(model: "onnx.ModelProto") -> "onnx.ModelProto":
         raise ExportError(
             "`fp16=True` needs ONNX Runtime's float16 converter: pip install onnxruntime-gpu==1.31.1"
         ) from None
+    model = copy.deepcopy(model)
     half = convert_float_to_float16(
-        copy.deepcopy(model), keep_io_types=True, op_block_list=[*DEFAULT_OP_BLOCK_LIST, "Softmax"]
+        model, keep_io_types=True, op_block_list=[*DEFAULT_OP_BLOCK_LIST, "Softmax"],
+        node_block_list=_output_sigmoids(model.graph),
     )
     _drop_cast_round_trips(half)
     _sort_topologically(half.graph)
     return half
 
 
+def _output_sigmoids(graph: Any) -> list[str]:
+    """Names of the Sigmoid nodes that give graph outputs (named here when unnamed).
+
+    Only these: a float16 sigmoid near 1 moves in steps of 5e-4, enough to flip a value that sits
+    on its decision threshold, while a backbone's SiLU gates (Sigmoid, Mul) are float16's usual
+    business and would pay two casts each in float32.
+    """
+    outputs = {o.name for o in graph.output}
+    names = []
+    for i, node in enumerate(graph.node):
+        if node.op_type == "Sigmoid" and outputs.intersection(node.output):
+            node.name = node.name or f"attrtag_output_sigmoid_{i}"
+            names.append(node.name)
+    return names
+
+
 def _drop_cast_round_trips(model: "onnx.ModelProto") -> None:
     """Rewire ``Cast(float32->float16) -> Cast(->float32)`` pairs to skip the float16 step.
 
-    After ``keep_io_types`` with float32 Softmax, each output is Softmax(fp32) -> fp16 -> fp32,
+    After ``keep_io_types`` with float32 Softmax and Sigmoid, each output is (say) Softmax(fp32) -> fp16 -> fp32,
     which only rounds the probabilities. The second Cast is kept (a float32->float32 Cast is a
     no-op) so graph output names do not change; the first is removed when nothing else reads it.
     """

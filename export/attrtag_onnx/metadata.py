@@ -1,10 +1,12 @@
 """The model card in an ONNX file: written into ``metadata_props`` here, read by the runtime.
 
 Every entry of :meth:`attrtag.card.ModelCard.to_metadata` is JSON text under an ``attrtag.``
-key (``attrtag.schema``, ``attrtag.preprocessing``, ``attrtag.backbone``, ``attrtag.precision``,
-and ``attrtag.rules`` / ``attrtag.label_counts`` / ``attrtag.calibration`` when set), so any ONNX
-tool can show it and a loader can check it without torch
-(:func:`attrtag.runtime.onnx_backend.read_onnx_card`).
+key (``attrtag.schema`` with each group's kind, ``attrtag.preprocessing``, ``attrtag.backbone``,
+``attrtag.precision``, and ``attrtag.rules`` / ``attrtag.label_counts`` /
+``attrtag.value_thresholds`` / ``attrtag.calibration`` ... when set), so any ONNX tool can show
+it and a loader can check it without torch (:func:`attrtag.runtime.onnx_backend.read_onnx_card`).
+A model with a multi-label group is written as card format 3, which attrtag versions before them
+refuse ("upgrade attrtag") rather than misread.
 """
 from __future__ import annotations
 

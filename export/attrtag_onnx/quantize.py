@@ -5,8 +5,9 @@ ONNX Runtime's recipe (``onnxruntime.quantization``): pre-process the float32 mo
 calibrate activation ranges on real images fed through the model's own preprocessing, and
 write a QDQ graph with per-channel int8 weights and unsigned int8 activations (U8S8, ONNX
 Runtime's fast x86 path; see the comment at ``quantize_static``). The result is only as good as its
-accuracy, so the same manifest is run through both models and each group's accuracy is
-reported for float32 and int8.
+accuracy, so the same manifest is run through both models (:mod:`._accuracy`) and each group's
+figures are reported for float32 and int8: accuracy for an exclusive group, mAP and F1 at the
+card's decision thresholds for a multi-label group.
 
 Torch-free except :func:`export_int8`, which exports first.
 """
@@ -19,19 +20,17 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
 from attrtag._files import write_bytes
 from attrtag.card import ModelCard
-from attrtag.data.batches import decode_batches, stack_inputs
 from attrtag.data.manifest import Sample, read_manifest
 from attrtag.data.preprocess import Preprocessing
 from attrtag.errors import AttrtagError, first_line
-from attrtag.evaluation.metrics import group_metrics
-from attrtag.runtime.onnx_backend import OnnxModel
 
+from ._accuracy import GroupAccuracy, MultiLabelAccuracy, Progress, compare_models, labelled_batches
 from .metadata import INPUT_NAME, read_metadata, write_metadata
 
 if TYPE_CHECKING:
@@ -42,29 +41,10 @@ _logger = logging.getLogger(__name__)
 DEFAULT_CALIB_IMAGES = 128
 _HEAD_OPS = ("Split", "Slice", "Gemm", "MatMul", "Add", "Reshape", "Flatten")
 _PIP_HINT = "pip install onnxruntime-gpu==1.31.1  (or onnxruntime)"
+#: An int8 model that loses more than this many points (accuracy, mAP) on a group is logged.
+_WARN_POINTS = 2.0
 
-#: ``progress(iterable, desc, total) -> iterable``, e.g. the CLI's tqdm wrapper.
-Progress = Callable[[Iterable[Any], str, "int | None"], Iterable[Any]]
-
-
-@dataclass(frozen=True)
-class GroupAccuracy:
-    """Accuracy of one group on the labelled images of the manifest, float32 vs int8.
-
-    ``fp32``/``int8`` are fractions in [0, 1], ``None`` when the group has no labels there.
-    """
-
-    group: str
-    labelled: int
-    fp32: float | None
-    int8: float | None
-
-    @property
-    def delta_points(self) -> float | None:
-        """int8 minus float32 accuracy, in percentage points (negative = int8 is worse)."""
-        if self.fp32 is None or self.int8 is None:
-            return None
-        return 100.0 * (self.int8 - self.fp32)
+__all__ = ["GroupAccuracy", "MultiLabelAccuracy", "QuantReport", "export_int8", "quantize_int8"]
 
 
 @dataclass
@@ -75,12 +55,14 @@ class QuantReport:
         path: the int8 model.
         calib_images: images the activation ranges were calibrated on.
         eval_images: images both models were compared on (includes the calibration images).
-        groups: per-group accuracy, float32 vs int8.
+        groups: accuracy of each exclusive group, float32 vs int8.
         max_abs_diff: per group, max abs difference of probabilities, int8 vs float32 ONNX.
         preprocessed: whether ``quant_pre_process`` ran (it is skipped, with a warning, when
             it fails on a graph).
         failed_images: manifest images that could not be decoded (skipped).
         seconds: wall time.
+        multi_label: mAP and micro-F1 (at the card's decision thresholds) of each multi-label
+            group, float32 vs int8.
     """
 
     path: Path
@@ -91,6 +73,7 @@ class QuantReport:
     preprocessed: bool
     failed_images: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    multi_label: list[MultiLabelAccuracy] = field(default_factory=list)
 
 
 def quantize_int8(
@@ -140,14 +123,17 @@ def quantize_int8(
     used, preprocessed = _quantize(
         quant, src, out, meta, calib, manifest=manifest, batch_size=batch_size, failed=failed, progress=progress
     )
-    groups, diffs, n_eval = _compare(src, out, meta, evaluated, batch_size, failed, progress)
+    c = compare_models(src, out, meta, evaluated, batch_size=batch_size, failed=failed, progress=progress)
     report = QuantReport(
-        path=out, calib_images=used, eval_images=n_eval, groups=groups, max_abs_diff=diffs, preprocessed=preprocessed,
-        failed_images=sorted(set(failed)), seconds=time.perf_counter() - t0,
+        path=out, calib_images=used, eval_images=c.images, groups=c.groups, max_abs_diff=c.max_abs_diff,
+        preprocessed=preprocessed, failed_images=sorted(set(failed)), seconds=time.perf_counter() - t0,
+        multi_label=c.multi_label,
     )
-    for g in groups:
-        if g.delta_points is not None and g.delta_points < -2.0:
-            _logger.warning("int8 loses %.1f accuracy points on group '%s'", -g.delta_points, g.group)
+    losses = [(g.delta_points, "accuracy", g.group) for g in c.groups]
+    losses += [(g.delta_map_points, "mAP", g.group) for g in c.multi_label]
+    for delta, what, group in losses:
+        if delta is not None and delta < -_WARN_POINTS:
+            _logger.warning("int8 loses %.1f %s points on group '%s'", -delta, what, group)
     return report
 
 
@@ -266,21 +252,6 @@ def _quantize_static(
     )
 
 
-def _load_batches(
-    records: Sequence[Sample], prep: Preprocessing, batch_size: int, failed: list[str]
-) -> Iterator[tuple[np.ndarray, list[Sample]]]:
-    """Decoded, preprocessed ``[B, 3, H, W]`` batches; undecodable images go to ``failed``."""
-    by_path = {r.path: r for r in records}
-    for chunk in decode_batches([r.path for r in records], prep, batch_size=batch_size, workers=2):
-        for d in chunk:
-            if d.pixels is None:
-                _logger.warning("skipping %s", d.message)
-                failed.append(d.path)
-        kept = [by_path[d.path] for d in chunk if d.pixels is not None]
-        if kept:
-            yield stack_inputs(chunk, prep), kept
-
-
 class _CalibrationReader:
     """``onnxruntime.quantization.CalibrationDataReader``: yields ``{"image": batch}`` until done.
 
@@ -297,7 +268,7 @@ class _CalibrationReader:
     ) -> None:
         self.used = 0
         n_batches = (len(records) + batch_size - 1) // batch_size
-        batches: Iterable[Any] = _load_batches(records, prep, batch_size, failed)
+        batches: Iterable[Any] = labelled_batches(records, prep, batch_size, failed)
         if progress is not None:
             batches = progress(batches, "calibrating", n_batches)
         self._it = iter(batches)
@@ -316,18 +287,23 @@ class _CalibrationReader:
 
 
 def _head_nodes(path: Path) -> list[str]:
-    """Names of the grouped head's nodes: the Softmax outputs and everything back to the matmul.
+    """Names of the grouped head's nodes: the Softmax and output Sigmoid nodes and everything back
+    to the matmul.
 
     They stay float32. Quantising them would round every probability to steps of ~1/255 (sums
-    off 1 by up to 0.4%) and the logits to int8; the head is one small matmul, so keeping it
-    float costs nothing measurable while the backbone's convolutions carry the speed-up.
+    off 1 by up to 0.4%, multi-label values flipped at their thresholds) and the logits to int8;
+    the head is one small matmul, so keeping it float costs nothing measurable while the
+    backbone's convolutions carry the speed-up. A backbone's own Sigmoids (SiLU gates) are
+    quantised as usual: only those that give a graph output belong to the head.
     """
     import onnx
 
     graph = onnx.load(str(path), load_external_data=False).graph
     producer = {out: n for n in graph.node for out in n.output}
+    outputs = {o.name for o in graph.output}
     names: list[str] = []
-    stack = [n for n in graph.node if n.op_type == "Softmax"]
+    stack = [n for n in graph.node
+             if n.op_type == "Softmax" or (n.op_type == "Sigmoid" and outputs.intersection(n.output))]
     while stack:
         node = stack.pop()
         if node.name in names:
@@ -352,41 +328,3 @@ def _restamp(q_path: Path, out: Path, meta: ModelCard) -> None:
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as err:
         raise AttrtagError(f"onnx.checker rejects the int8 graph: {first_line(err)}") from None
     write_bytes(out, model.SerializeToString())
-
-
-def _compare(
-    fp32_path: Path,
-    int8_path: Path,
-    meta: ModelCard,
-    records: Sequence[Sample],
-    batch_size: int,
-    failed: list[str],
-    progress: Progress | None,
-) -> tuple[list[GroupAccuracy], dict[str, float], int]:
-    """Run both models on the CPU over ``records``: accuracies, max prob differences, images run."""
-    fp32, int8 = OnnxModel(fp32_path, device="cpu"), OnnxModel(int8_path, device="cpu")
-    names = list(meta.schema.names)
-    truth: list[list[int]] = [[] for _ in names]
-    pred32: list[list[np.ndarray]] = [[] for _ in names]
-    pred8: list[list[np.ndarray]] = [[] for _ in names]
-    diffs = dict.fromkeys(names, 0.0)
-    batches: Iterable[Any] = _load_batches(records, meta.preprocessing, batch_size, failed)
-    if progress is not None:
-        batches = progress(batches, "comparing fp32 vs int8", (len(records) + batch_size - 1) // batch_size)
-    for batch, kept in batches:  # one decode, both models
-        out32, out8 = fp32(batch), int8(batch)
-        for j, name in enumerate(names):
-            a, b = out32[name], out8[name]
-            diffs[name] = max(diffs[name], float(np.max(np.abs(a - b))))
-            pred32[j].append(a.argmax(1))
-            pred8[j].append(b.argmax(1))
-            truth[j].extend(r.labels[j] for r in kept)
-    if not truth[0]:
-        raise AttrtagError("no image of the manifest could be decoded for the accuracy comparison")
-    groups = []
-    for j, g in enumerate(meta.schema.groups):
-        y = np.asarray(truth[j], dtype=np.int64)
-        m32 = group_metrics(g.name, y, np.concatenate(pred32[j]), len(g))
-        m8 = group_metrics(g.name, y, np.concatenate(pred8[j]), len(g))
-        groups.append(GroupAccuracy(group=g.name, labelled=m32.labelled, fp32=m32.accuracy, int8=m8.accuracy))
-    return groups, diffs, len(truth[0])

@@ -22,7 +22,7 @@ pytest.importorskip("ray.data")
 
 from attrtag.cli import main  # noqa: E402
 from attrtag.tagging import read_output  # noqa: E402
-from tests.helpers import make_checkpoint, write_images  # noqa: E402
+from tests.helpers import MULTI_SCHEMA, PREP, make_checkpoint, write_images  # noqa: E402
 
 N_IMAGES = 300  # batch size 2: enough batches to kill something half-way
 
@@ -42,6 +42,22 @@ def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     d = tmp_path_factory.mktemp("model")
     return export_onnx(make_checkpoint(d / "m.pt"), d / "m.onnx", batch_check=2).path
+
+
+@pytest.fixture(scope="module")
+def multi_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A model with a multi-label group ``marks`` whose card decides its values at 0.3, 0.5 and 0.7."""
+    import torch
+
+    from attrtag.card import ModelCard
+    from attrtag.model import build_model
+    from attrtag_onnx.export import export_onnx
+
+    torch.manual_seed(0)
+    thresholds = {"groups": {"marks": {"dot": 0.3, "ring": 0.7}}}
+    card = ModelCard(MULTI_SCHEMA, PREP, "test_resnet", value_thresholds=thresholds)
+    model = build_model(MULTI_SCHEMA, "test_resnet", card=card).eval()
+    return export_onnx(model, tmp_path_factory.mktemp("multi") / "m.onnx", batch_check=2).path
 
 
 @pytest.fixture(scope="module")
@@ -117,6 +133,26 @@ def test_ray_engine_writes_what_the_local_engine_writes(
     assert f"tagged {tagged}, failed 1 (empty 1)" in capsys.readouterr().out
     assert out.read_bytes() == local_records[0].read_bytes()  # header and records, byte for byte
     assert {r["class"] for r in local_records[1] if "error" not in r} <= {"redtop", "bluebottom", "unknown"}
+
+
+@pytest.mark.usefixtures("local_ray")
+def test_ray_engine_writes_what_the_local_engine_writes_for_a_multi_label_model(
+    tmp_path: Path, multi_model: Path, images: Path, options: list[str]
+) -> None:
+    inputs = [str(images / "img00[0-2]*.jpg"), str(images / "empty.jpg")]  # 30 images and a failure
+    extra = [*options, "--threshold", "marks.bar=0.45"]  # the run's value thresholds reach the actors
+    local, remote = tmp_path / "local.jsonl", tmp_path / "ray.jsonl"
+    assert main(["tag", str(multi_model), *inputs, "--out", str(local), "--workers", "1", *extra]) == 0
+    assert main(["tag", str(multi_model), *inputs, "--out", str(remote), "--engine", "ray", "--batch-size", "2",
+                 "--actors", "2", *extra]) == 0
+    assert remote.read_bytes() == local.read_bytes()
+    meta, records = read_output(remote)
+    assert meta.layout.value_thresholds == {"marks": (0.3, 0.45, 0.7)}
+    tagged = [r for r in records if "error" not in r]
+    assert len(tagged) == 30 and len(records) == 31
+    cuts = {"dot": 0.3, "bar": 0.45, "ring": 0.7}
+    assert all(r["marks"] == [v for v, p in r["marks_probs"].items() if p >= cuts[v]] for r in tagged)
+    assert {len(r["marks"]) for r in tagged} != {0}  # some images have marks (a random model is near 0.5)
 
 
 @pytest.mark.usefixtures("local_ray")

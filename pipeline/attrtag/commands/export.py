@@ -40,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"wrote {report.path} ({report.size_bytes / 1e6:.1f} MB, {report.precision}, opset {report.opset}, "
           f"{report.exporter} exporter, {report.seconds:.1f}s)")
     print(f"input: image float32 [batch, 3, {prep.input_size[0]}, {prep.input_size[1]}]")
-    print("groups: " + ", ".join(f"{g.name} ({len(g)})" for g in card.schema))
+    print("groups: " + ", ".join(f"{g.name} ({len(g)}{', multi-label' if g.multi else ''})" for g in card.schema))
     if args.rules:
         print(f"rules: {len(card.rules['classes'])} class(es) embedded from {args.rules}")
     checked = "float32 model" if args.int8 else "model"
@@ -58,21 +58,38 @@ def run(args: argparse.Namespace) -> int:
 
 
 def format_int8_table(q: Any) -> str:
-    """The fp32 vs int8 accuracy table of a :class:`attrtag_onnx.quantize.QuantReport`."""
-    width = max([len("group")] + [len(g.group) for g in q.groups])
+    """The fp32 vs int8 table of a :class:`attrtag_onnx.quantize.QuantReport`: accuracy of each
+    exclusive group, then mAP and micro-F1 (at the card's value thresholds) of each multi-label one."""
+    multi = q.multi_label
+    width = max([len("group")] + [len(g.group) for g in [*q.groups, *multi]])
     lines = [
         f"int8: calibrated on {q.calib_images} image(s), compared on {q.eval_images} "
         f"(quant_pre_process {'applied' if q.preprocessed else 'skipped'})",
-        f"  {'group':<{width}}  {'labelled':>8}  {'fp32':>7}  {'int8':>7}  {'change':>8}  {'max |int8 - fp32|':>17}",
     ]
 
     def pct(x: float | None) -> str:
         return "     --" if x is None else f"{100 * x:6.1f}%"
 
+    def change(d: float | None) -> str:
+        return "      --" if d is None else f"{d:+7.1f}p"
+
+    if q.groups:
+        lines.append(f"  {'group':<{width}}  {'labelled':>8}  {'fp32':>7}  {'int8':>7}  {'change':>8}  "
+                     f"{'max |int8 - fp32|':>17}")
     for g in q.groups:
-        delta = "      --" if g.delta_points is None else f"{g.delta_points:+7.1f}p"
         diff = q.max_abs_diff[g.group]
-        lines.append(f"  {g.group:<{width}}  {g.labelled:>8}  {pct(g.fp32)}  {pct(g.int8)}  {delta}  {diff:>17.2e}")
+        lines.append(f"  {g.group:<{width}}  {g.labelled:>8}  {pct(g.fp32)}  {pct(g.int8)}  {change(g.delta_points)}  "
+                     f"{diff:>17.2e}")
+    if multi:
+        lines.append(f"  {'group':<{width}}  {'labelled':>8}  {'mAP fp32':>8}  {'int8':>7}  {'change':>8}  "
+                     f"{'F1 fp32':>7}  {'int8':>7}  {'change':>8}  {'max |int8 - fp32|':>17}  (multi-label)")
+    for m in multi:
+        diff = q.max_abs_diff[m.group]
+        lines.append(f"  {m.group:<{width}}  {m.labelled:>8}  {pct(m.fp32_map):>8}  {pct(m.int8_map)}  "
+                     f"{change(m.delta_map_points)}  {pct(m.fp32_f1)}  {pct(m.int8_f1)}  {change(m.delta_f1_points)}  "
+                     f"{diff:>17.2e}")
+    if multi:
+        lines.append("  multi-label groups: mAP, and micro-F1 with each value decided at the model card's threshold")
     if q.failed_images:
         lines.append(f"  warning: {len(q.failed_images)} image(s) could not be decoded and were skipped")
     return "\n".join(lines)

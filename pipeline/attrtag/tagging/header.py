@@ -19,7 +19,9 @@ from .records import RecordLayout
 
 FORMATS = ("jsonl", "csv", "parquet")
 HEADER_KEY = "_attrtag"
-FORMAT_VERSION = 2  # 2: class fields (files without them are written as version 1)
+#: 2: class fields; 3: multi-label groups (older attrtag then says "upgrade" instead of "delete the
+#: file"). A file is written with the lowest version that holds it: 1 without either.
+FORMAT_VERSION = 3
 _EXTENSIONS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
 
 
@@ -52,6 +54,11 @@ class OutputMeta:
         return None if self.layout.classes is None else self.layout.classes.label_counts
 
     @property
+    def label_totals(self) -> Mapping[str, tuple[int, ...]] | None:
+        """Per multi-label group, the training images each value is known in (its prior's divisor), or None."""
+        return None if self.layout.classes is None else self.layout.classes.label_totals
+
+    @property
     def calibration(self) -> Any:
         return None if self.layout.classes is None else self.layout.classes.calibration
 
@@ -60,7 +67,7 @@ class OutputMeta:
         classes = self.layout.classes
         return {
             # Files without class fields keep version 1: older attrtag versions read them.
-            "format_version": FORMAT_VERSION if classes is not None else 1,
+            "format_version": 3 if self.layout.schema.multi else 2 if classes is not None else 1,
             "model": self.model,
             "model_sha256": self.model_sha256,
             "schema": self.layout.schema.to_dict(),

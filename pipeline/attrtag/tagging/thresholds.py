@@ -39,19 +39,24 @@ def split_thresholds(
     values = {g: list(ts) for g, ts in (chosen or {}).items()}
     values.update({g.name: values.get(g.name) or [DEFAULT_THRESHOLD] * len(g) for g in schema.multi})
     uncertain: dict[str, float] = {}
-    for key, t in given.items():
-        if not (isinstance(t, (int, float)) and not isinstance(t, bool) and 0.0 <= t <= 1.0):
-            raise AttrtagError(f"`thresholds` {key}={t}: a threshold is a probability between 0 and 1")
-        group, value = _target(key, schema)
+    targets = [(key, float(t), *_target(key, schema)) for key, t in given.items() if _probability(key, t)]
+    # A value's own threshold wins over its group's, whichever was given first (as GROUP=P over P).
+    for _, t, group, value in sorted(targets, key=lambda x: x[3] is not None):
         if value is not None:
-            values[group][schema[group].index(value)] = float(t)
+            values[group][schema[group].index(value)] = t
         elif group in values:
-            values[group] = [float(t)] * len(schema[group])
+            values[group] = [t] * len(schema[group])
         elif group != "*":
-            uncertain[group] = float(t)
+            uncertain[group] = t
     default = given.get("*")
     ordered = {g.name: uncertain.get(g.name, default) for g in schema if not g.multi}
     return ({g: t for g, t in ordered.items() if t is not None}, {g: tuple(ts) for g, ts in values.items()})
+
+
+def _probability(key: str, t: object) -> bool:
+    if not (isinstance(t, (int, float)) and not isinstance(t, bool) and 0.0 <= t <= 1.0):
+        raise AttrtagError(f"`thresholds` {key}={t}: a threshold is a probability between 0 and 1")
+    return True
 
 
 def _target(key: str, schema: Schema) -> tuple[str, str | None]:
