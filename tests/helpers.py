@@ -4,6 +4,7 @@ from __future__ import annotations
 import csv
 import random
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -130,3 +131,24 @@ def make_multilabel_dataset(root: Path, n: int = 120, *, missing: float = 0.3, s
     schema = root / "schema.yaml"
     schema.write_text(MULTI_SCHEMA_YAML)
     return schema, manifest
+
+
+def run_cli(capsys: Any, *argv: object) -> tuple[int, str, str]:
+    """``attrtag ARGV...`` in this process: its exit status, stdout and stderr."""
+    from attrtag.cli import main
+
+    code = main([str(a) for a in argv])
+    cap = capsys.readouterr()
+    return code, cap.out, cap.err
+
+
+def train_multilabel(folder: Path, n: int, *, epochs: int = 2) -> dict[str, Path]:
+    """:func:`make_multilabel_dataset` in ``folder/data`` and a ``test_resnet`` trained on it by the CLI."""
+    from attrtag.cli import main
+
+    schema, manifest = make_multilabel_dataset(folder / "data", n)
+    assert main(["train", "--schema", str(schema), "--manifest", str(manifest), "--out", str(folder / "run"),
+                 "--backbone", "test_resnet", "--image-size", "32", "--epochs", str(epochs), "--batch-size", "16",
+                 "--lr", "5e-3", "--warmup-epochs", "0.5", "--workers", "0", "--device", "cpu"]) == 0
+    return {"dir": folder, "schema": schema, "manifest": manifest, "best": folder / "run" / "best.pt",
+            "images": folder / "data" / "img"}

@@ -7,7 +7,7 @@ pairs only (:mod:`attrtag.evaluation.multilabel`). Torch-free: both models run i
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
@@ -51,34 +51,27 @@ class GroupAccuracy:
 class MultiLabelAccuracy:
     """One multi-label group's figures on the known (image, value) pairs, float32 vs int8.
 
-    ``fp32_metrics``/``int8_metrics`` hold every figure, per value too; the ones a table shows
-    are properties: mAP, and micro-F1 at the card's decision thresholds (``None`` without labels).
+    ``fp32_metrics``/``int8_metrics`` hold every figure, per value too; the table shows mAP and
+    micro-F1 at the card's decision thresholds (``None`` without labels).
     """
 
     group: str
     fp32_metrics: MultiLabelMetrics
     int8_metrics: MultiLabelMetrics
+    fp32_map: float | None = field(init=False)
+    int8_map: float | None = field(init=False)
+    fp32_f1: float | None = field(init=False)
+    int8_f1: float | None = field(init=False)
+
+    def __post_init__(self) -> None:
+        for model, metrics in (("fp32", self.fp32_metrics), ("int8", self.int8_metrics)):
+            object.__setattr__(self, f"{model}_map", metrics.mean_ap)
+            object.__setattr__(self, f"{model}_f1", metrics.micro_f1)
 
     @property
     def labelled(self) -> int:
         """Images with at least one known value of the group."""
         return self.fp32_metrics.labelled
-
-    @property
-    def fp32_map(self) -> float | None:
-        return self.fp32_metrics.mean_ap
-
-    @property
-    def int8_map(self) -> float | None:
-        return self.int8_metrics.mean_ap
-
-    @property
-    def fp32_f1(self) -> float | None:
-        return self.fp32_metrics.micro_f1
-
-    @property
-    def int8_f1(self) -> float | None:
-        return self.int8_metrics.micro_f1
 
     @property
     def delta_map_points(self) -> float | None:

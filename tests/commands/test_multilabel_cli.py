@@ -6,26 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from attrtag.cli import main
 from attrtag.model import load_checkpoint
 from attrtag.tagging import read_output
-from tests.helpers import make_checkpoint, make_multilabel_dataset
+from tests.helpers import make_checkpoint, run_cli as run, train_multilabel
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    d = tmp_path_factory.mktemp("multi-cli")
-    schema, manifest = make_multilabel_dataset(d / "data", 100)
-    assert main(["train", "--schema", str(schema), "--manifest", str(manifest), "--out", str(d / "run"),
-                 "--backbone", "test_resnet", "--image-size", "32", "--epochs", "2", "--batch-size", "16",
-                 "--workers", "0", "--device", "cpu"]) == 0
-    return {"dir": d, "schema": schema, "manifest": manifest, "best": d / "run" / "best.pt", "images": d / "data" / "img"}
-
-
-def run(capsys: pytest.CaptureFixture[str], *argv: object) -> tuple[int, str, str]:
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
+    return train_multilabel(tmp_path_factory.mktemp("multi-cli"), 100)
 
 
 def test_evaluate_reports_the_multi_label_figures(trained, capsys) -> None:
@@ -64,3 +52,15 @@ def test_refitting_thresholds_of_a_model_without_a_multi_label_group_is_refused(
     code, _, err = run(capsys, "calibrate", ckpt, "--manifest", tiny_data[1], "--thresholds", "--out",
                        tmp_path / "x.pt", "--device", "cpu")
     assert code == 2 and err.count("\n") == 1 and "--thresholds: the model has no multi-label group" in err
+
+
+def test_train_says_where_the_thresholds_were_chosen_and_which_values_kept_the_default(trained, tiny_data,
+                                                                                        tmp_path) -> None:
+    from attrtag.commands.train import describe_value_thresholds
+
+    note = describe_value_thresholds(trained["best"])
+    assert note.startswith("value thresholds: best F1 per value on the val split, 20 images, epoch")
+    card = load_checkpoint(trained["best"])["card"]
+    kept = [f"marks.{v}" for v in card.value_thresholds["fallback"].get("marks", [])]
+    assert (f"kept at 0.5 (fewer than 5 labelled positives): {', '.join(kept)}" in note) == bool(kept)
+    assert describe_value_thresholds(make_checkpoint(tmp_path / "plain.pt")) is None  # no multi-label group

@@ -10,25 +10,16 @@ import pytest
 from attrtag.cli import main
 from attrtag.runtime import read_card
 from attrtag.tagging import CLASS_FIELDS, read_output
-from tests.helpers import MARKS, MULTI_SCHEMA, make_multilabel_dataset
+from tests.helpers import MARKS, MULTI_SCHEMA, run_cli as run, train_multilabel
 
 RULES = "classes:\n  redtop: {colour: red, band: top}\n  bluebottom: {colour: blue, band: bottom}\n"
-
-
-def run(capsys: pytest.CaptureFixture[str], *argv: object) -> tuple[int, str, str]:
-    rc = main([str(a) for a in argv])
-    cap = capsys.readouterr()
-    return rc, cap.out, cap.err
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """One epoch on 120 images, the checkpoint exported to ONNX, and class rules over the exclusive groups."""
     d = tmp_path_factory.mktemp("multi_tag")
-    schema, manifest = make_multilabel_dataset(d / "data", 120)
-    assert main(["train", "--schema", str(schema), "--manifest", str(manifest), "--out", str(d / "run"),
-                 "--backbone", "test_resnet", "--image-size", "32", "--epochs", "1", "--batch-size", "16",
-                 "--lr", "5e-3", "--warmup-epochs", "0.5", "--workers", "0"]) == 0
+    train_multilabel(d, 120, epochs=1)
     assert main(["export", "--checkpoint", str(d / "run" / "best.pt"), "--out", str(d / "m.onnx"),
                  "--batch-check", "2"]) == 0
     (d / "rules.yaml").write_text(RULES)

@@ -146,14 +146,19 @@ def test_bad_options_are_one_line(tmp_path: Path, tags_dir: tuple[Path, list], c
     assert not (tmp_path / "x").exists() and not (tmp_path / "r.html").exists()
 
 
-def test_a_record_with_a_value_outside_its_schema_is_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    tags, recs = make_tags(tmp_path, 3, classes=False)
+@pytest.mark.parametrize("multi, old, new, named", [
+    (False, '"colour": "', '"colour": "purple', "has 'purple"),
+    (True, '"marks": [', '"marks": ["star", ', "has 'star'"),
+], ids=["exclusive", "multi-label"])
+def test_a_record_with_a_value_outside_its_schema_is_named(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                           multi: bool, old: str, new: str, named: str) -> None:
+    tags, recs = make_tags(tmp_path, 3, classes=False, multi=multi)
     lines = tags.read_text(encoding="utf-8").splitlines(keepends=True)
-    lines[0] = lines[0].replace('"colour": "', '"colour": "purple', 1)
+    lines[0] = lines[0].replace(old, new, 1)
     tags.write_text("".join(lines), encoding="utf-8")
     rc = main(["report", str(tags), "--out", str(tmp_path / "r.html"), "--root", str(tmp_path)])
     err = capsys.readouterr().err
-    assert rc == 2 and f"record '{recs[0]['path']}' has 'purple" in err and err.count("\n") == 1
+    assert rc == 2 and f"record '{recs[0]['path']}' {named}" in err and err.count("\n") == 1
     assert not (tmp_path / "r.html").exists()
 
 
@@ -188,13 +193,3 @@ def test_a_value_left_out_by_top_k_has_a_null_probability(tmp_path: Path) -> Non
 def test_the_default_uncertain_thresholds_leave_multi_label_groups_out(tmp_path: Path) -> None:
     tags, _ = make_tags(tmp_path, 2, multi=True)
     assert report_thresholds(load_tags(tags)) == {g: 0.5 for g in SCHEMA.names}
-
-
-def test_a_multi_label_value_outside_the_schema_is_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    tags, recs = make_tags(tmp_path, 3, multi=True, classes=False)
-    lines = tags.read_text(encoding="utf-8").splitlines(keepends=True)
-    lines[0] = lines[0].replace('"marks": [', '"marks": ["star", ', 1)
-    tags.write_text("".join(lines), encoding="utf-8")
-    rc = main(["report", str(tags), "--out", str(tmp_path / "r.html"), "--root", str(tmp_path)])
-    err = capsys.readouterr().err
-    assert rc == 2 and f"record '{recs[0]['path']}' has 'star'" in err and err.count("\n") == 1

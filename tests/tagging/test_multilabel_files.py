@@ -14,10 +14,11 @@ import numpy as np
 import pytest
 
 from attrtag.errors import OutputMismatchError
-from attrtag.tagging import OutputMeta, RecordLayout, iter_output, open_output, read_output
+from attrtag.tagging import RecordLayout, iter_output, open_output, read_output
 from attrtag.zeroshot.rules import resolve_rules
 from attrtag.zeroshot.scoring import ClassScoring
 from tests.helpers import MULTI_SCHEMA
+from tests.tagging.test_pure_files import _meta, _write
 
 N = 23  # records: two failed images, and the first tagged ones with no mark present
 CUTS = (0.3, 0.5, 0.7)
@@ -46,18 +47,6 @@ def _records(layout: RecordLayout, n: int = N) -> list[dict[str, Any]]:
     for i in (1, n // 2):
         recs[i] = layout.error_record(recs[i]["path"], "truncated", "file is truncated")
     return recs
-
-
-def _meta(layout: RecordLayout) -> OutputMeta:
-    return OutputMeta(layout, model="model.onnx", model_sha256="d" * 64)
-
-
-def _write(tmp_path: Path, fmt: str, layout: RecordLayout, recs: list[dict[str, Any]]) -> Path:
-    out = tmp_path / f"tags.{fmt}"
-    with open_output(out, _meta(layout)) as w:
-        w.write(recs[:6])
-        w.write(recs[6:])
-    return out
 
 
 def test_a_record_holds_the_values_present_and_every_probability() -> None:

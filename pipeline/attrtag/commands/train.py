@@ -140,8 +140,27 @@ def run(args: argparse.Namespace) -> int:
     if result.failed_images:
         say(f"warning: {len(result.failed_images)} training image(s) could not be decoded and were skipped")
     say(f"checkpoints: {result.last} and {result.best} (best val score {result.best_score:.3f})")
+    if main_process and result.best.is_file() and (note := describe_value_thresholds(result.best)):
+        say(note)
     say(f"history: {result.run_dir / 'history.json'}, curves: {result.run_dir / 'curves.png'}")
     return 0
+
+
+def describe_value_thresholds(checkpoint: Any) -> str | None:
+    """Where a model's multi-label thresholds were chosen, and the values left at the default
+    (None without a multi-label group)."""
+    from ..runtime import read_card
+
+    card = read_card(checkpoint)
+    chosen = card.value_thresholds
+    if not card.schema.multi:
+        return None
+    if not chosen:
+        return "value thresholds: 0.5 for every multi-label value (no val images to choose them on)"
+    kept = [f"{g}.{v}" for g, vs in chosen.get("fallback", {}).items() for v in vs]
+    return (f"value thresholds: best F1 per value on {chosen.get('chosen_on')}"
+            + (f"; kept at {chosen.get('default')} (fewer than {chosen.get('min_positives')} labelled positives): "
+               f"{', '.join(kept)}" if kept else ""))
 
 
 def _silent(*args: Any, **kwargs: Any) -> None:
