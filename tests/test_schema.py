@@ -77,3 +77,26 @@ def test_stored_dicts_get_the_same_checks_as_files(tmp_path, groups, fragment):
                                      for g, vs in groups.items())
         with pytest.raises(SchemaError, match=fragment.split("'")[0]):
             Schema.load(write(tmp_path, text))
+
+
+@pytest.mark.parametrize("text, fragment, line", [
+    ("groups:\n  a: [x]\n  c: {kind: multi, vals: [r]}\n", "group 'c': unknown key 'vals'", 3),
+    ("groups:\n  a: [x]\n  c:\n    kind: multy\n    values: [r]\n", "kind 'multy' is not one of exclusive, multi", 4),
+    ("groups:\n  c: {kind: multi}\n", "group 'c' has no 'values'", 2),
+    ("groups:\n  c: {kind: multi, values: [r, r]}\n", "lists value 'r' twice", 2),
+])
+def test_a_bad_multi_label_group_names_file_and_line(tmp_path, text, fragment, line):
+    path = tmp_path / "s.yaml"
+    path.write_text(text)
+    with pytest.raises(SchemaError, match=rf"s\.yaml:{line}: ") as err:
+        Schema.load(path)
+    assert fragment in str(err.value)
+
+
+def test_a_multi_label_group_keeps_its_kind_through_dicts_and_is_compared():
+    s = Schema.from_dict({"a": ["x", "y"], "c": {"kind": "multi", "values": ["r", "g"]}})
+    assert [g.multi for g in s] == [False, True] and s.target_width == 4 and s.multi_slices == {"c": slice(2, 4)}
+    assert Schema.from_dict(s.to_dict()) == s and s.to_dict()["a"] == ["x", "y"]  # exclusive: a plain list
+    plain = Schema.from_dict({"a": ["x", "y"], "c": ["r", "g"]})
+    with pytest.raises(SchemaError, match="group 'c' is exclusive there, multi here"):
+        plain.check_same(s, what="model")

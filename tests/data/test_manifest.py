@@ -73,3 +73,37 @@ def test_unreadable_manifests(folder):
     (folder / "m.jsonl").write_text('{"path": "a.png", "labels": {}}\n{not json}\n')
     with pytest.raises(ManifestError, match=r"m.jsonl:2: malformed row: invalid JSON"):
         read_manifest(folder / "m.jsonl", SCHEMA)
+
+
+MULTI = Schema.from_dict({"colour": ["red", "green", "blue"], "tags": {"kind": "multi", "values": ["p", "q", "-r", "s"]}})
+
+
+def test_multi_label_cells_in_csv_and_jsonl_say_present_absent_or_unknown_per_value(folder):
+    (folder / "m.csv").write_text("path,colour,tags\na.png,red,p|s\nb.png,,[]\nc.png,blue,+q|--r\na.png,green,NA\n"
+                                  "b.png,,-r\n")
+    m = read_manifest(folder / "m.csv", MULTI)
+    assert [dict(s.multi) for s in m.samples] == [
+        {"tags": (1, 0, 0, 1)}, {"tags": (0, 0, 0, 0)}, {"tags": (-1, 1, 0, -1)}, {}, {"tags": (0, 0, 1, 0)},
+    ]  # "-r" alone is the value -r present (a plain list); "--r" is that value absent
+    assert m.samples[0].targets(MULTI) == [0, -1, 1, 0, 0, 1] and m.samples[3].targets(MULTI) == [1, -1, -1, -1, -1, -1]
+    (folder / "m.jsonl").write_text(json.dumps({"path": "a.png", "labels": {"tags": ["q"]}}) + "\n"
+                                    + json.dumps({"path": "b.png", "labels": {"tags": {"p": 1, "s": False}}}) + "\n"
+                                    + json.dumps({"path": "c.png", "labels": {"tags": None, "colour": "red"}}) + "\n")
+    assert [dict(s.multi) for s in read_manifest(folder / "m.jsonl", MULTI).samples] == [
+        {"tags": (0, 1, 0, 0)}, {"tags": (1, -1, -1, 0)}, {}]
+    cov = {c.group: c for c in coverage(MULTI, m.samples)}
+    assert cov["tags"].labelled == 4 and dict(cov["tags"].per_value) == {"p": 1, "q": 1, "-r": 1, "s": 1}
+
+
+@pytest.mark.parametrize("cell, fragment", [
+    ("p|x", "group 'tags' has value 'x', not in the schema (p, q, -r, s)"),
+    ("p||q", "group 'tags': empty entry in 'p||q'"),
+    ("p|-q", "mixes signed (+v, -v) and plain values"),
+    ("p|p", "lists value 'p' twice"),
+    ("+p|-p", "labels value 'p' twice"),
+])
+def test_a_bad_multi_label_cell_names_file_line_and_value(folder, cell, fragment):
+    (folder / "m.csv").write_text(f"path,colour,tags\na.png,red,p\nb.png,green,{cell}\n")
+    with pytest.raises(ManifestError, match=r"m\.csv:3: ") as err:
+        read_manifest(folder / "m.csv", MULTI)
+    assert fragment in str(err.value)
