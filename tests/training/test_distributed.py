@@ -50,9 +50,9 @@ def cli_flags(options: dict) -> list[str]:
 
 
 def torchrun(args: list[str], logs: Path, *, max_restarts: int = 0, module: bool = False,
-             env: dict | None = None) -> dict[tuple[int, int], tuple[str, str]]:
-    """Run 2 processes; returns ``{(attempt, rank): (stdout, stderr)}`` of the workers."""
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+             env: dict | None = None, nproc: int = 2) -> dict[tuple[int, int], tuple[str, str]]:
+    """Run ``nproc`` processes; returns ``{(attempt, rank): (stdout, stderr)}`` of the workers."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
            f"--max-restarts={max_restarts}", "--log-dir", str(logs), "--redirects", "3"]
     cmd += ["-m", "attrtag"] if module else [str(WORKER)]
     full_env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "pipeline"), str(ROOT / "export")]),
@@ -199,6 +199,25 @@ def test_a_process_killed_mid_epoch_is_restarted_and_the_run_ends_as_if_uninterr
     assert "torchrun restart 1: resuming from" in logs[(1, 0)][1] and "epoch 1 done" in logs[(1, 0)][1]
     assert weights_diff(reference / "last.pt", tmp_path / "run" / "last.pt") < 1e-6
     assert [h["epoch"] for h in load_checkpoint(tmp_path / "run" / "last.pt")["history"]] == [1, 2]
+
+
+def test_torchrun_with_one_process_runs_the_distributed_path_and_the_same_steps(data, one_process, tmp_path):
+    # One GPU is enough to check DDP, NCCL and SyncBatchNorm (scripts/gpu_check.py): torchrun
+    # with one process starts a process group like N processes do, and changes no step.
+    logs = torchrun(["train", "--schema", str(data[0]), "--manifest", str(data[1]), "--out", str(tmp_path / "run"),
+                     *cli_flags(VIT)], tmp_path / "logs", module=True, nproc=1)
+    assert "process 0 of 1 on cpu (gloo)" in logs[(0, 0)][1]
+    assert weights_diff(one_process[0], tmp_path / "run" / "last.pt") < 1e-6
+    assert [h["processes"] for h in load_checkpoint(tmp_path / "run" / "last.pt")["history"]] == [1, 1]
+
+
+def test_plain_train_starts_no_process_group(monkeypatch):
+    from attrtag.training.distributed import init_distributed
+
+    for name in ("WORLD_SIZE", "MASTER_ADDR", "RANK", "LOCAL_RANK"):
+        monkeypatch.delenv(name, raising=False)
+    ctx = init_distributed("cpu")
+    assert not ctx.active and not torch.distributed.is_initialized()
 
 
 def test_resuming_on_another_number_of_processes_continues_the_same_run(data, one_process, tmp_path):

@@ -51,6 +51,12 @@ class DistContext:
     world_size: int = 1
     local_rank: int = 0
     owns_group: bool = False  # init_distributed started the process group, so close() ends it
+    # Collectives, DDP and SyncBatchNorm go through a process group; None: when N > 1.
+    grouped: bool | None = None
+
+    def __post_init__(self) -> None:
+        if self.grouped is None:
+            object.__setattr__(self, "grouped", self.world_size > 1)
 
     @property
     def is_main(self) -> bool:
@@ -59,7 +65,8 @@ class DistContext:
 
     @property
     def active(self) -> bool:
-        return self.world_size > 1
+        """The run is distributed (a process group, even of one process under torchrun)."""
+        return bool(self.grouped)
 
     def all_reduce_sum(self, t: torch.Tensor) -> torch.Tensor:
         """Sum ``t`` over processes in place and return it (unchanged in one process)."""
@@ -117,9 +124,9 @@ def init_distributed(device: str) -> DistContext:
     if dist.is_available() and dist.is_initialized():
         world, rank = dist.get_world_size(), dist.get_rank()
         local = int(os.environ.get("LOCAL_RANK", rank))
-        return DistContext(_process_device(device, local, world), rank, world, local, owns_group=False)
+        return DistContext(_process_device(device, local, world), rank, world, local, grouped=True)
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
+    if not _launched(world):
         return DistContext(torch_device(device))
     rank, local = env_rank(), int(os.environ.get("LOCAL_RANK", "0"))
     dev = _process_device(device, local, world)
@@ -133,7 +140,17 @@ def init_distributed(device: str) -> DistContext:
         dist.init_process_group(backend, store=store, rank=rank, world_size=world,
                                 device_id=dev if dev.type == "cuda" else None)
     _logger.info("process %d of %d on %s (%s)", rank, world, dev, backend)
-    return DistContext(dev, rank, world, local, owns_group=True)
+    return DistContext(dev, rank, world, local, owns_group=True, grouped=True)
+
+
+def _launched(world: int) -> bool:
+    """Started by torchrun (or another ``env://`` launcher), even with one process.
+
+    ``torchrun --nproc_per_node 1`` then runs what N processes run (process group, DDP,
+    SyncBatchNorm, NCCL on a GPU), so one GPU is enough to check that path; plain
+    ``attrtag train`` has neither ``WORLD_SIZE`` nor ``MASTER_ADDR`` and stays ungrouped.
+    """
+    return world > 1 or ("WORLD_SIZE" in os.environ and "MASTER_ADDR" in os.environ)
 
 
 def _attempt_store(world: int) -> dist.Store | None:
