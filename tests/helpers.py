@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import functools
 import random
 from pathlib import Path
 from typing import Any
@@ -152,3 +153,14 @@ def train_multilabel(folder: Path, n: int, *, epochs: int = 2) -> dict[str, Path
                  "--lr", "5e-3", "--warmup-epochs", "0.5", "--workers", "0", "--device", "cpu"]) == 0
     return {"dir": folder, "schema": schema, "manifest": manifest, "best": folder / "run" / "best.pt",
             "images": folder / "data" / "img"}
+
+
+@functools.lru_cache(maxsize=None)
+def cuda_usable(model_path: str) -> bool:
+    """Whether ONNX Runtime really runs on CUDA here (the provider is listed even without a GPU)."""
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        return False
+    session = ort.InferenceSession(model_path, providers=["CUDAExecutionProvider", "CPUExecutionProvider"])
+    return session.get_providers()[0] == "CUDAExecutionProvider"

@@ -1,7 +1,6 @@
 """ONNX runtime and predictor: torch-free inference, provider reporting, device refusal, dispatch."""
 from __future__ import annotations
 
-import functools
 import json
 import os
 import subprocess
@@ -24,22 +23,13 @@ from attrtag.schema import Schema
 from attrtag_onnx.export import export_onnx
 from attrtag.runtime.onnx_backend import OnnxModel
 
+from tests.helpers import cuda_usable
+
 SCHEMA = Schema.from_dict(
     {"tone": ["light", "mid", "dark"], "kind": [f"k{i}" for i in range(7)], "flag": ["no", "yes"]}
 )
 PREP = Preprocessing((32, 32), (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
 RULES = {"classes": {"dark_flag": {"tone": "dark", "flag": "yes"}}}
-
-
-@functools.lru_cache(maxsize=None)
-def cuda_usable(model_path: str) -> bool:
-    """Whether ONNX Runtime really runs on CUDA here (the provider is listed even without a GPU)."""
-    import onnxruntime as ort
-
-    if "CUDAExecutionProvider" not in ort.get_available_providers():
-        return False
-    session = ort.InferenceSession(model_path, providers=["CUDAExecutionProvider", "CPUExecutionProvider"])
-    return session.get_providers()[0] == "CUDAExecutionProvider"
 
 
 @pytest.fixture(scope="module")
@@ -97,6 +87,7 @@ def test_cuda_request_without_gpu_is_refused(files, tmp_path: Path) -> None:
         open_predictor(files[0], device="tensorrt", trt_cache_dir=tmp_path / "trt")
 
 
+@pytest.mark.gpu
 def test_cuda_runs_with_io_binding(files, batch: np.ndarray) -> None:
     if not cuda_usable(str(files[0])):
         pytest.skip("CUDAExecutionProvider is not usable here")
