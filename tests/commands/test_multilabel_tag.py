@@ -72,6 +72,23 @@ def test_value_thresholds_are_overridden_and_a_resume_with_others_is_refused(
     assert rc == 2 and "marks.spot" in err
 
 
+@pytest.mark.parametrize("threshold, said", [
+    ("colour.red=0.5", "--threshold colour.red: 'colour' is an exclusive group"),
+    ("marks.spot=0.5", "marks.spot: the multi-label group 'marks' has no value 'spot' (values: dot, bar, ring)"),
+    ("marks.dot=1.5", "--threshold marks.dot=1.5: a threshold is a probability between 0 and 1"),
+    ("size.dot=0.5", "--threshold size.dot: the model has no group 'size.dot'"),
+    ("marks.dot=high", "--threshold"),
+])
+def test_a_bad_value_threshold_is_one_line_and_writes_nothing(
+    capsys: pytest.CaptureFixture[str], trained: dict[str, Path], threshold: str, said: str
+) -> None:
+    out = trained["dir"] / "bad.jsonl"
+    rc, _, err = run(capsys, "tag", trained["onnx"], trained["images"], "--out", out, "--threshold", threshold,
+                     "--no-progress")
+    assert rc == 2 and err.count("\n") == 1 and said in err, err
+    assert not out.exists() and not (trained["dir"] / "bad.jsonl.meta.json").exists()
+
+
 def test_classify_on_a_multi_label_tag_file_reproduces_tag(
     capsys: pytest.CaptureFixture[str], trained: dict[str, Path]
 ) -> None:

@@ -66,6 +66,13 @@ def _target(key: str, schema: Schema) -> tuple[str, str | None]:
     for g in schema.multi:
         if key.startswith(g.name + ".") and key[len(g.name) + 1:] in g.values:
             return g.name, key[len(g.name) + 1:]
+    group, _, value = key.partition(".")
+    if group in schema and not schema[group].multi:
+        raise AttrtagError(f"`thresholds` {key}: '{group}' is an exclusive group, whose threshold is one "
+                           f"number for the group ({group}=P: below it the group is uncertain), not one per value")
+    if group in schema:
+        raise AttrtagError(f"`thresholds` {key}: the multi-label group '{group}' has no value '{value}' "
+                           f"(values: {', '.join(schema[group].values)})")
     names = ", ".join(schema.names)
     raise AttrtagError(f"`thresholds` {key}: the model has no group '{key}' (groups: {names}; a multi-label "
                        "value is GROUP.VALUE)")
