@@ -142,6 +142,8 @@ class Run:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise SystemExit(f"gpu_check: OUT {out}: not a folder")
     out.mkdir(parents=True, exist_ok=True)
     todo = plan()
     if args.step:  # a child: one step, in this process
@@ -155,6 +157,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             names = ", ".join(s.name for s in todo)
             raise SystemExit(f"--only: no step named {', '.join(sorted(unknown))} (steps: {names})")
         todo = [s for s in todo if s.name in args.only]
+    if not args.keep_results:  # a new run: no check of an earlier one may satisfy this run's needs
+        for name in ("results.jsonl", "steps.log", "summary.md"):
+            (out / name).unlink(missing_ok=True)
     made_work = args.work is None
     args.work = args.work or tempfile.mkdtemp(prefix="attrtag-gpu-check-")
     run = Run(args)
@@ -189,6 +194,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                    help="override a step's limit (seconds)")
     p.add_argument("--work", help="scratch folder for images and models (default: a temporary one, removed)")
     p.add_argument("--keep-work", action="store_true", help="keep the temporary scratch folder")
+    p.add_argument("--keep-results", action="store_true",
+                   help="add to OUT/results.jsonl instead of starting it anew (gpu_check.sh: after its install line)")
     p.add_argument("--step", help=argparse.SUPPRESS)  # internal: run one step in this process
     return p.parse_args(argv)
 

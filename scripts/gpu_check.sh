@@ -19,7 +19,9 @@ install=1; args=()
 for a in "$@"; do
     if [ "$a" = --no-install ]; then install=0; else args+=("$a"); fi
 done
+if [ -e "$out" ] && [ ! -d "$out" ]; then echo "gpu_check.sh: OUT $out: not a folder" >&2; exit 2; fi
 mkdir -p "$out" || exit 2
+rm -f "$out/results.jsonl" "$out/steps.log" "$out/summary.md" "$out/install.log"  # a new run's own files
 record() {  # one line of results.jsonl: check, status, figure, seconds (JSON made by Python: quotes escaped)
     python3 -c 'import json, sys; c, s, f, t = sys.argv[1:]; print(json.dumps({"check": c, "step": c, "status": s,
         "figure": f, "seconds": int(t)}))' "$1" "$2" "$3" "$4" >> "$out/results.jsonl"
@@ -34,4 +36,4 @@ if [ $install = 1 ]; then
         record install fail "nothing installed (see install.log)" $(( $(date +%s) - t0 ))
     fi
 fi
-exec python3 scripts/gpu_check.py "$out" --started "$started" ${args[@]+"${args[@]}"}
+exec python3 scripts/gpu_check.py "$out" --started "$started" --keep-results ${args[@]+"${args[@]}"}

@@ -95,14 +95,24 @@ def test_a_step_past_its_limit_is_stopped_and_says_so(tmp_path) -> None:
 def test_steps_are_not_started_once_the_budget_is_spent(tmp_path) -> None:
     done, results = gpu_check(tmp_path, "--cpu-dry-run", "--only", "env,model", "--budget", "1")
     assert done.returncode == 0
-    for step in ("env", "model"):
-        assert results[f"step {step}"]["status"] in ("ok", "timeout", "not-run")
-    assert results["step model"]["status"] == "not-run"
-    assert results["step model"]["message"] == "out of time: the run's budget of 1 s was spent"
+    for step in ("env", "model"):  # less than the 5 s a step needs to start was left from the first
+        assert results[f"step {step}"]["status"] == "not-run"
+        assert results[f"step {step}"]["message"] == "out of time: the run's budget of 1 s was spent"
+    _, results = gpu_check(tmp_path, "--cpu-dry-run", "--only", "env", "--budget", "15")
+    assert results["env"]["status"] == "ok" and results["step env"]["limit"] <= 15  # not its own 40 s: what was left
+
+
+def test_a_new_run_does_not_count_the_checks_of_an_earlier_one(tmp_path) -> None:
+    assert gpu_check(tmp_path, "--cpu-dry-run", "--only", "env")[1]["env"]["status"] == "ok"
+    _, results = gpu_check(tmp_path, "--cpu-dry-run", "--only", "decode")
+    assert "env" not in results and results["step decode"]["message"] == "needs 'data' (not run)"
 
 
 def test_bad_arguments_are_one_line_and_exit_2(tmp_path) -> None:
     usage = subprocess.run(["bash", str(SCRIPT)], capture_output=True, text=True)
     assert usage.returncode == 2 and usage.stderr.startswith("usage: bash scripts/gpu_check.sh OUT")
+    (tmp_path / "file").write_text("")
+    done, _ = gpu_check(tmp_path / "file")
+    assert done.returncode == 2 and done.stderr.strip() == f"gpu_check.sh: OUT {tmp_path / 'file'}: not a folder"
     done, _ = gpu_check(tmp_path / "o", "--only", "nonsense")
     assert done.returncode != 0 and "--only: no step named nonsense" in done.stderr
