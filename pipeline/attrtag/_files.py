@@ -14,6 +14,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO, Iterator
 
+from .errors import AttrtagError
+
 
 @contextmanager
 def atomic_path(path: str | os.PathLike[str], *, suffix: str = ".tmp") -> Iterator[Path]:
@@ -69,6 +71,28 @@ def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
     fsync_dir(path.parent)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def check_output(path: str | os.PathLike[str], *, what: str = "out", folder: bool = False) -> Path:
+    """Refuse, before any work, an output that cannot be written: a folder where a file is wanted
+    (or the reverse), a path under an existing file, a folder that is not writable.
+
+    Raises :class:`AttrtagError` naming the parameter ``what`` (the CLI spells it as its flag);
+    whether an existing output may be replaced is the caller's policy. Returns ``path``.
+    """
+    path = Path(path)
+    if folder and path.exists() and not path.is_dir():
+        raise AttrtagError(f"`{what}={path}` is a file; name a folder (new or existing)")
+    if not folder and path.is_dir():
+        raise AttrtagError(f"`{what}={path}` is a folder; name a file in it")
+    parent = path if folder and path.is_dir() else path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise AttrtagError(f"`{what}={path}`: {parent} is a file, not a folder; choose another path")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise AttrtagError(f"`{what}={path}`: cannot write in {parent} (permission denied); choose another path")
+    return path
 
 
 def write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
