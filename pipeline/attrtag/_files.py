@@ -90,8 +90,11 @@ def check_output(path: str | os.PathLike[str], *, what: str = "out", folder: boo
         parent = parent.parent
     if not parent.is_dir():
         raise AttrtagError(f"`{what}={path}`: {parent} is a file, not a folder; choose another path")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise AttrtagError(f"`{what}={path}`: cannot write in {parent} (permission denied); choose another path")
+    try:  # a real write: os.access says yes to root, and knows nothing of read-only mounts
+        with tempfile.TemporaryFile(dir=parent):
+            pass
+    except OSError as err:
+        raise AttrtagError(f"`{what}={path}`: cannot write in {parent} ({err.strerror}); choose another path") from None
     return path
 
 
