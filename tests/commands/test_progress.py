@@ -48,3 +48,16 @@ def test_count_progress_without_a_terminal_logs_lines_and_nothing_when_disabled(
             bar.update(3)
             bar.set_postfix_str("failed 1")
         assert capsys.readouterr().err == ""
+
+
+def test_a_redirected_log_gets_no_progress_bar_only_plain_lines(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # tqdm, even at a 30 s interval, wrote "epoch 1/2:   0%|" and carriage returns into logs
+    assert list(_progress.tqdm_progress(range(4), "epoch 1/2", 4)) == [0, 1, 2, 3]
+    assert capsys.readouterr().err == ""  # a short loop: nothing at all
+    monkeypatch.setattr(_progress, "LOG_INTERVAL", 0.0)
+    assert list(_progress.tqdm_progress(iter(range(3)), "eval", 3)) == [0, 1, 2]
+    err = capsys.readouterr().err
+    assert "\r" not in err and "|" not in err and err.splitlines()[0].startswith("eval: 1 of 3 batch (33%)")
+    assert list(_progress.tqdm_progress(iter("ab"), "eval", None)) == ["a", "b"]  # no total: passed through

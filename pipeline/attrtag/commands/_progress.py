@@ -11,18 +11,20 @@ LOG_INTERVAL = 30.0
 
 
 def tqdm_progress(iterable: Iterable[Any], desc: str, total: int | None) -> Iterable[Any]:
-    """Wrap ``iterable`` in a progress bar; on a non-terminal stderr, update rarely (CI logs)."""
+    """Wrap ``iterable`` in a progress bar on a terminal; in a log (stderr not a terminal) a plain
+    :class:`LineProgress` line every :data:`LOG_INTERVAL` seconds instead, since even a rare tqdm
+    bar leaves carriage returns and a "0%|" line in the log of every epoch."""
+    if not sys.stderr.isatty():
+        return iterable if not total else _logged(iterable, LineProgress(total, desc=desc, unit="batch", interval=LOG_INTERVAL))
     from tqdm import tqdm
 
-    return tqdm(
-        iterable,
-        desc=desc,
-        total=total,
-        unit="batch",
-        leave=False,
-        dynamic_ncols=True,
-        mininterval=0.5 if sys.stderr.isatty() else 30.0,
-    )
+    return tqdm(iterable, desc=desc, total=total, unit="batch", leave=False, dynamic_ncols=True, mininterval=0.5)
+
+
+def _logged(iterable: Iterable[Any], progress: "LineProgress") -> Iterator[Any]:
+    for item in iterable:
+        yield item
+        progress.update()
 
 
 class LineProgress:
