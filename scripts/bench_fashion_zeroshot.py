@@ -151,12 +151,12 @@ def one_seed(args: argparse.Namespace, seed: int, out: Path) -> dict:
 
     # 3.-6. Export, calibrate (with and without priors), tag, classify.
     model, plain_cal, prior_cal = out / "model.onnx", out / "calibrated_no_priors.onnx", out / "calibrated.onnx"
-    run("export", "--checkpoint", out / "run" / "best.pt", "--out", model, "--rules", rules_path)
+    run("export", "--checkpoint", out / "run" / "best.pt", "--out", model, "--rules", rules_path, "--overwrite")
     unseen_arg = ",".join(unseen)
     run("calibrate", model, "--manifest", calib_manifest, "--class-column", CLASS_COLUMN, "--unseen", unseen_arg,
-        "--out", prior_cal, "--batch-size", 2 * args.batch_size, *common)
+        "--out", prior_cal, "--overwrite", "--batch-size", 2 * args.batch_size, *common)
     run("calibrate", model, "--manifest", calib_manifest, "--class-column", CLASS_COLUMN, "--unseen", unseen_arg,
-        "--out", plain_cal, "--no-priors", "--batch-size", 2 * args.batch_size, *common)
+        "--out", plain_cal, "--overwrite", "--no-priors", "--batch-size", 2 * args.batch_size, *common)
     tagging = ["--workers", args.workers, "--device", args.device, "--overwrite", "--no-progress",
                "--batch-size", 2 * args.batch_size]
     outputs = {

@@ -49,6 +49,8 @@ _logger = logging.getLogger(__name__)
 #: 18 is parsed by every TensorRT 10.x and ONNX Runtime >= 1.14; a conv/linear/softmax model
 #: gains nothing from newer opsets, and older ones make the dynamo exporter down-convert.
 DEFAULT_OPSET = 18
+#: The dynamo exporter writes no opset below 18 (it quietly writes 18 instead), so neither do we.
+MIN_OPSET = 18
 #: Max abs difference of probabilities allowed between ONNX Runtime and PyTorch (float32).
 FP32_ATOL = 1e-4
 #: float16 keeps ~3 significant digits; through a deep network probabilities move by ~1e-3.
@@ -134,12 +136,15 @@ def export_onnx(
     _require("onnx", "pip install onnx==1.23.2 onnxscript==0.7.2")
     _require("onnxruntime", "pip install onnxruntime-gpu==1.31.1  (or onnxruntime)")
     t0 = time.perf_counter()
-    _check_options(exporter=exporter, batch_check=batch_check)
+    _check_options(exporter=exporter, batch_check=batch_check, opset=opset)
     model = _resolve_source(source)
     precision = "fp16" if fp16 else "fp32"
     card = _card_to_embed(model.card, precision=precision, rules=rules)
     net = ProbabilityModel(copy.deepcopy(model).float().cpu()).eval()
     proto, used = _onnx_graph(net, card, opset=opset, exporter=exporter, fp16=fp16, check=check)
+    if default_opset(proto) != opset:  # an exporter that cannot convert keeps its own opset, with a warning only
+        raise ExportError(f"`opset={opset}` was asked, but the {used} exporter wrote opset {default_opset(proto)}; "
+                          f"nothing was written (try `opset={DEFAULT_OPSET}`)")
 
     out = Path(out_path)
     report = ExportReport(
@@ -210,7 +215,12 @@ def check_against_torch(
 
 
 # -- internals ----------------------------------------------------------------------------------
-def _check_options(*, exporter: str, batch_check: int) -> None:
+def _check_options(*, exporter: str, batch_check: int, opset: int) -> None:
+    import onnx
+
+    if not MIN_OPSET <= opset <= onnx.defs.onnx_opset_version():
+        raise ExportError(f"`opset` {opset} is not one the exporter writes: choose between {MIN_OPSET} and "
+                          f"{onnx.defs.onnx_opset_version()} (default {DEFAULT_OPSET})")
     if exporter not in EXPORTERS:
         raise ExportError(f"exporter '{exporter}' is not one of {', '.join(EXPORTERS)}")
     if batch_check < 1:

@@ -353,7 +353,8 @@ def test_evaluate_reports_the_stored_calibration_and_ausuc(
     want = evaluate_gzsl(scores, labels, [rules.index(c) for c in SEEN], [rules.index(c) for c in UNSEEN], gamma=0.25)
     assert (stored["seen"], stored["unseen"]) == pytest.approx((want.seen, want.unseen))
     rc, _, _ = run(capsys, "evaluate", "--checkpoint", model, "--manifest", world["manifest"], "--rules",
-                   world["rules"], "--out", tmp_path, "--workers", "0", "--device", "cpu", "--no-priors")
+                   world["rules"], "--out", tmp_path, "--workers", "0", "--device", "cpu", "--no-priors",
+                       "--overwrite")
     zs = json.loads((tmp_path / "metrics.json").read_text())["zero_shot"]
     assert rc == 0 and zs["gzsl"]["stored_calibration"] is None  # chosen with priors: does not hold
 

@@ -39,7 +39,7 @@ def data(tmp_path_factory) -> dict[str, Path]:
 def evaluate_cli(capsys, data, manifest: str, tmp_path: Path, *extra: str) -> tuple[int, str, str, dict]:
     out = tmp_path / manifest
     code = main(["evaluate", "--checkpoint", str(data["ckpt"]), "--manifest", str(data[manifest]), "--out", str(out),
-                 "--workers", "0", "--device", "cpu", *extra])
+                 "--workers", "0", "--device", "cpu", "--overwrite", *extra])
     captured = capsys.readouterr()
     report = json.loads((out / "metrics.json").read_text()) if code == 0 else {}
     return code, captured.out, captured.err, report
@@ -84,3 +84,13 @@ def test_the_python_api_has_the_same_default(data):
         attrtag.evaluate(data["ckpt"], data["no_split"], workers=0, device="cpu")
     with pytest.raises(AttrtagError, match="split 'holdout' is not one of train, val, test, all"):
         attrtag.evaluate(data["ckpt"], data["with_test"], split="holdout", workers=0, device="cpu")
+
+
+def test_a_report_is_replaced_only_with_overwrite(data, tmp_path, capsys):
+    code, _, _, first = evaluate_cli(capsys, data, "with_test", tmp_path)
+    argv = ["evaluate", "--checkpoint", str(data["ckpt"]), "--manifest", str(data["with_test"]), "--out",
+            str(tmp_path / "with_test"), "--workers", "0", "--device", "cpu", "--split", "all"]
+    assert code == 0 and main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "holds metrics.json; pass --overwrite" in err
+    assert json.loads((tmp_path / "with_test" / "metrics.json").read_text()) == first  # untouched

@@ -17,6 +17,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
+from .._files import check_output
 from ..data.manifest import Manifest, read_manifest
 from ..errors import AttrtagError
 from ..runtime import Predictor, model_kind, open_predictor
@@ -111,6 +112,7 @@ def evaluate(
     skip_bad_rows: bool = False,
     progress: Any = None,
     warn: Warn | None = None,
+    overwrite: bool = False,
 ) -> "Evaluation":
     """Per-group metrics (and with ``rules`` the zero-shot figures) of a model on a manifest.
 
@@ -130,8 +132,13 @@ def evaluate(
         skip_bad_rows: skip manifest rows that cannot be read instead of failing.
         progress: optional progress wrapper.
         warn: called with each warning about the rules (default: logged).
+        overwrite: replace the report in ``out`` when it holds one.
     """
     from ..evaluation.evaluate import evaluate as _evaluate, report_extra, write_report
+
+    _check_counts(batch_size=batch_size, workers=workers)
+    if out is not None:
+        _check_new(Path(out) / "metrics.json", overwrite, what="out", folder=Path(out))
 
     predictor = model if isinstance(model, Predictor) else open_predictor(model, device=device)
     if not isinstance(manifest, Manifest):
@@ -157,7 +164,7 @@ def calibrate(
     priors: bool = True,
     class_column: str = "class", unseen: list[str] | None = None,
     device: str = "auto", batch_size: int = 64, workers: int = 2, skip_bad_rows: bool = False,
-    progress: Any = None, warn: Warn | None = None, value_thresholds: bool = False,
+    progress: Any = None, warn: Warn | None = None, value_thresholds: bool = False, overwrite: bool = False,
 ) -> "CalibrationResult | ThresholdRefit":
     """Choose the zero-shot calibration of a model and store it, with the rules, in a model file;
     with ``value_thresholds``, choose its multi-label values' decision thresholds again instead.
@@ -176,6 +183,7 @@ def calibrate(
             :func:`evaluate`'s.
         value_thresholds: refit each multi-label value's threshold (best F1 on the val split)
             instead of the zero-shot calibration; ``rules`` are then not used.
+        overwrite: replace ``out`` when it exists.
 
     Raises:
         AttrtagError: neither or both of ``out`` and ``in_place``, a suffix that differs, no
@@ -186,6 +194,9 @@ def calibrate(
     src = Path(model)
     kind = model_kind(src)  # a missing file, or one that is no model, is named before the options are judged
     target = _calibration_target(src, manifest, out, in_place)
+    _check_counts(batch_size=batch_size, workers=workers)
+    if out is not None:
+        _check_new(target, overwrite)
     predictor = open_predictor(src, device=device, kind=kind)
     if value_thresholds:
         if not isinstance(manifest, Manifest):
@@ -221,6 +232,7 @@ def export(
     batch_check: int = 5,
     progress: Any = None,
     warn: Warn | None = None,
+    overwrite: bool = False,
 ) -> "ExportReport":
     """Export a checkpoint to an ONNX file that carries its card, checked against PyTorch.
 
@@ -237,6 +249,7 @@ def export(
         batch_check: batch size of the ONNX Runtime vs PyTorch check, besides batch 1.
         progress: optional progress wrapper (int8 calibration).
         warn: called with each warning about the rules (default: logged).
+        overwrite: replace ``out`` when it exists.
     """
     from attrtag_onnx.export import DEFAULT_OPSET, export_onnx
     from attrtag_onnx.quantize import DEFAULT_CALIB_IMAGES, export_int8
@@ -245,6 +258,7 @@ def export(
 
     _check_export(out, fp16=fp16, int8=int8, calib_manifest=calib_manifest, calib_images=calib_images,
                   eval_images=eval_images)
+    _check_new(Path(out), overwrite)
     model = load_model(checkpoint)
     classes = _classes(model.card, rules, priors=True, name=Path(checkpoint).name, warn=warn)
     embedded = None if classes is None else classes.rules.to_dict()
@@ -294,6 +308,22 @@ def _restamp(src: Path, card: Any, target: Path) -> None:
         from ..model.checkpoint import replace_card
 
         replace_card(src, card, out=target)
+
+
+def _check_counts(*, batch_size: int, workers: int) -> None:
+    if batch_size < 1:
+        raise AttrtagError(f"`batch_size` must be at least 1, got {batch_size}")
+    if workers < 0:
+        raise AttrtagError(f"`workers` must be 0 or more, got {workers}")
+
+
+def _check_new(path: Path, overwrite: bool, *, what: str = "out", folder: Path | None = None) -> None:
+    """The one overwrite policy: an output that exists is replaced only with ``overwrite=True``;
+    one that cannot be written (a folder, under a file, no permission) is refused before any work."""
+    check_output(folder or path, what=what, folder=folder is not None)
+    if path.exists() and not overwrite:
+        raise AttrtagError(f"`{what}={folder or path}` {'holds ' + path.name if folder else 'exists'}; pass "
+                           "`overwrite=True` to replace it, or choose another path")
 
 
 def _check_export(out: Any, *, fp16: bool, int8: bool, calib_manifest: Any, calib_images: Any,

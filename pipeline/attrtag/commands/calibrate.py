@@ -28,6 +28,7 @@ def register(sub: Any) -> None:
     target = p.add_mutually_exclusive_group(required=True)
     target.add_argument("--out", metavar="FILE", help="write the calibrated model here (same suffix as MODEL)")
     target.add_argument("--in-place", action="store_true", help="replace MODEL itself (atomically)")
+    p.add_argument("--overwrite", action="store_true", help="replace --out when it exists")
     p.add_argument("--thresholds", action="store_true",
                    help="choose the multi-label values' decision thresholds again (best F1 on the val split) "
                    "instead of the zero-shot calibration")
@@ -55,6 +56,7 @@ def run(args: argparse.Namespace) -> int:
         args.model, args.manifest, out=args.out, in_place=args.in_place, rules=args.rules, priors=not args.no_priors,
         device=args.device, skip_bad_rows=args.skip_bad_rows, warn=warn, class_column=args.class_column, unseen=unseen,
         batch_size=args.batch_size, workers=args.workers, progress=tqdm_progress, value_thresholds=args.thresholds,
+        overwrite=args.overwrite,
     )
     written = args.model if args.in_place else args.out
     if args.thresholds:

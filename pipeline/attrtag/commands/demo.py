@@ -124,17 +124,17 @@ def run(args: argparse.Namespace) -> int:
                     "--batch-size", str(args.batch_size), "--lr", str(args.lr), "--seed", str(args.seed), *common], main)
     _step("evaluate attributes and unseen classes on the test split",
           ["evaluate", "--checkpoint", str(run_dir / "best.pt"), "--manifest", str(manifest), "--split", "test",
-           "--rules", str(rules), "--out", str(out / "eval_test"), *common], main)
+           "--rules", str(rules), "--out", str(out / "eval_test"), "--overwrite", *common], main)
     onnx_path, calibrated = out / "model.onnx", out / "calibrated.onnx"
     before, tags = out / "tags_uncalibrated.jsonl", out / "tags.jsonl"
     _step("export to ONNX (with the rules embedded)", ["export", "--checkpoint", str(run_dir / "best.pt"), "--out",
-                                                       str(onnx_path), "--rules", str(rules)], main)
+                                                       str(onnx_path), "--rules", str(rules), "--overwrite"], main)
     test_list = _write_test_list(manifest, out / "test_images.txt")
     tagging = ["--overwrite", "--workers", str(args.workers), "--no-progress"]
     _step("tag the test images with ONNX Runtime, scored as before calibration travelled (no priors)",
           ["tag", str(onnx_path), f"@{test_list}", "--out", str(before), "--no-priors", *tagging], main)
     _step("calibrate on the val split: the constant and the rules travel in the model",
-          ["calibrate", str(onnx_path), "--manifest", str(manifest), "--out", str(calibrated), *common], main)
+          ["calibrate", str(onnx_path), "--manifest", str(manifest), "--out", str(calibrated), "--overwrite", *common], main)
     _step("tag the test images with the calibrated model (priors and calibration by default)",
           ["tag", str(calibrated), f"@{test_list}", "--out", str(tags), *tagging], main)
     print("\n== classes named by `attrtag tag` on the test images (all 16 classes are candidates)")

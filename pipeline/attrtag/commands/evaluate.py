@@ -29,6 +29,7 @@ def register(sub: Any) -> None:
                    help="the images to score (default: the test split when the manifest has one, else val); "
                         "train and all include images the model was trained on, and the report says so")
     p.add_argument("--out", help="report folder (default: next to the checkpoint)")
+    p.add_argument("--overwrite", action="store_true", help="replace the report --out holds")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--device", default="auto")
@@ -60,7 +61,8 @@ def run(args: argparse.Namespace) -> int:
     result = api.evaluate(args.checkpoint, args.manifest, split=args.split, rules=args.rules,
                           priors=not args.no_priors, class_column=args.class_column, unseen=unseen, out=out,
                           device=args.device, batch_size=args.batch_size, workers=args.workers,
-                          skip_bad_rows=args.skip_bad_rows, progress=tqdm_progress, warn=warn)
+                          skip_bad_rows=args.skip_bad_rows, progress=tqdm_progress, warn=warn,
+                          overwrite=args.overwrite)
     preds = result.predictions
     print(f"evaluated {len(preds.samples)} image(s) from {args.manifest}: {result.note}")
     if result.includes_training:

@@ -9,6 +9,7 @@ def register(sub: Any) -> None:
     p = sub.add_parser("export", help="export a checkpoint to ONNX (fp32, fp16 or int8)", description=__doc__)
     p.add_argument("--checkpoint", required=True, help="training checkpoint (best.pt / last.pt)")
     p.add_argument("--out", required=True, help="ONNX file to write (e.g. model.onnx)")
+    p.add_argument("--overwrite", action="store_true", help="replace --out when it exists")
     precision = p.add_mutually_exclusive_group()
     precision.add_argument("--fp16", action="store_true", help="float16 graph for GPUs (float32 input/outputs kept)")
     precision.add_argument("--int8", action="store_true",
@@ -34,7 +35,8 @@ def run(args: argparse.Namespace) -> int:
 
     report = api.export(args.checkpoint, args.out, fp16=args.fp16, int8=args.int8, calib_manifest=args.calib_manifest,
                         calib_images=args.calib_images, eval_images=args.eval_images, rules=args.rules,
-                        opset=args.opset, batch_check=args.batch_check, progress=tqdm_progress, warn=warn)
+                        opset=args.opset, batch_check=args.batch_check, progress=tqdm_progress, warn=warn,
+                        overwrite=args.overwrite)
     card = read_card(report.path)  # what the file says about itself
     prep = card.preprocessing
     print(f"wrote {report.path} ({report.size_bytes / 1e6:.1f} MB, {report.precision}, opset {report.opset}, "
