@@ -249,4 +249,4 @@ def test_bad_ray_options_are_one_line_errors(
 
 def test_ray_options_need_the_ray_engine(capsys: pytest.CaptureFixture[str], tmp_path: Path, model: Path, images: Path) -> None:
     rc = main(["tag", str(model), str(images / "img0001.jpg"), "--out", str(tmp_path / "o.jsonl"), "--actors", "2"])
-    assert rc == 2 and "--actors need --engine ray" in capsys.readouterr().err
+    assert rc == 2 and "--actors needs --engine ray" in capsys.readouterr().err

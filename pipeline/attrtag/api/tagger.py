@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, Se
 import numpy as np
 from PIL import Image
 
+from .._files import check_output
 from ..data.batches import Decoded, decode_batches, stack_inputs
 from ..data.images import DEFAULT_MAX_PIXELS, to_rgb
 from ..errors import AttrtagError, spell
@@ -284,9 +285,9 @@ def load(
         engine: ``local`` (this process), ``ray`` or :class:`~attrtag.tagging.ray_engine.Ray`.
         warn: called with each warning about the rules and options (default: logged).
     """
-    options = _checked(batch_size=batch_size, workers=workers, worker_kind=worker_kind, engine=engine)
-    kind = model_kind(model)  # a file that is not a model fails here, saying what it is
-    sha256 = _hash_in_background(model)
+    options = _checked(batch_size=batch_size, workers=workers, worker_kind=worker_kind, engine=engine, threads=threads,
+                       max_pixels=max_pixels, top_k=top_k, trt_cache_dir=trt_cache_dir)
+    kind, sha256 = model_kind(model), _hash_in_background(model)  # a file that is no model fails here, saying so
     local = None if options is not None else _open_local(
         model, kind, device=device, workers=workers, worker_kind=worker_kind, threads=threads,
         batch_size=batch_size, trt_cache_dir=trt_cache_dir)
@@ -320,10 +321,14 @@ def _open_local(model: str | os.PathLike, kind: str, *, device: str, workers: in
     return LocalEngine(predictor, workers=split.decode_workers, worker_kind=worker_kind)
 
 
-def _checked(*, batch_size: int, workers: int | None, worker_kind: str, engine: str | Ray) -> Ray | None:
-    """The Ray options (None: the local engine), once the decode options are known to be usable."""
-    if isinstance(batch_size, bool) or batch_size < 1:
-        raise AttrtagError(f"`batch_size` must be at least 1, got {batch_size}")
+def _checked(*, batch_size: int, workers: int | None, worker_kind: str, engine: str | Ray, threads: int | None,
+             max_pixels: int | None, top_k: int | None, trt_cache_dir: Any) -> Ray | None:
+    """The Ray options (None: the local engine), once every option is known to be usable (before the model loads)."""
+    for name, value in (("batch_size", batch_size), ("threads", threads), ("max_pixels", max_pixels), ("top_k", top_k)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise AttrtagError(f"`{name}` must be at least 1, got {value}")
+    if trt_cache_dir is not None:
+        check_output(trt_cache_dir, what="trt_cache_dir", folder=True)  # TensorRT writes its engines there
     if workers is not None and workers < 0:
         raise AttrtagError(f"`workers` must be 0 or more, got {workers}")
     if worker_kind not in ("thread", "process"):

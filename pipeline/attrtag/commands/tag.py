@@ -8,6 +8,8 @@ the images held.
 from __future__ import annotations
 
 import argparse
+import contextlib
+from pathlib import Path
 from typing import Any, Sequence
 
 from ..errors import AttrtagError
@@ -106,7 +108,7 @@ def _add_ray_options(p: argparse.ArgumentParser) -> None:
                      "default: start a local Ray instance")
     ray.add_argument("--actors", type=int, help="actors, one model each (default: 1, or one per GPU with "
                      "--gpus-per-actor)")
-    ray.add_argument("--gpus-per-actor", type=float, default=0.0, metavar="G",
+    ray.add_argument("--gpus-per-actor", type=float, metavar="G",
                      help="GPUs per actor (default: 0, the model runs on the CPU)")
 
 
@@ -131,29 +133,35 @@ def parse_thresholds(specs: Sequence[str]) -> dict[str, float]:
 def engine_of(args: argparse.Namespace) -> Any:
     """``local``, or the Ray engine's options (``--ray-address``, ``--actors``, ``--gpus-per-actor``)."""
     given = [o for o, v in (("--ray-address", args.ray_address), ("--actors", args.actors),
-                            ("--gpus-per-actor", args.gpus_per_actor)) if v]
+                            ("--gpus-per-actor", args.gpus_per_actor)) if v is not None]
     if args.engine == "local":
         if given:
-            raise AttrtagError(f"{', '.join(given)} need --engine ray")
+            raise AttrtagError(f"{', '.join(given)} {'needs' if len(given) == 1 else 'need'} --engine ray")
         return "local"
     from ..tagging.ray_engine import Ray  # only a Ray run pays for the Ray engine's imports
 
-    return Ray(args.ray_address, args.actors, args.gpus_per_actor)
+    return Ray(args.ray_address, args.actors, args.gpus_per_actor or 0.0)
 
 
 def run(args: argparse.Namespace) -> int:
     """Tag the inputs into ``args.out``; returns the exit status."""
     from .. import api
-    from ..tagging import expand_inputs, output_format
+    from ..tagging import expand_inputs
+    from ..tagging.files import check_out
+    from ..tagging.lock import OutputLock
     from ._progress import progress_to
 
-    output_format(args.out, args.format)  # a bad --out or INPUT fails before the model loads
+    check_out(args.out, args.format)  # a bad --out or INPUT fails before the model loads
     inputs = expand_inputs(args.inputs)
-    with api.load(
+    engine, thresholds = engine_of(args), parse_thresholds(args.threshold)
+    # Another run writing --out is refused now, not once the model (or a Ray cluster) is up. A
+    # folder that does not exist yet holds no output; the job locks --out once it has made it.
+    held = OutputLock(args.out) if Path(args.out).parent.is_dir() else contextlib.nullcontext()
+    with held, api.load(
         args.model, device=args.device, rules=args.rules or (False if args.no_rules else None), top_k=args.top_k,
-        thresholds=parse_thresholds(args.threshold), **class_options(args), batch_size=args.batch_size,
+        thresholds=thresholds, **class_options(args), batch_size=args.batch_size,
         workers=args.workers, worker_kind=args.worker_kind, threads=args.threads, max_pixels=args.max_pixels,
-        trt_cache_dir=args.trt_cache_dir, engine=engine_of(args), warn=warn,
+        trt_cache_dir=args.trt_cache_dir, engine=engine, warn=warn,
     ) as tagger:
         announce(tagger.layout.classes, embedded=not args.rules)
         with progress_to("tagging", disable=args.no_progress) as progress:

@@ -130,6 +130,9 @@ class OnnxModel:
 
         def options(**settings: Any) -> Any:
             opts = ort.SessionOptions()
+            # Errors only: ONNX Runtime's own warnings (e.g. shape merges of a damaged model) would
+            # print C++ log lines on stderr before the one line an unloadable model gets.
+            opts.log_severity_level = 3
             if threads:
                 opts.intra_op_num_threads = int(threads)
             for name, value in settings.items():
@@ -152,9 +155,9 @@ class OnnxModel:
                 return session
         if cached is not None:
             try:
-                # log_severity_level 3: ONNX Runtime warns on stderr that a graph saved with the
+                # ONNX Runtime warns (hidden by log_severity_level 3) that a graph saved with the
                 # NCHWc layout suits only this machine, which is why the cache key holds the CPU.
-                saving = options(optimized_model_filepath=str(cached.writing_path()), log_severity_level=3)
+                saving = options(optimized_model_filepath=str(cached.writing_path()))
                 session = ort.InferenceSession(str(self.path), saving, providers=providers)
             except Exception:  # noqa: BLE001 - perhaps only the saving failed (disk full): once more without
                 cached.discard()

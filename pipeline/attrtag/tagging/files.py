@@ -1,31 +1,30 @@
-"""Tag output files: durable JSONL/CSV/Parquet writers that resume, and readers.
+"""Tag output files: durable JSONL/CSV/Parquet writers that resume, one run at a time.
 
 The formats, where each keeps its header, and the resume and crash guarantees are specified in
 ``datasets/OUTPUT.md``: every write appends whole records and fsyncs; a torn last line is cut
 off on resume; Parquet is written through a JSONL sidecar and replaced atomically at the end.
 JSONL and CSV files hold records only, so any reader takes them as they are; their header lives
 in ``FILE.meta.json`` beside them. JSONL files written before that (header object on line 1)
-are still read and resumed as they are.
+are still read and resumed as they are. A writer holds its output's lock (:mod:`.lock`) from
+before it touches anything until it is closed: a second writer is refused, never interleaved.
+The scanners a resume reads an output with are :mod:`.scan`'s; the readers, :mod:`.stream`.
 """
 from __future__ import annotations
 
 import csv
 import glob
 import io
-import itertools
 import json
-import logging
 import os
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
-from .._files import append_durably, atomic_path, fsync_dir, write_bytes
-from ..errors import OutputError, OutputMismatchError
+from .._files import append_durably, atomic_path, check_output, fsync_dir, write_bytes
 from .header import HEADER_KEY, OutputMeta, output_format
+from .lock import OutputLock
 from .records import TagRecord
-
-_logger = logging.getLogger(__name__)
+from .scan import import_pyarrow, meta_path, parquet_meta, partial_path, scan_csv, scan_jsonl, sidecar_meta
 
 
 class TagWriter(ABC):
@@ -41,13 +40,22 @@ class TagWriter(ABC):
         self.path = path
         self.meta = meta
         self.done: set[str] = set()
+        self.lock: OutputLock | None = None  # set by open_output; released by close
 
     @abstractmethod
     def write(self, records: Sequence[TagRecord]) -> None:
         """Append ``records`` and make them durable (flush + fsync) before returning."""
 
     def close(self, *, complete: bool = True) -> None:
-        """Release the file; ``complete=False`` after an error (Parquet then keeps its sidecar)."""
+        """Release the file and its lock; ``complete=False`` after an error (Parquet then keeps its sidecar)."""
+        try:
+            self._close(complete)
+        finally:
+            if self.lock is not None:
+                self.lock.release()
+
+    def _close(self, complete: bool) -> None:
+        """Release the file (the format's part of :meth:`close`)."""
 
     def __enter__(self) -> "TagWriter":
         return self
@@ -56,10 +64,21 @@ class TagWriter(ABC):
         self.close(complete=exc_type is None)
 
 
+def check_out(path: str | os.PathLike[str], fmt: str | None = None) -> str:
+    """The format of the output ``path``, once it is known to be writable (before any work).
+
+    Raises:
+        OutputError: no format for the name, or a ``fmt`` that contradicts its extension.
+        AttrtagError: ``path`` is a folder, lies under a file, or its folder is not writable.
+    """
+    check_output(path)
+    return output_format(path, fmt)
+
+
 def open_output(
     path: str | os.PathLike[str], meta: OutputMeta, *, fmt: str | None = None, overwrite: bool = False
 ) -> TagWriter:
-    """Open an output for appending, resuming it when it exists.
+    """Open an output for appending, resuming it when it exists; the writer holds its lock.
 
     Args:
         path: the output file; its folder is created.
@@ -71,55 +90,24 @@ def open_output(
         A writer whose ``done`` holds the paths already recorded.
 
     Raises:
+        OutputError: another run is writing ``path`` (nothing is touched then), the existing
+            file is not an attrtag output, or is corrupt before its end.
         OutputMismatchError: the existing output was made by another model/schema/settings.
-        OutputError: the existing file is not an attrtag output, or is corrupt before its end.
     """
     path = Path(path)
-    kind = output_format(path, fmt)
+    kind = check_out(path, fmt)
     path.parent.mkdir(parents=True, exist_ok=True)
-    if overwrite:
-        for p in (path, _meta_path(path), _partial_path(path)):
-            p.unlink(missing_ok=True)
-    if kind == "jsonl":
-        return _JsonlWriter(path, meta)
-    if kind == "csv":
-        return _CsvWriter(path, meta)
-    return _ParquetWriter(path, meta)
-
-
-def _repair_tail(path: Path, *, repair: bool) -> None:
-    """Cut a torn last line (no trailing newline) off ``path``, or refuse when not ``repair``.
-
-    No record ever holds a raw line break (JSON escapes them; CSV cells are one line, see
-    :meth:`RecordLayout.error_record` and ``display_path``), so "the file does not end with a
-    newline" is exactly "the last record was being written when the run died".
-    """
-    size = path.stat().st_size
-    end = size
-    with open(path, "rb") as f:
-        # Scan backwards for the last newline: the torn part is at most one batch.
-        while end > 0:
-            start = max(0, end - (1 << 16))
-            f.seek(start)
-            chunk = f.read(end - start)
-            nl = chunk.rfind(b"\n")
-            if nl >= 0:
-                end = start + nl + 1
-                break
-            end = start
-    if end == size:
-        return
-    if not repair:
-        with open(path, "rb") as f:  # the torn line's number, for the message (an error path: one read)
-            line = sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b"")) + 1
-        raise OutputError(
-            f"{path}:{line}: the last record is incomplete (an interrupted run); rerun the tagging command to repair it"
-        )
-    _logger.warning("%s: removing an incomplete last record (%d bytes) left by an interrupted run", path, size - end)
-    with open(path, "r+b") as f:
-        f.truncate(end)
-        f.flush()
-        os.fsync(f.fileno())
+    lock = OutputLock(path).acquire()  # before the overwrite: another run's output is never deleted
+    try:
+        if overwrite:
+            for p in (path, meta_path(path), partial_path(path)):
+                p.unlink(missing_ok=True)
+        writer = {"jsonl": _JsonlWriter, "csv": _CsvWriter}.get(kind, _ParquetWriter)(path, meta)
+    except BaseException:
+        lock.release()
+        raise
+    writer.lock = lock
+    return writer
 
 
 class _JsonlWriter(TagWriter):
@@ -135,14 +123,14 @@ class _JsonlWriter(TagWriter):
         super().__init__(path, meta)
         found = None
         if path.exists() and path.stat().st_size > 0:
-            found, paths = _scan_jsonl(path, not inline_header, repair=True, keep=lambda r: r["path"])
+            found, paths = scan_jsonl(path, not inline_header, repair=True, keep=lambda r: r["path"])
             if found is not None:
                 meta.check_resumable(found, source=str(path))
                 self.done = set(paths)
         if found is None and not inline_header:
             # Before the first record: a reader never meets records without their header. A stale
             # sidecar of an empty output describes no record and is replaced.
-            _write_meta(_meta_path(path), meta)
+            _write_meta(meta_path(path), meta)
         # Append mode: every write lands at the end of the file.
         self._f = open(path, "ab")
         if self._f.tell() == 0:
@@ -156,68 +144,13 @@ class _JsonlWriter(TagWriter):
             text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
             append_durably(self._f, text.encode("utf-8"))
 
-    def close(self, *, complete: bool = True) -> None:
+    def _close(self, complete: bool) -> None:
         if not self._f.closed:
             self._f.close()
 
 
-def _header_line(line: bytes) -> dict[str, Any] | None:
-    """The header of an in-file header line (``{"_attrtag": {...}}``), else None."""
-    try:
-        head = json.loads(line)
-    except ValueError:
-        return None
-    return head[HEADER_KEY] if isinstance(head, dict) and isinstance(head.get(HEADER_KEY), dict) else None
-
-
-def _scan_jsonl(
-    path: Path, sidecar: bool, *, repair: bool, keep: Callable[[TagRecord], Any] = lambda r: r
-) -> tuple[OutputMeta | None, list[Any]]:
-    """Header and ``keep(record)`` of every record of a JSONL output, streamed line by line.
-
-    The header is line 1 when that line is a header object (the old layout, and the Parquet
-    journal), else ``FILE.meta.json`` (only with ``sidecar``). Returns ``(None, [])`` when the file
-    is empty (or held only a torn first line, now cut off).
-    """
-    _repair_tail(path, repair=repair)
-    with open(path, "rb") as f:
-        first = f.readline()
-        if not first:
-            return None, []
-        inline = _header_line(first)
-        if inline is not None:
-            meta = OutputMeta.from_dict(inline, source=str(path))
-            lines: Iterable[tuple[int, bytes]] = enumerate(f, start=2)
-        elif not sidecar:
-            raise OutputError(
-                f"{path}:1: not an attrtag run journal (no '{HEADER_KEY}' header on line 1); delete it to start again"
-            )
-        else:
-            meta = _sidecar_meta(path)
-            lines = enumerate(itertools.chain([first], f), start=1)
-        kept = []
-        for n, line in lines:
-            try:
-                rec = json.loads(line)
-            except ValueError as err:
-                raise OutputError(f"{path}:{n}: not a JSON record ({err}); the file was edited or is corrupt") from None
-            if not isinstance(rec, dict) or "path" not in rec:
-                got = next(iter(rec), None) if isinstance(rec, dict) else type(rec).__name__
-                raise OutputError(
-                    f"{path}:{n}: not a tag record (no 'path'; first key {got!r}); the file was edited, is corrupt "
-                    "or is not an attrtag tag output"
-                )
-            kept.append(keep(rec))
-    return meta, kept
-
-
-def _meta_path(path: Path) -> Path:
-    """``FILE.meta.json``: the header of a JSONL or CSV output."""
-    return path.with_name(path.name + ".meta.json")
-
-
-def _write_meta(meta_path: Path, meta: OutputMeta) -> None:
-    write_bytes(meta_path, (json.dumps(meta.to_dict(), ensure_ascii=False, indent=1) + "\n").encode())
+def _write_meta(path: Path, meta: OutputMeta) -> None:
+    write_bytes(path, (json.dumps(meta.to_dict(), ensure_ascii=False, indent=1) + "\n").encode())
 
 
 def _csv_text(rows: Iterable[Sequence[Any]]) -> str:
@@ -233,11 +166,11 @@ class _CsvWriter(TagWriter):
         super().__init__(path, meta)
         self.columns = meta.layout.columns
         if path.exists() and path.stat().st_size > 0:
-            found = _sidecar_meta(path)
+            found = sidecar_meta(path)
             meta.check_resumable(found, source=str(path))
-            self.done = set(_scan_csv(path, self.columns, repair=True, keep=lambda row: row["path"]))
+            self.done = set(scan_csv(path, self.columns, repair=True, keep=lambda row: row["path"]))
         else:
-            _write_meta(_meta_path(path), meta)
+            _write_meta(meta_path(path), meta)
         self._f = open(path, "ab")
         if self._f.tell() == 0:  # new, or only a torn header row was there
             append_durably(self._f, _csv_text([self.columns]).encode("utf-8"))
@@ -248,95 +181,16 @@ class _CsvWriter(TagWriter):
             flat = (self.meta.layout.to_flat(r) for r in records)
             append_durably(self._f, _csv_text([row[c] for c in self.columns] for row in flat).encode("utf-8"))
 
-    def close(self, *, complete: bool = True) -> None:
+    def _close(self, complete: bool) -> None:
         if not self._f.closed:
             self._f.close()
 
 
-def _scan_csv(
-    path: Path, columns: Sequence[str], *, repair: bool, keep: Callable[[dict[str, str]], Any] = lambda r: r
-) -> list[Any]:
-    """``keep(row)`` of every row of a CSV output, streamed; a torn last row is cut off first."""
-    _repair_tail(path, repair=repair)
-    with open(path, encoding="utf-8", newline="") as f:
-        reader = csv.reader(f, strict=True)
-        try:
-            header = next(reader, None)
-            if header is None:
-                return []
-            if header != list(columns):
-                raise OutputMismatchError(
-                    f"{path}: columns {header} differ from this run's {list(columns)}; "
-                    "use another `out`, or `overwrite=True` to start it again"
-                )
-            kept = []
-            for row in reader:
-                if len(row) != len(columns):
-                    raise OutputError(
-                        f"{path}:{reader.line_num}: row has {len(row)} cells, expected {len(columns)}; "
-                        "the file was edited or is corrupt"
-                    )
-                kept.append(keep(dict(zip(columns, row))))
-        except (csv.Error, UnicodeDecodeError) as err:
-            raise OutputError(
-                f"{path}:{reader.line_num}: unreadable CSV ({err}); the file was edited or is corrupt"
-            ) from None
-    return kept
-
-
-def _sidecar_meta(path: Path) -> OutputMeta:
-    """The header of a JSONL or CSV output, from ``FILE.meta.json``."""
-    meta_path = _meta_path(path)
-    if not meta_path.exists():
-        raise OutputError(
-            f"{path}: no {meta_path.name} next to it, so it is not an attrtag tag output (or its header file "
-            "was lost); choose another `out`, or `overwrite=True` to replace it"
-        )
-    return OutputMeta.from_dict(_read_json(meta_path), source=str(meta_path))
-
-
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as err:
-        raise OutputError(
-            f"{path}: cannot read it ({err}); delete the output and its sidecars to start again"
-        ) from None
-
-
-def _partial_path(path: Path) -> Path:
-    return path.with_name(path.name + ".partial.jsonl")
-
-
-def _import_pyarrow() -> Any:
-    try:
-        import pyarrow
-        import pyarrow.parquet  # noqa: F401  (makes pyarrow.parquet an attribute)
-    except ImportError:
-        raise OutputError(
-            "Parquet output needs pyarrow: pip install 'attrtag[parquet]' (or write .jsonl/.csv)"
-        ) from None
-    return pyarrow
-
-
 def _arrow_schema(meta: OutputMeta) -> Any:
-    pa = _import_pyarrow()
+    pa = import_pyarrow()
     prob_columns = {f"{g}_prob" for g in meta.layout.schema.names} | {"class_prob"}
     fields = [pa.field(c, pa.float64() if c in prob_columns else pa.string()) for c in meta.layout.columns]
     return pa.schema(fields, metadata={"attrtag": json.dumps(meta.to_dict(), ensure_ascii=False)})
-
-
-def _parquet_meta(path: Path) -> OutputMeta:
-    pa = _import_pyarrow()
-    try:
-        raw = (pa.parquet.read_schema(path).metadata or {}).get(b"attrtag")
-    except (OSError, pa.ArrowException) as err:
-        raise OutputError(f"{path}: cannot read it as Parquet ({err}); use another `out`, or `overwrite=True`") from None
-    if raw is None:
-        raise OutputError(
-            f"{path}: not an attrtag tag output (no 'attrtag' metadata); use another `out`, or `overwrite=True`"
-        )
-    return OutputMeta.from_dict(json.loads(raw), source=str(path))
 
 
 class _ParquetWriter(TagWriter):
@@ -345,14 +199,14 @@ class _ParquetWriter(TagWriter):
 
     def __init__(self, path: Path, meta: OutputMeta) -> None:
         super().__init__(path, meta)
-        pa = _import_pyarrow()  # fail before any work when pyarrow is missing
+        pa = import_pyarrow()  # fail before any work when pyarrow is missing
         for stale in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
             stale.unlink(missing_ok=True)  # a merge killed half-way; the sidecar still has its rows
         final_paths: list[str] = []
         if path.exists():
-            meta.check_resumable(_parquet_meta(path), source=str(path))
+            meta.check_resumable(parquet_meta(path), source=str(path))
             final_paths = pa.parquet.read_table(path, columns=["path"]).column("path").to_pylist()
-        self._partial = _JsonlWriter(_partial_path(path), meta, inline_header=True)
+        self._partial = _JsonlWriter(partial_path(path), meta, inline_header=True)
         self._merge_needed = bool(self._partial.done) or not path.exists()
         self.done = set(final_paths) | self._partial.done
 
@@ -361,7 +215,7 @@ class _ParquetWriter(TagWriter):
             self._merge_needed = True
         self._partial.write(records)
 
-    def close(self, *, complete: bool = True) -> None:
+    def _close(self, complete: bool) -> None:
         self._partial.close()
         if not complete:
             return  # the sidecar holds the work; the next run resumes from it
@@ -371,7 +225,7 @@ class _ParquetWriter(TagWriter):
 
     def _merge(self) -> None:
         """Existing Parquet rows, then the sidecar's new ones, into a temp file; then replace."""
-        pa = _import_pyarrow()
+        pa = import_pyarrow()
         schema = _arrow_schema(self.meta)
         with atomic_path(self.path) as tmp:
             seen: set[str] = set()
@@ -381,7 +235,7 @@ class _ParquetWriter(TagWriter):
                         table = pa.Table.from_batches([batch]).cast(schema)
                         seen.update(table.column("path").to_pylist())
                         out.write_table(table)
-                _, records = _scan_jsonl(self._partial.path, False, repair=False)
+                _, records = scan_jsonl(self._partial.path, False, repair=False)
                 rows = []
                 for rec in records:
                     if rec["path"] in seen:  # merged already by a run killed before deleting the sidecar

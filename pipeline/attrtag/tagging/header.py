@@ -165,14 +165,18 @@ def output_format(path: str | os.PathLike[str], fmt: str | None = None) -> str:
         One of :data:`FORMATS`.
 
     Raises:
-        OutputError: an unknown ``fmt``, or (without ``fmt``) an extension that names no
-            format: ``tags.xlsx`` must not silently hold JSONL.
+        OutputError: an unknown ``fmt``, a ``fmt`` that contradicts the extension (CSV in
+            ``tags.jsonl`` is a file no JSONL reader reads), or (without ``fmt``) an extension
+            that names no format: ``tags.xlsx`` must not silently hold JSONL.
     """
+    ext = Path(path).suffix.lower()
     if fmt is not None:
         if fmt not in FORMATS:
             raise OutputError(f"`fmt={fmt}`: not one of {', '.join(FORMATS)}")
+        if _EXTENSIONS.get(ext, fmt) != fmt:
+            raise OutputError(f"`fmt={fmt}` contradicts `out={path}`, a {_EXTENSIONS[ext].upper()} name; drop `fmt`, or name "
+                              f"the file {'/'.join(e for e, f in _EXTENSIONS.items() if f == fmt)}")
         return fmt
-    ext = Path(path).suffix.lower()
     if ext not in _EXTENSIONS:
         raise OutputError(
             f"`out={path}`: {f'extension {ext!r}' if ext else 'no extension'} names no output format; "
@@ -180,3 +184,8 @@ def output_format(path: str | os.PathLike[str], fmt: str | None = None) -> str:
         )
     return _EXTENSIONS[ext]
 
+
+def extension_format(path: str | os.PathLike[str]) -> str | None:
+    """The format ``path``'s extension names (``.jsonl``, ``.ndjson``, ``.csv``, ``.parquet``, ``.pq``),
+    or None."""
+    return _EXTENSIONS.get(Path(path).suffix.lower())

@@ -3,7 +3,8 @@
 :class:`TagJob` opens the output (checking an existing one was made by the same model and
 settings, see :mod:`.header`), skips the paths already recorded, and writes each batch of
 records an engine makes durably before yielding it, so the caller can show progress and a
-``kill -9`` loses at most the batch in flight.
+``kill -9`` loses at most the batch in flight. The job holds the output's lock (:mod:`.lock`)
+from before it opens the output to its end: a second run on the same output is refused.
 """
 from __future__ import annotations
 
@@ -16,9 +17,10 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from ..data.images import display_path
 from .engine import Engine
-from .files import open_output
+from .files import TagWriter, check_out, open_output
 from .header import OutputMeta, model_fingerprint
 from .inputs import ImagePaths
+from .lock import OutputLock
 from .records import RecordLayout, TagRecord
 from .retry import drop_failed
 
@@ -61,15 +63,16 @@ class TagJob:
         self.layout, self.out = layout, Path(out)
         meta = OutputMeta(layout, model=os.path.basename(model_path),
                           model_sha256=model_sha256 or model_fingerprint(model_path))
-        self.writer = open_output(out, meta, fmt=fmt, overwrite=overwrite)
-        self.retried = 0
+        check_out(out, fmt)
+        self.out.parent.mkdir(parents=True, exist_ok=True)
+        # Held for the whole job, across the writer reopened below: no other run slips in between.
+        self._lock = OutputLock(out).acquire()
         shown = paths.display if isinstance(paths, ImagePaths) else [display_path(p) for p in paths]
-        if retry_failed and self.writer.done:
-            # The output was accepted (same model and settings, torn tail repaired): rewrite it
-            # without this run's failed records, then resume as usual, which tags them again.
-            self.writer.close(complete=False)
-            self.retried = drop_failed(out, set(shown), columns=layout.columns, fmt=fmt)
-            self.writer = open_output(out, meta, fmt=fmt)
+        try:
+            self.writer = self._open(shown, meta, fmt=fmt, overwrite=overwrite, retry_failed=retry_failed)
+        except BaseException:
+            self._lock.release()
+            raise
         self.todo = [p for p, d in zip(paths, shown) if d not in self.writer.done]
         self.skipped = len(paths) - len(self.todo)
         self.counts: Counter[str] = Counter()
@@ -78,6 +81,19 @@ class TagJob:
             _logger.info("retrying %d images that failed before", self.retried)
         if self.skipped:
             _logger.info("resuming %s: %d of %d images already there", out, self.skipped, len(paths))
+
+    def _open(self, shown: Sequence[str], meta: OutputMeta, *, fmt: str | None, overwrite: bool,
+              retry_failed: bool) -> TagWriter:
+        """The output's writer; with ``retry_failed``, after removing the error records of ``shown``."""
+        self.retried = 0
+        writer = open_output(self.out, meta, fmt=fmt, overwrite=overwrite)
+        if not (retry_failed and writer.done):
+            return writer
+        # The output was accepted (same model and settings, torn tail repaired): rewrite it
+        # without this run's failed records, then resume as usual, which tags them again.
+        writer.close(complete=False)
+        self.retried = drop_failed(self.out, set(shown), columns=self.layout.columns, fmt=fmt)
+        return open_output(self.out, meta, fmt=fmt)
 
     def run(self, engine: Engine, *, batch_size: int, max_pixels: int,
             progress: Callable[[int, int, int], Any] | None = None) -> None:
@@ -119,8 +135,11 @@ class TagJob:
         return sum(self.counts.values()) / self.seconds if self.seconds > 0 else 0.0
 
     def close(self, *, complete: bool = True) -> None:
-        """Release the output; ``complete=False`` after an error (Parquet keeps its sidecar)."""
-        self.writer.close(complete=complete)
+        """Release the output and its lock; ``complete=False`` after an error (Parquet keeps its sidecar)."""
+        try:
+            self.writer.close(complete=complete)
+        finally:
+            self._lock.release()
 
     def __enter__(self) -> "TagJob":
         return self

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import socket
 from dataclasses import dataclass
@@ -58,6 +59,15 @@ class Ray:
     address: str | None = None
     actors: int | None = None
     gpus_per_actor: float = 0.0
+
+    def __post_init__(self) -> None:
+        # Checked when made, so a bad value fails before Ray starts (a minute on a cluster).
+        if self.actors is not None and (isinstance(self.actors, bool) or not isinstance(self.actors, int)
+                                        or self.actors < 1):
+            raise AttrtagError(f"`actors` must be at least 1, got {self.actors}")
+        if not (isinstance(self.gpus_per_actor, (int, float)) and math.isfinite(self.gpus_per_actor)
+                and self.gpus_per_actor >= 0):
+            raise AttrtagError(f"`gpus_per_actor` must be 0 or more, got {self.gpus_per_actor}")
 
 
 @dataclass(frozen=True)

@@ -302,6 +302,10 @@ class RecordLayout:
 
         Returns:
             The record.
+
+        Raises:
+            OutputError: a cell that is not what its column holds (``'high'`` as a probability,
+                text that is not JSON where a mapping or list belongs), naming the column.
         """
         def get(col: str) -> Any:
             v = row.get(col)
@@ -313,17 +317,28 @@ class RecordLayout:
         rec: TagRecord = {"path": path}
         for g in self.schema:
             if g.multi:
-                rec[g.name] = json.loads(get(g.name) or "[]")
+                rec[g.name] = _cell(g.name, get(g.name) or "[]", json.loads)
             else:
-                rec[g.name] = str(get(g.name))
-                rec[f"{g.name}_prob"] = float(get(f"{g.name}_prob"))
-            rec[f"{g.name}_probs"] = json.loads(get(f"{g.name}_probs"))
+                rec[g.name] = get(g.name)
+                rec[f"{g.name}_prob"] = _cell(f"{g.name}_prob", get(f"{g.name}_prob"), float)
+            rec[f"{g.name}_probs"] = _cell(f"{g.name}_probs", get(f"{g.name}_probs"), json.loads)
         if self.thresholds:
-            rec["uncertain"] = json.loads(get("uncertain") or "[]")
+            rec["uncertain"] = _cell("uncertain", get("uncertain") or "[]", json.loads)
         if self.classes is not None:
-            rec["class"] = str(get("class"))
-            rec["class_prob"] = float(get("class_prob"))
-            rec["classes"] = json.loads(get("classes"))
-            rec["class_explanation"] = json.loads(get("class_explanation"))
-        return rec
+            rec["class"] = get("class")
+            rec["class_prob"] = _cell("class_prob", get("class_prob"), float)
+            for col in ("classes", "class_explanation"):
+                rec[col] = _cell(col, get(col), json.loads)
+        # An empty cell leaves its field out: the reader's check names it as missing.
+        return {k: v for k, v in rec.items() if v is not None}
 
+
+def _cell(column: str, value: Any, parse: Any) -> Any:
+    """``parse(value)`` of a flat cell (None stays None), or an error naming the column."""
+    if value is None:
+        return None
+    try:
+        return parse(value)
+    except (TypeError, ValueError):
+        what = "a number" if parse is float else "JSON"
+        raise OutputError(f"column '{column}': {str(value)[:80]!r} is not {what}") from None

@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import Callable, Collection, Sequence
 
 from .._files import atomic_path
-from .files import _import_pyarrow, _ParquetWriter, _partial_path
+from .files import _ParquetWriter
 from .header import output_format
+from .scan import import_pyarrow, partial_path
 
 def drop_failed(
     path: str | os.PathLike[str], paths: Collection[str], *, columns: Sequence[str], fmt: str | None = None
@@ -46,7 +47,7 @@ def drop_failed(
     dropped = 0
     if path.exists():
         dropped += _drop_failed_parquet(path, wanted)
-    partial = _partial_path(path)
+    partial = partial_path(path)
     if partial.exists():
         dropped += _drop_failed_lines(partial, lambda line: _failed_json_path(line) in wanted)
     return dropped
@@ -89,7 +90,7 @@ def _failed_csv_path(line: bytes, columns: Sequence[str]) -> str | None:
 
 
 def _drop_failed_parquet(path: Path, wanted: set[str]) -> int:
-    pa = _import_pyarrow()
+    pa = import_pyarrow()
     import pyarrow.compute as pc
 
     file = pa.parquet.ParquetFile(path)
