@@ -15,7 +15,7 @@ import sys
 from typing import Sequence
 
 from . import __version__
-from .errors import AttrtagError, spell
+from .errors import AttrtagError, first_line, spell
 
 # Imported lazily by name: ``attrtag tag model.onnx`` must not pay for (or need) torch.
 COMMANDS = ("demo", "train", "evaluate", "export", "calibrate", "tag", "classify", "rules", "convert", "report")
@@ -38,6 +38,7 @@ FLAGS: dict[str, str] = {
     "rules": "--rules", "rules=False": "--no-rules", "class_top_k": "--class-top-k",
     "unknown_threshold": "--unknown-threshold", "overrides": "--set", "priors=False": "--no-priors",
     "calibration=False": "--no-calibration", "gamma": "--gamma", "seen": "--seen", "unseen": "--unseen",
+    "model_file": "--model",
     "class_column": "--class-column", "split": "--split", "manifest": "--manifest", "in_place=True": "--in-place",
     "checkpoint": "--checkpoint", "skip_bad_rows=True": "--skip-bad-rows",
     "value_thresholds=True": "--thresholds",
@@ -47,6 +48,13 @@ FLAGS: dict[str, str] = {
     # train
     "schema": "--schema", "config": "--config", "backbone": "--backbone", "pretrained": "--pretrained",
     "image_size": "--image-size", "resume": "--resume", "ema=True": "--ema", "sync_bn=True": "--sync-bn",
+    "resume=True": "--resume", "crop_mode": "--crop-mode", "epochs": "--epochs", "lr": "--lr",
+    "weight_decay": "--weight-decay", "warmup_epochs": "--warmup-epochs", "min_lr_ratio": "--min-lr-ratio",
+    "label_smoothing": "--label-smoothing", "group_weights": "--group-weight", "loss": "--loss",
+    "drop_rate": "--drop-rate", "seed": "--seed", "val_fraction": "--val-fraction",
+    "max_steps_per_epoch": "--max-steps-per-epoch", "ema_decay": "--ema-decay", "logit_adjust": "--logit-adjust",
+    "complete": "--complete", "complete_threshold": "--complete-threshold", "complete_start": "--complete-start",
+    "complete_weight": "--complete-weight", "group_balance": "--group-balance",
     # rules suggest, report, convert
     "cover": "--cover", "max_values": "--max-values", "min_images": "--min-images", "groups": "--groups",
     "splits": "--split", "thumbnails": "--thumbnails",
@@ -111,6 +119,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("attrtag: interrupted", file=sys.stderr)
         return 130
+    except OSError as err:
+        # What the checks before the work cannot foresee (a disk that fills, a permission or a
+        # mount that changes mid-run) names its file in one line, as pip does; an OSError
+        # without a file is not the user's and keeps its traceback.
+        if err.filename is None:
+            raise
+        print(f"attrtag: error: {err.filename}: {err.strerror or first_line(err)}", file=sys.stderr)
+        return 2
 
 
 def say(kind: str, message: str) -> None:

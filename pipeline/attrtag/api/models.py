@@ -59,6 +59,7 @@ def train(
     out: str | os.PathLike,
     *,
     resume: bool | str | os.PathLike = False,
+    overwrite: bool = False,
     config: "str | os.PathLike | TrainConfig | None" = None,
     progress: Any = None,
     on_start: Callable[[Manifest], Any] | None = None,
@@ -73,17 +74,27 @@ def train(
     Args:
         schema: the schema (file or :class:`Schema`).
         manifest: the labelled images (file or :class:`Manifest`).
-        out: the run folder.
-        resume: continue from ``out/last.pt`` (True) or from this checkpoint.
+        out: the run folder; one that holds a run is refused unless ``resume`` or ``overwrite``.
+        resume: continue from ``out/last.pt`` (True) or from this checkpoint. An option given
+            (here or in ``config``) that differs from the run's is refused: resuming would ignore it.
+        overwrite: start again in an ``out`` that holds a run; its files are replaced as the new
+            run writes its own (after its first epoch).
         config: a YAML file of options (or a :func:`train_config`); ``options`` override it.
         progress: optional progress wrapper (``progress(iterable, desc, total)``).
         on_start: called with the manifest once it is read.
         on_epoch: called with each epoch's history row and validation metrics.
     """
+    from ..training.config import TrainConfig
     from ..training.loop import train as _train
 
     schema = schema if isinstance(schema, Schema) else Schema.load(schema)
     cfg = train_config(config, **options)
+    # What the caller set (a resumed run compares it with its own): the options, the file's keys,
+    # or the fields of a config object that differ from the defaults.
+    if isinstance(config, TrainConfig):
+        given = {k for k, v in config.to_dict().items() if v != TrainConfig().to_dict()[k]} | set(options)
+    else:
+        given = set(TrainConfig.read(config) if config else ()) | set(options)
     if not isinstance(manifest, Manifest):
         manifest = read_manifest(manifest, schema, skip_bad=cfg.skip_bad_rows)
     start = None
@@ -93,7 +104,8 @@ def train(
             raise AttrtagError(f"`resume`: checkpoint {start} not found")
     if on_start is not None:
         on_start(manifest)
-    return _train(cfg, schema, manifest, out, resume=start, progress=progress, on_epoch=on_epoch)
+    return _train(cfg, schema, manifest, out, resume=start, overwrite=overwrite, given=given, progress=progress,
+                  on_epoch=on_epoch)
 
 
 def evaluate(
@@ -334,6 +346,9 @@ def _check_export(out: Any, *, fp16: bool, int8: bool, calib_manifest: Any, cali
         raise AttrtagError(
             "`int8=True` needs `calib_manifest=M`: a labelled manifest to calibrate on and check accuracy with"
         )
+    for name, n in (("calib_images", calib_images), ("eval_images", eval_images)):
+        if n is not None and n < 1:
+            raise AttrtagError(f"`{name}` must be at least 1, got {n}")
     if not int8 and (calib_manifest or calib_images is not None or eval_images is not None):
         raise AttrtagError("`calib_manifest`, `calib_images` and `eval_images` only apply with `int8=True`")
     if Path(out).suffix.lower() != ".onnx":

@@ -11,6 +11,7 @@ import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..errors import OutputError
 from ..schema import Schema
 from ..tagging.stream import read_output
 from ..tagging.header import OutputMeta
@@ -84,5 +85,7 @@ def load_tags(path: str | os.PathLike[str], *, root: str | os.PathLike[str] | No
     Raises:
         OutputError: the file is not a tag output; one line naming it (and the line).
     """
+    if root is not None and not Path(root).is_dir():  # else every thumbnail is "missing", silently
+        raise OutputError(f"`root={root}` is not a folder: it is what relative image paths are relative to")
     meta, records = read_output(path)
     return TagSet(Path(path), meta, records, Path(root) if root is not None else Path.cwd())
