@@ -147,8 +147,8 @@ def test_bad_options_are_one_line(tmp_path: Path, tags_dir: tuple[Path, list], c
 
 
 @pytest.mark.parametrize("multi, old, new, named", [
-    (False, '"colour": "', '"colour": "purple', "has 'purple"),
-    (True, '"marks": [', '"marks": ["star", ', "has 'star'"),
+    (False, '"colour": "', '"colour": "purple', "field 'colour': 'purple"),
+    (True, '"marks": [', '"marks": ["star", ', "field 'marks': ['star'"),
 ], ids=["exclusive", "multi-label"])
 def test_a_record_with_a_value_outside_its_schema_is_named(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                                            multi: bool, old: str, new: str, named: str) -> None:
@@ -158,7 +158,7 @@ def test_a_record_with_a_value_outside_its_schema_is_named(tmp_path: Path, capsy
     tags.write_text("".join(lines), encoding="utf-8")
     rc = main(["report", str(tags), "--out", str(tmp_path / "r.html"), "--root", str(tmp_path)])
     err = capsys.readouterr().err
-    assert rc == 2 and f"record '{recs[0]['path']}' {named}" in err and err.count("\n") == 1
+    assert rc == 2 and f"{tags}:1: {named}" in err and err.count("\n") == 1, err  # the reader names file and line
     assert not (tmp_path / "r.html").exists()
 
 

@@ -123,6 +123,8 @@ def parse_thresholds(specs: Sequence[str]) -> dict[str, float]:
     for spec in specs:
         name, sep, value = spec.rpartition("=")
         try:
+            if sep and not name.strip():
+                raise ValueError(spec)
             out[name if sep else "*"] = float(value)
         except ValueError:
             raise AttrtagError(f"--threshold {spec}: expected P or GROUP=P with P a probability between 0 and 1"

@@ -55,7 +55,8 @@ def split_thresholds(
 
 def _probability(key: str, t: object) -> bool:
     if not (isinstance(t, (int, float)) and not isinstance(t, bool) and 0.0 <= t <= 1.0):
-        raise AttrtagError(f"`thresholds` {key}={t}: a threshold is a probability between 0 and 1")
+        shown = t if key == "*" else f"{key}={t}"  # "*" is P alone (every exclusive group)
+        raise AttrtagError(f"`thresholds` {shown}: a threshold is a probability between 0 and 1")
     return True
 
 
