@@ -33,7 +33,8 @@ a warning and no calibration).
 
 Resumable: rerun the same command after a crash or kill and the images already in --out are
 skipped, the rest appended. An output made by another model, schema, --top-k, --threshold or
-class rules and options is refused (use --overwrite or another --out). Parquet output is written
+class rules and options is refused (use --overwrite or another --out), and so is an output another
+run is writing (one run at a time: FILE.lock beside it names the holder). Parquet output is written
 at the end; until then the records live in FILE.partial.jsonl. JSONL and CSV files hold records
 only (any tool reads them as they are); what made them is in FILE.meta.json beside them.
 """
@@ -58,7 +59,8 @@ def register(sub: Any) -> None:
         help="output file: .jsonl (.ndjson), .csv or .parquet (.pq); other names need --format",
     )
     p.add_argument(
-        "--format", choices=("jsonl", "csv", "parquet"), help="output format (default: from --out's extension)"
+        "--format", choices=("jsonl", "csv", "parquet"),
+        help="output format (default: from --out's extension; one that contradicts it is refused)"
     )
     p.add_argument("--batch-size", type=int, default=32, help="images per model call (default: 32)")
     p.add_argument(

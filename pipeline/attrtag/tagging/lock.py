@@ -63,7 +63,7 @@ class OutputLock:
         """
         if self._key is not None or fcntl is None:
             return self
-        key = (os.path.abspath(self.path), threading.get_ident())
+        key = (os.path.realpath(self.path), threading.get_ident())
         held = _HELD.get(key)
         if held is not None:
             held[1] += 1
