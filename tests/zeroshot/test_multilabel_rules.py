@@ -163,7 +163,9 @@ def test_exclusive_groups_score_exactly_as_without_multi_label_classes() -> None
 
 def test_priors_divide_by_the_prior_of_the_listed_state() -> None:
     priors = priors_from_counts(COUNTS, TOTALS)
-    present = [(4 + 1) / (10 + 2), (1 + 1) / (10 + 2), (0 + 1) / (3 + 2), (2 + 1) / (4 + 2), (9 + 1) / (9 + 2)]
+    # Each state (present, absent) gets one pseudo-count, and at least a quarter of the mean state
+    # count: the last value is absent in none of its 9 images, so its absent state counts 9 / 2 / 4.
+    present = [(4 + 1) / (10 + 2), (1 + 1) / (10 + 2), (0 + 1) / (3 + 2), (2 + 1) / (4 + 2), 10 / (10 + 9 / 8)]
     np.testing.assert_allclose(priors["wings"], present)
     np.testing.assert_allclose(priors["body"], [4, 6, 1])  # exclusive: counts + 1, normalised by the scorer
     scores = ClassScorer(RULES, SCHEMA, priors=priors)(PROBS).scores

@@ -4,9 +4,10 @@ Both are stored in the model card (:mod:`attrtag.card`) and applied by
 :class:`~attrtag.zeroshot.classifier.ClassScorer`; the maths is in ``datasets/RULES.md``.
 
 * **Priors**: the card's ``label_counts`` (training labels per group and value) become
-  frequencies with one pseudo-count per value (:func:`priors_from_counts`), so a value no
-  training image carried divides by a small prior instead of zero; a multi-label value's prior
-  is its share of present labels among the images it is known in (``label_totals``).
+  frequencies with one pseudo-count per value and a floor (:func:`priors_from_counts`), so a
+  value no (or almost no) training image carried divides by a modest prior, never by ~zero; a
+  multi-label value's prior is its share of present labels among the images it is known in
+  (``label_totals``).
 * **Calibration**: the calibrated-stacking constant ``gamma`` (Chao et al., ECCV 2016) that
   ``attrtag calibrate`` chose on labelled images, subtracted from the scores of the classes
   that had training images. A ``gamma`` is a number in the units of one scoring of one rule set,
@@ -32,29 +33,48 @@ from .rules import Rules
 
 #: Added to every label count before dividing by the prior (Laplace smoothing).
 PRIOR_PSEUDOCOUNT = 1.0
+#: No value's smoothed count is below this share of the group's mean count (its images / values).
+#: Why: dividing by a prior boosts a value by ``-log prior``. A value no training image carried
+#: has a prior of about 1/N, so with 10,000 images any class that needs it gains log 10,000 ~ 9.2
+#: and wins every image, though the model never learnt the value (the lint warns about it). With
+#: the floor the boost of a rare value over a value of average frequency is at most log(1/0.25)
+#: ~ 1.4: the model must still give the unseen value a quarter of an average value's probability
+#: for its class to tie. Counts above the floor (most values of a trained model) are unchanged,
+#: and so are small counts (N / V below 4), where the pseudo-count already dominates.
+PRIOR_FLOOR = 0.25
 _CORE = ("gamma", "seen", "priors", "rules_sha256")
 
 
 def priors_from_counts(
     counts: Mapping[str, Sequence[int]], totals: Mapping[str, Sequence[int]] | None = None
 ) -> dict[str, np.ndarray]:
-    """Prior frequencies from training label counts.
+    """Prior frequencies from training label counts, smoothed (see :data:`PRIOR_FLOOR`).
 
     Args:
         counts: images per group and value (a multi-label group: the images a value is present in).
         totals: per multi-label group, the images each value is known in (present or absent).
 
     Returns:
-        group -> ``counts + 1`` per value (not normalised;
+        group -> ``max(counts + 1, PRIOR_FLOOR * mean count)`` per value (not normalised;
         :class:`~attrtag.zeroshot.classifier.ClassScorer` normalises each exclusive group), and
-        for a group of ``totals`` each value's probability of being present,
-        ``(present + 1) / (known + 2)``: one pseudo-count for each of its two states.
+        for a group of ``totals`` each value's probability of being present from its two states,
+        present and absent, each smoothed alike: ``max(n + 1, PRIOR_FLOOR * known / 2)``.
     """
-    out = {str(g): np.asarray(c, dtype=np.float64) + PRIOR_PSEUDOCOUNT for g, c in counts.items()}
+    by_name = {str(g): np.asarray(c, dtype=np.float64) for g, c in counts.items()}
+    out = {g: _smoothed(c) for g, c in by_name.items()}
     for g, known in (totals or {}).items():
         if str(g) in out:
-            out[str(g)] = out[str(g)] / (np.asarray(known, dtype=np.float64) + 2 * PRIOR_PSEUDOCOUNT)
+            present = by_name[str(g)]
+            states = np.stack([present, np.asarray(known, dtype=np.float64) - present], axis=1)  # (V, 2)
+            smoothed = _smoothed(states, axis=1)
+            out[str(g)] = smoothed[:, 0] / smoothed.sum(axis=1)
     return out
+
+
+def _smoothed(counts: np.ndarray, axis: int = -1) -> np.ndarray:
+    """``counts`` plus one pseudo-count, raised to :data:`PRIOR_FLOOR` of their mean along ``axis``."""
+    floor = PRIOR_FLOOR * counts.mean(axis=axis, keepdims=True) if counts.size else 0.0
+    return np.maximum(counts + PRIOR_PSEUDOCOUNT, floor)
 
 
 def rules_digest(rules: Rules) -> str:
@@ -171,6 +191,8 @@ def given_calibration(
     Raises:
         AttrtagError: no seen class to apply it to, or one the rules do not have.
     """
+    if isinstance(gamma, bool) or not isinstance(gamma, (int, float)) or not math.isfinite(gamma):
+        raise AttrtagError(f"`gamma` must be a finite number, got {gamma!r}")
     names = list(seen) if seen else [c for c in (stored.seen if stored else ()) if c in rules.names]
     if not names:
         raise AttrtagError(f"`gamma={gamma:g}`: which classes are seen? {source or 'the input'} stores no calibration "
