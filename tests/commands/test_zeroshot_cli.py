@@ -241,7 +241,8 @@ def test_evaluate_reports_zsl_and_gzsl(
 
     # Named unseen classes; every other class of the rules is then seen.
     rc, _, _ = run(capsys, "evaluate", "--checkpoint", world["model"], "--manifest", manifest,
-                   "--rules", world["rules"], "--unseen", "blue_top", "--out", out, "--workers", "0", "--device", "cpu")
+                   "--rules", world["rules"], "--unseen", "blue_top", "--out", out, "--overwrite", "--workers", "0",
+                   "--device", "cpu")
     assert rc == 0
     zs = json.loads((out / "metrics.json").read_text())["zero_shot"]
     assert zs["unseen"] == ["blue_top"] and len(zs["seen"]) == 5 and zs["images"]["gzsl_seen"] == 10

@@ -47,9 +47,15 @@ if TYPE_CHECKING:
 _logger = logging.getLogger(__name__)
 
 
+_LOGGED: set[str] = set()
+
+
 def _log_warning(message: str) -> None:
-    """The default ``warn``: a warning in the log, parameters in Python's words."""
-    _logger.warning("%s", spell(message))
+    """The default ``warn``: a warning in the log, parameters in Python's words; each message once
+    per process, as :func:`warnings.warn` does (``Tagger.classify(probs, rules=R)`` in a loop)."""
+    if message not in _LOGGED:
+        _LOGGED.add(message)
+        _logger.warning("%s", spell(message))
 
 #: What :meth:`Tagger.tag` and :meth:`Tagger.predict` take: a path (file, folder, glob,
 #: ``@list.txt``), a PIL image, an RGB ``uint8`` array ``(H, W, 3)`` (or grey ``(H, W)``), or a

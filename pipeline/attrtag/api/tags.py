@@ -20,17 +20,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
-from .._files import write_text
+from .._files import check_output, write_text
 from ..data.manifest import read_manifest
-from ..errors import AttrtagError
+from ..errors import AttrtagError, OutputError
 from ..schema import Schema
 from ..tagging.files import open_output
 from ..tagging.header import OutputMeta, output_format
 from ..tagging.records import RecordLayout
 from ..tagging.stream import iter_output
 from ..zeroshot.rules import RulesSource
-from ..zeroshot.scoring import ClassScoring, class_scoring
+from ..zeroshot.scoring import ClassScoring, class_scoring, said_once
 from ..tagging.thresholds import Thresholds, split_thresholds
+from ._tag_carrier import tag_carrier
 
 if TYPE_CHECKING:
     from ..review.corrections import Correction
@@ -44,12 +45,14 @@ CHUNK = 4096
 
 @dataclass(frozen=True)
 class ClassifySummary:
-    """What :func:`classify` wrote: the scoring used and the classes named, most frequent first."""
+    """What :func:`classify` wrote: the scoring used and the classes named, most frequent first;
+    ``origin`` says where priors and calibration came from when not from the tags' header."""
 
     out: Path
     classes: ClassScoring
     named: Mapping[str, int]
     failed: int
+    origin: str = ""
 
 
 def classify(
@@ -64,14 +67,16 @@ def classify(
     calibration: bool = True,
     gamma: float | None = None,
     seen: Sequence[str] | None = None,
+    model_file: str | os.PathLike | None = None,
     fmt: str | None = None,
     overwrite: bool = False,
     warn: Warn | None = None,
 ) -> ClassifySummary:
     """Re-score a finished tag output with class rules and write it again; no model runs.
 
-    Rules, the class options, priors and calibration default to what ``tags`` was scored
-    with (its header); ``overrides`` apply to this run only. Streamed: memory is bounded.
+    Rules, class options, priors and calibration default to the header's (``overrides`` do
+    not); a header without priors (tagged without rules) takes them from the model that tagged
+    it (:mod:`._tag_carrier`), so the classes are those ``tag`` names. Memory is bounded.
 
     Args:
         tags: an output of ``attrtag tag`` that holds full distributions (no ``top_k``).
@@ -80,23 +85,28 @@ def classify(
             :func:`attrtag.load`'s.
         gamma: calibrated stacking with this constant instead of the stored calibration.
         seen: the classes ``gamma`` lowers (default: the stored calibration's).
-        fmt: output format (default: from ``out``'s extension).
+        model_file: the model that tagged ``tags``, whose card gives the label priors and
+            calibration (checked by SHA-256 against the header).
+        fmt: output format (default: from ``out``'s extension; given, it must not contradict it).
         overwrite: replace ``out`` when it exists.
-        warn: called with each warning (default: ignored).
+        warn: called with each warning, once (default: ignored).
     """
-    fmt = output_format(out, fmt)
-    tags, out = Path(tags), Path(out)
+    tags, out, warn = Path(tags), Path(out), said_once(warn)
     found, chunks = _rescorable(tags, out, overwrite=overwrite, rules_given=rules is not None)
+    fmt = _format(out, fmt)
     old, inherit = found.layout, found.layout.classes
+    carrier = tag_carrier(found, tags, model=model_file, wanted=priors or calibration)
     classes = class_scoring(
-        found, rules, priors=priors, calibration=calibration, gamma=gamma, seen=seen, overrides=overrides,
+        carrier, rules, priors=priors, calibration=calibration, gamma=gamma, seen=seen, overrides=overrides,
         top_k=class_top_k if class_top_k is not None or inherit is None else inherit.top_k,
         unknown_threshold=unknown_threshold if unknown_threshold is not None or inherit is None
         else inherit.unknown_threshold,
-        name=f"{tags} header", rules_source=(inherit.source if inherit else "") or f"{tags} header", warn=warn,
+        name=carrier.name, rules_source=(inherit.source if inherit else "") or f"{tags} header", warn=warn,
     )
     assert classes is not None  # rules given, or the header's
     layout = RecordLayout(old.schema, thresholds=old.thresholds, classes=classes)
+    if carrier.warning:  # said once the run is known to go on: a bad rule is then the only line
+        warn(carrier.warning)
     named: Counter[str] = Counter()
     with open_output(out, OutputMeta(layout, found.model, found.model_sha256), fmt=fmt, overwrite=overwrite) as w:
         for records in chunks:
@@ -104,13 +114,26 @@ def classify(
             named.update(r.get("class", "(failed)") for r in chunk)
             w.write(chunk)
     failed = named.pop("(failed)", 0)
-    return ClassifySummary(out, classes, dict(named.most_common()), failed)
+    return ClassifySummary(out, classes, dict(named.most_common()), failed, carrier.origin)
+
+
+def _format(out: str | os.PathLike, fmt: str | None) -> str:
+    """The output format, refusing a ``fmt`` that another format's extension contradicts."""
+    chosen = output_format(out, fmt)
+    try:
+        named = output_format(out)
+    except OutputError:
+        return chosen  # an extension that names no format: ``fmt`` chooses
+    if named != chosen:
+        raise AttrtagError(f"`fmt={fmt}` contradicts `out={out}`, whose extension names {named}; "
+                           f"drop `fmt`, or name the file .{chosen}")
+    return chosen
 
 
 def _rescorable(tags: Path, out: Path, *, overwrite: bool, rules_given: bool) -> tuple[OutputMeta, Any]:
     """The header of a tag output whose classes can be scored again, and its records in chunks."""
     if not tags.is_file():
-        raise AttrtagError(f"{tags}: tag output not found")
+        raise AttrtagError(f"{tags}: tag output {'is a folder' if tags.is_dir() else 'not found'}")
     _check_out(out, overwrite, same_as=tags)
     found, chunks = iter_output(tags, chunk=CHUNK)  # streamed: memory bounded by one chunk
     if found.layout.top_k is not None:
@@ -247,40 +270,80 @@ def suggest_rules(
     Returns:
         The draft and the number of rows it was drafted from.
     """
+    from ..zeroshot.rules import Rules
     from ..zeroshot.suggest import suggest_rules as _suggest
 
     out, manifest = Path(out), Path(manifest)
     _check_out(out, overwrite)
     if not manifest.is_file():
-        raise AttrtagError(f"{manifest}: manifest not found")
+        raise AttrtagError(f"{manifest}: manifest {'is a folder' if manifest.is_dir() else 'not found'}")
     schema = _schema_for(manifest, schema, groups, class_column)
     rows = read_manifest(manifest, schema, check_files=False).samples
-    samples = [s for s in rows if s.split in splits] if splits else [s for s in rows if s.split != "test"]
+    samples = _rows_to_draft(rows, splits, class_column, schema, manifest)
     draft = _suggest(samples, schema, class_column, cover=cover, max_values=max_values, min_images=min_images)
-    write_text(out, draft.to_yaml(header(len(samples)) if header else None))
-    class_scoring(schema, out, warn=warn)  # the file must load, as tagging will load it
+    text = draft.to_yaml(header(len(samples)) if header else None)
+    # Loaded as tagging will load it, with `out:line` in messages, before anything is written:
+    # a draft that cannot be used is never left behind. The write itself is atomic.
+    class_scoring(schema, Rules.load(out, schema, text=text), warn=warn)
+    write_text(out, text)
     return draft, len(samples)
+
+
+def _rows_to_draft(rows: Sequence[Any], splits: Sequence[str] | None, class_column: str, schema: Schema,
+                   manifest: Path) -> list[Any]:
+    """The rows of ``splits`` (default: all but test), refusing splits and a class column it lacks."""
+    if class_column in schema:
+        raise AttrtagError(f"`class_column={class_column}` is a group of the schema; name the column that holds "
+                           "each image's class, and leave it out of the groups")
+    if rows and not any(class_column in s.extra for s in rows):
+        columns = sorted({k for s in rows for k in s.extra})
+        raise AttrtagError(f"`class_column={class_column}`: {manifest} has no such column "
+                           f"(other columns: {', '.join(columns) or 'none'})")
+    names = sorted({s.split or "" for s in rows})
+    unknown = [x for x in splits or () if x not in names]
+    if unknown:
+        raise AttrtagError(f"`splits={unknown[0]}`: no row of {manifest} is in that split "
+                           f"(its splits: {', '.join(repr(n) for n in names)})")
+    samples = [s for s in rows if s.split in splits] if splits else [s for s in rows if s.split != "test"]
+    if rows and not samples:
+        raise AttrtagError(f"{manifest}: every row is in the test split, which is not read by default; "
+                           "pass `splits=test` to draft from it")
+    return samples
 
 
 def _schema_for(path: Path, schema: Any, groups: Sequence[str] | None, class_column: str) -> Schema:
     """The schema given, else one of ``groups`` or of every CSV column but path, split and the class."""
     from ..data.tables import schema_from_table
 
-    if schema is not None:
-        return schema if isinstance(schema, Schema) else Schema.load(schema)
-    if path.suffix.lower() != ".csv":
-        raise AttrtagError(f"{path}: groups can only be read from a CSV's columns; pass `schema=S`")
-    if not groups:
+    csv_file = path.suffix.lower() == ".csv"
+    header: list[str] = []
+    if csv_file:
         with open(path, newline="", encoding="utf-8-sig") as f:
             header = [h.strip() for h in next(csv.reader(f), [])]
-        groups = [h for h in header if h not in ("path", "split", class_column)]
+    if schema is not None:
+        schema = schema if isinstance(schema, Schema) else Schema.load(schema)
+        if csv_file and not set(schema.names) & set(header):
+            raise AttrtagError(f"`schema`: none of its groups ({', '.join(schema.names)}) is a column of {path} "
+                               f"(columns: {', '.join(header)}); pass the schema of these labels")
+        return schema
+    if not csv_file:
+        raise AttrtagError(f"{path}: groups can only be read from a CSV's columns; pass `schema=S`")
+    reserved = ("path", "split", class_column)
+    for g in groups or ():
+        if g not in header or g in reserved:
+            why = f"no column '{g}' in" if g not in header else f"'{g}' is not an attribute column of"
+            raise AttrtagError(f"`groups`: {why} {path} (attribute columns: "
+                               f"{', '.join(h for h in header if h not in reserved) or 'none'})")
+    groups = list(groups or [h for h in header if h not in reserved])
     if not groups:
         raise AttrtagError(f"{path}: no column to use as a group; pass `schema=S` or `groups=G1,G2`")
-    return schema_from_table(path, list(groups))
+    return schema_from_table(path, groups)
 
 
 def _check_out(out: Path, overwrite: bool, *, same_as: Path | None = None, folder: bool = False) -> None:
-    """Refuse to write over the input, or over an existing file without ``overwrite``."""
+    """Refuse an output that cannot be written (a folder, under a file, not writable), the input,
+    or an existing file without ``overwrite``."""
+    check_output(out, folder=folder)
     if same_as is not None and out.exists() and os.path.samefile(same_as, out):
         raise AttrtagError(f"`out={out}` is the input file; write to another file")
     exists = out.exists() and (not folder or not out.is_dir() or any(out.iterdir()))

@@ -25,7 +25,11 @@ do --class-top-k and --unknown-threshold; --set applies to this run only. The he
 records the rules and options used.
 
 Priors and calibration come from TAGS' header too (what 'attrtag tag' applied): --no-priors and
---no-calibration turn them off; a calibration holds only for the rules it was chosen with.
+--no-calibration turn them off; a calibration holds only for the rules it was chosen with. TAGS
+written without rules holds neither: they come from the model that tagged it (--model, else the
+model named in TAGS' header when it lies beside TAGS or in the current folder, checked by
+SHA-256), so that the classes are those 'attrtag tag MODEL --rules R' names; without it a
+warning says that they are scored without priors and calibration.
 --gamma G applies calibrated stacking with the constant G instead, to the seen classes of the
 stored calibration or the ones named by --seen.
 """
@@ -47,6 +51,9 @@ def register(sub: Any) -> None:
                        help="calibrated stacking with this constant: subtract G from the scores of the seen classes")
         p.add_argument("--seen", metavar="A,B,...",
                        help="the seen classes --gamma applies to (default: those of the stored calibration)")
+        p.add_argument("--model", dest="model_file", metavar="MODEL",
+                       help="the model that tagged TAGS: its label priors and calibration (default: the header's, "
+                       "else the model it names, beside TAGS or here)")
         p.add_argument("--format", choices=("jsonl", "csv", "parquet"), help="output format (default: from --out)")
         p.add_argument("--overwrite", action="store_true", help="replace --out when it exists")
         p.set_defaults(func=run, alias=name == "infer")
@@ -60,7 +67,9 @@ def run(args: argparse.Namespace) -> int:
         say("note", "'infer' is an alias of 'classify' (its new name)")
     seen = [c.strip() for c in args.seen.split(",") if c.strip()] if args.seen else None
     summary = api.classify(args.tags, args.out, rules=args.rules, **class_options(args), gamma=args.gamma, seen=seen,
-                           fmt=args.format, overwrite=args.overwrite, warn=warn)
+                           model_file=args.model_file, fmt=args.format, overwrite=args.overwrite, warn=warn)
+    if summary.origin:
+        say("note", summary.origin)
     scoring = summary.classes.scoring_note()
     if scoring:
         say("note", scoring)

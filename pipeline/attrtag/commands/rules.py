@@ -58,7 +58,10 @@ def run_suggest(args: argparse.Namespace) -> int:
     constrained = sum(1 for c in draft.classes if c.spec)
     print(f"drafted {len(draft.classes)} class(es) from {rows} row(s) of {args.manifest} ({splits}); "
           f"{constrained} constrain at least one group -> {args.out}")
+    specs = {c.name: c.spec for c in draft.classes}
     for names in draft.coincident:
+        if all(specs[n] == specs[names[0]] for n in names):
+            continue  # identical rules: the lint of the written file has said so already
         warn(f"classes {', '.join(names)} accept the same values in every group; no model can tell them apart "
              "(merge them, or label a group that separates them)")
     return 0

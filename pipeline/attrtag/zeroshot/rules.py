@@ -164,12 +164,14 @@ class Rules:
         return rules
 
     @classmethod
-    def load(cls, path: str | Path, schema: Schema) -> "Rules":
+    def load(cls, path: str | Path, schema: Schema, *, text: str | None = None) -> "Rules":
         """Read a rules YAML file and check it against ``schema``.
 
         Args:
             path: the rules file.
             schema: the schema the model predicts.
+            text: the file's text when it is not (yet) on disk: a draft is checked, with
+                ``path:line`` in messages, before it is written.
 
         Returns:
             The rules, classes in file order.
@@ -178,7 +180,7 @@ class Rules:
             SchemaError: "file:line: ..." for unknown top-level keys, no classes, duplicate
                 classes, malformed specs, bad weights, unknown groups or values.
         """
-        doc = load_yaml(path)
+        doc = load_yaml(path, text=text)
         rules = _parse(doc.data, doc.where, schema)
         rules.check(schema)
         return rules

@@ -67,6 +67,9 @@ class ClassScoring:
         calibration: calibrated stacking applied to the seen classes, or None.
         label_totals: per multi-label group, the training images each value is known in (with
             ``label_counts``, a value's prior is present / known). None: none.
+        label_counts_known: False when read from a header written before priors travelled:
+            whether its run divided by priors is unknown (``label_counts`` is None). Not part
+            of equality.
     """
 
     rules: Rules
@@ -78,6 +81,7 @@ class ClassScoring:
     label_counts: Mapping[str, tuple[int, ...]] | None = None
     calibration: Calibration | None = None
     label_totals: Mapping[str, tuple[int, ...]] | None = None
+    label_counts_known: bool = field(default=True, compare=False, repr=False)
     scorer: ClassScorer = field(init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -145,6 +149,7 @@ class ClassScoring:
             label_counts=None if counts is None else _counts(counts),
             calibration=None if cal is None else Calibration.from_dict(cal, source=where),
             label_totals=None if totals is None else _counts(totals),
+            label_counts_known="priors" in d,
         )
 
     def describe(self) -> str:
@@ -201,10 +206,10 @@ def class_scoring(
         top_k, unknown_threshold, overrides: classes listed per record (None:
             :data:`DEFAULT_CLASS_TOP_K`); ``unknown`` below this probability (None: 0);
             interventions (group -> value).
-        name: the carrier's file name, for messages.
-        rules_source: where the carrier's own rules came from (default: ``<name> metadata``).
-        warn: called with each lint warning of the rules, the reason a stored calibration is
-            not applied, and interventions that change nothing (default: ignored).
+        name, rules_source: the carrier's file name, and where its own rules came from
+            (default: ``<name> metadata``), for messages.
+        warn: called once with each lint warning of the rules, the reason a stored calibration
+            is not applied, and each intervention that changes nothing (default: ignored).
 
     Returns:
         The scoring, or None when the run has no rules.
@@ -213,7 +218,7 @@ def class_scoring(
         AttrtagError: bad rules ("file:line: ..."), no embedded rules with ``True``, class
             options without rules, contradicting or bad options.
     """
-    schema = carrier if isinstance(carrier, Schema) else carrier.schema
+    warn, schema = said_once(warn), carrier if isinstance(carrier, Schema) else carrier.schema
     embedded = None if isinstance(carrier, Schema) else carrier.rules
     if rules is False or (rules is None and embedded is None):
         _refuse_options_without_rules(rules, name, top_k=top_k, unknown_threshold=unknown_threshold,
@@ -307,6 +312,19 @@ def _warn_unconstrained(scoring: ClassScoring, warn: Warn | None) -> None:
 
 def _ignore(message: str) -> None:
     """The default ``warn``: the caller did not ask to hear about it."""
+
+
+def said_once(warn: Warn | None) -> Warn:
+    """``warn`` that passes each distinct message on once: give one to a whole run (every call
+    of it) so that a warning met on every call, chunk or batch is said once."""
+    said: set[str] = set()
+
+    def once(message: str) -> None:
+        if message not in said:
+            said.add(message)
+            (warn or _ignore)(message)
+
+    return once
 
 
 #: What :func:`class_scoring` takes as ``carrier``.

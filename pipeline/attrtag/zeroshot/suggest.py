@@ -81,7 +81,9 @@ class DraftRules:
             out = "; left out: " + ", ".join(f"{g} ({why})" for g, why in c.left_out.items()) if c.left_out else ""
             lines.append(f"  # {c.images} image(s){out}")
             body = c.spec or None  # a class with no constraint stays in the file; the lint reports it
-            text = yaml.safe_dump({c.name: body}, default_flow_style=None, sort_keys=False, allow_unicode=True, width=1 << 16)
+            # Block style at the top (a flow mapping cannot sit under "classes:"), flow style inside.
+            text = yaml.safe_dump({c.name: body}, default_flow_style=None if body else False, sort_keys=False,
+                                  allow_unicode=True, width=1 << 16)
             lines += ["  " + line for line in text.rstrip("\n").splitlines()]
         return "\n".join(lines) + "\n"
 
@@ -109,7 +111,8 @@ def suggest_rules(
         The draft.
 
     Raises:
-        AttrtagError: bad ``cover``/``max_values``, or no image has a class.
+        AttrtagError: bad ``cover``/``max_values``/``min_images``, no image has a class, or no
+            class has ``min_images``.
     """
     if not 0.0 < cover <= 1.0:
         raise AttrtagError(f"`cover` must be a share in (0, 1], got {cover!r}")
@@ -123,6 +126,14 @@ def suggest_rules(
         for name, n in sorted(images.items(), key=lambda kv: (-kv[1], kv[0]))
         if n >= min_images
     ]
+    if not drafts:  # a rules file needs a class: say so instead of writing one without
+        largest, n = min(images.items(), key=lambda kv: (-kv[1], kv[0]))
+        raise AttrtagError(f"no class has `min_images={min_images}` images or more (the largest, '{largest}', "
+                           f"has {n} of {sum(images.values())}); lower `min_images`")
+    if not any(d.spec for d in drafts):  # nothing a scorer could use: say why, for the largest class
+        why = "; ".join(f"{g}: {r}" for g, r in drafts[0].left_out.items())
+        raise AttrtagError(f"no class constrains any group (class '{drafts[0].name}': {why}); raise `cover` or "
+                           "`max_values`, or choose groups the manifest labels")
     by_signature: dict[Any, list[str]] = defaultdict(list)
     for d in drafts:
         if d.spec:
