@@ -97,6 +97,8 @@ def _set(**fields: Any) -> Any:
     (_set(colour="purple"), "tags.jsonl:3: field 'colour': 'purple' is not one of its values (red, green, blue)"),
     (_set(uncertain="band"), "tags.jsonl:3: field 'uncertain': 'band' is not a list of groups"),
     (_set(**{"class": "ducky"}), "tags.jsonl:3: field 'class': 'ducky' is not a class of the rules"),
+    (_set(**{"class": ["reddish"]}), "tags.jsonl:3: field 'class': ['reddish'] is not a class of the rules"),
+    (_set(uncertain=[["band"]]), "tags.jsonl:3: field 'uncertain': [['band']] is not a list of groups"),
     (_set(classes={"reddish": 1}), "tags.jsonl:3: field 'classes'"),
     (_set(note="checked"), "tags.jsonl:3: field 'note' is not one of this output's fields"),
     (_set(error=None), "tags.jsonl:3: field 'error': None is not text"),

@@ -7,7 +7,7 @@ not half-way through a job.
 
 What every reader of a tag file (``classify``, ``report``, ``convert``) can count on:
 
-* every record is one its header's layout could have written (:func:`.check.check_record`);
+* every record is one its header's layout could have written (:mod:`.check`);
   anything else is one :class:`OutputError` naming ``FILE:LINE`` (``FILE, record N`` in
   Parquet) and the field;
 * one record per input: two runs that wrote one output at once (before outputs were locked,
@@ -28,7 +28,7 @@ from typing import Any, Iterable, Iterator
 import numpy as np
 
 from ..errors import OutputError
-from .check import check_record
+from .check import RecordCheck
 from .header import FORMATS, OutputMeta, extension_format
 from .records import TagRecord
 from .scan import csv_rows, jsonl_header, jsonl_records, parquet_meta, parquet_rows, repair_tail, sidecar_meta
@@ -140,11 +140,12 @@ def _records(path: Path, kind: str, meta: OutputMeta, *, check: bool) -> Iterato
     else:
         numbered = ((f"{path}, record {n + i}", row) for n, rows in parquet_rows(path, batch_size=_BATCH)
                     for i, row in enumerate(rows))
+    checked = RecordCheck(meta.layout) if check else None
     for where, raw in numbered:
         try:
             rec = raw if kind == "jsonl" else meta.layout.from_flat(raw)
-            if check:
-                check_record(rec, meta.layout)
+            if checked is not None:
+                checked(rec)
         except OutputError as err:
             raise OutputError(f"{where}: {err.text}; the file was edited or is corrupt") from None
         yield where, rec
