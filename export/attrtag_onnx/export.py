@@ -142,9 +142,6 @@ def export_onnx(
     card = _card_to_embed(model.card, precision=precision, rules=rules)
     net = ProbabilityModel(copy.deepcopy(model).float().cpu()).eval()
     proto, used = _onnx_graph(net, card, opset=opset, exporter=exporter, fp16=fp16, check=check)
-    if default_opset(proto) != opset:  # an exporter that cannot convert keeps its own opset, with a warning only
-        raise ExportError(f"`opset={opset}` was asked, but the {used} exporter wrote opset {default_opset(proto)}; "
-                          f"nothing was written (try `opset={DEFAULT_OPSET}`)")
 
     out = Path(out_path)
     report = ExportReport(
@@ -243,6 +240,9 @@ def _onnx_graph(
     """The graph in its final precision with the card in its metadata, and the exporter used."""
     with _quiet_exporter_logs():
         proto, used = export_graph(net, card.schema, card.preprocessing, opset=opset, exporter=exporter)
+    if default_opset(proto) != opset:  # an exporter that cannot convert keeps its own opset, with a warning only
+        raise ExportError(f"`opset={opset}` was asked, but the {used} exporter wrote opset {default_opset(proto)}; "
+                          f"nothing was written (try `opset={DEFAULT_OPSET}`)")
     if fp16:
         proto = convert_to_fp16(proto)
     write_metadata(proto, card)

@@ -205,10 +205,8 @@ def calibrate(
 
     src = Path(model)
     kind = model_kind(src)  # a missing file, or one that is no model, is named before the options are judged
-    target = _calibration_target(src, manifest, out, in_place)
+    target = _calibration_target(src, manifest, out, in_place, overwrite)
     _check_counts(batch_size=batch_size, workers=workers)
-    if out is not None:
-        _check_new(target, overwrite)
     predictor = open_predictor(src, device=device, kind=kind)
     if value_thresholds:
         if not isinstance(manifest, Manifest):
@@ -296,7 +294,7 @@ def _name(model: Any, *, full: bool = False) -> str:
     return "model"
 
 
-def _calibration_target(src: Path, manifest: Any, out: Any, in_place: bool) -> Path:
+def _calibration_target(src: Path, manifest: Any, out: Any, in_place: bool, overwrite: bool) -> Path:
     """Where the calibrated model goes, once the options are known to make sense."""
     if not isinstance(manifest, Manifest) and not Path(manifest).is_file():
         raise AttrtagError(f"{manifest}: manifest not found")
@@ -307,6 +305,8 @@ def _calibration_target(src: Path, manifest: Any, out: Any, in_place: bool) -> P
     if out is not None and (target.suffix.lower() != src.suffix.lower() or target.resolve() == src.resolve()):
         raise AttrtagError(f"`out={target}`: must be another file with {src.name}'s suffix '{src.suffix}' "
                            "(or pass `in_place=True` to replace the model)")
+    if out is not None:
+        _check_new(target, overwrite)
     return target
 
 
