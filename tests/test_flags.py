@@ -134,3 +134,17 @@ def test_an_error_names_the_parameter_in_python_and_the_flag_on_the_command_line
     assert main([str(a) for a in argv(files)]) == 2
     stderr = capsys.readouterr().err
     assert stderr.count("\n") == 1 and cli in stderr, stderr
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["tag", "m.onnx", "x", "--batch-size", "x"], "attrtag tag: error: argument --batch-size: invalid int value: 'x'"),
+    (["tagg"], "attrtag: error: argument COMMAND: invalid choice: 'tagg'"),
+    (["rules", "suggest", "--cover"], "attrtag rules suggest: error: argument --cover: expected one argument"),
+    (["export", "--checkpoint", "c.pt"], "the following arguments are required: --out"),
+])
+def test_an_argument_argparse_refuses_is_one_line_too(capsys: pytest.CaptureFixture[str], argv: list[str],
+                                                      words: str) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and err.count("\n") == 1 and words in err and "--help)" in err, err

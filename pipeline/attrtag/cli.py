@@ -66,9 +66,17 @@ FLAGS: dict[str, str] = {
 EXTRAS = {m: "train" for m in ("torch", "torchvision", "timm", "albumentations", "onnx", "onnxscript", "matplotlib")}
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a mistake on one line as every other attrtag error (its usage block of a dozen
+    lines buried the message); ``--help`` still shows the usage."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser(commands: Sequence[str] = COMMANDS) -> argparse.ArgumentParser:
     """The full parser; tests call ``build_parser().parse_args([...])`` directly."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="attrtag", description="Grouped-softmax attribute tagging: train, evaluate, export, calibrate, tag, classify."
     )
     parser.add_argument("--version", action="version", version=f"attrtag {__version__}")
