@@ -202,3 +202,28 @@ def test_unknown_threshold(capsys: pytest.CaptureFixture[str], tmp_path: Path) -
     first, second, _ = read_output(tmp_path / "u.jsonl")[1]
     assert first["class"] == "bear" and first["class_prob"] >= 0.5
     assert second["class"] == "unknown" and second["class_prob"] < 0.5 and second["classes"][0]["class"] != "unknown"
+
+
+@pytest.mark.parametrize("suffix", ["jsonl", "csv", "parquet"])
+def test_an_interrupted_overwrite_keeps_the_old_output_and_a_finished_one_replaces_it(
+    setup: dict[str, Path], tagged: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch, suffix: str,
+) -> None:
+    from attrtag.tagging.records import RecordLayout
+
+    out = tmp_path / f"classes.{suffix}"
+    assert run(capsys, "classify", tagged["plain.jsonl"], "--rules", setup["rules"], "--out", out)[0] == 0
+    before = sorted((p.name, p.read_bytes()) for p in tmp_path.iterdir())
+
+    def killed(self: RecordLayout, records: list, old: RecordLayout) -> list:
+        raise KeyboardInterrupt  # Ctrl-C (or a crash) in the middle of writing
+    monkeypatch.setattr(RecordLayout, "rescored", killed)
+    assert run(capsys, "classify", tagged["plain.jsonl"], "--rules", setup["rules"], "--out", out,
+               "--class-top-k", "1", "--overwrite")[0] == 130
+    assert sorted((p.name, p.read_bytes()) for p in tmp_path.iterdir()) == before  # nothing lost, nothing left
+    monkeypatch.undo()
+    assert run(capsys, "classify", tagged["plain.jsonl"], "--rules", setup["rules"], "--out", out,
+               "--class-top-k", "1", "--overwrite")[0] == 0
+    records = read_output(out)[1]
+    assert records and all(len(r["classes"]) == 1 for r in records if "error" not in r)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [n for n, _ in before]  # no staging files left

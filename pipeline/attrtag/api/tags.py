@@ -16,15 +16,18 @@ from __future__ import annotations
 import csv
 import os
 from collections import Counter
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence
 
-from .._files import check_output, write_text
+from .._files import check_output, fsync_dir, write_text
 from ..data.manifest import read_manifest
 from ..errors import AttrtagError, OutputError
 from ..schema import Schema
 from ..tagging.files import open_output
+from ..tagging.lock import OutputLock
+from ..tagging.scan import meta_path, partial_path
 from ..tagging.header import OutputMeta, output_format
 from ..tagging.records import RecordLayout
 from ..tagging.stream import iter_output
@@ -108,13 +111,36 @@ def classify(
     if carrier.warning:  # said once the run is known to go on: a bad rule is then the only line
         warn(carrier.warning)
     named: Counter[str] = Counter()
-    with open_output(out, OutputMeta(layout, found.model, found.model_sha256), fmt=fmt, overwrite=overwrite) as w:
-        for records in chunks:
-            chunk = layout.rescored(records, old)
-            named.update(r.get("class", "(failed)") for r in chunk)
-            w.write(chunk)
+    with _staged(out) as staging:
+        with open_output(staging, OutputMeta(layout, found.model, found.model_sha256), fmt=fmt) as w:
+            for records in chunks:
+                chunk = layout.rescored(records, old)
+                named.update(r.get("class", "(failed)") for r in chunk)
+                w.write(chunk)
     failed = named.pop("(failed)", 0)
     return ClassifySummary(out, classes, dict(named.most_common()), failed, carrier.origin)
+
+
+@contextmanager
+def _staged(out: Path) -> Iterator[Path]:
+    """A hidden file beside ``out`` to write the whole output into; only when it is complete does it
+    (and its header) replace ``out``, so a killed run leaves the old ``out`` as it was, never a
+    half-written one. ``out``'s lock is held throughout: one run at a time, as for ``tag``."""
+    staging = out.with_name(f".{out.stem}.writing{out.suffix}")
+    with OutputLock(out):
+        for p in (staging, meta_path(staging), partial_path(staging)):
+            p.unlink(missing_ok=True)  # a killed run's leftovers
+        try:
+            yield staging
+        except BaseException:
+            for p in (staging, meta_path(staging), partial_path(staging)):
+                p.unlink(missing_ok=True)
+            raise
+        meta_path(out).unlink(missing_ok=True)  # Parquet carries its header inside
+        if meta_path(staging).exists():
+            os.replace(meta_path(staging), meta_path(out))
+        os.replace(staging, out)
+        fsync_dir(out.parent)
 
 
 def _format(out: str | os.PathLike, fmt: str | None) -> str:
