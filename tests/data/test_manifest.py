@@ -79,8 +79,10 @@ MULTI = Schema.from_dict({"colour": ["red", "green", "blue"], "tags": {"kind": "
 
 
 def test_multi_label_cells_in_csv_and_jsonl_say_present_absent_or_unknown_per_value(folder):
-    (folder / "m.csv").write_text("path,colour,tags\na.png,red,p|s\nb.png,,[]\nc.png,blue,+q|--r\na.png,green,NA\n"
-                                  "b.png,,-r\n")
+    for n in ("d.png", "e.png"):
+        (folder / n).write_bytes(b"x")
+    (folder / "m.csv").write_text("path,colour,tags\na.png,red,p|s\nb.png,,[]\nc.png,blue,+q|--r\nd.png,green,NA\n"
+                                  "e.png,,-r\n")
     m = read_manifest(folder / "m.csv", MULTI)
     assert [dict(s.multi) for s in m.samples] == [
         {"tags": (1, 0, 0, 1)}, {"tags": (0, 0, 0, 0)}, {"tags": (-1, 1, 0, -1)}, {}, {"tags": (0, 0, 1, 0)},
@@ -111,3 +113,41 @@ def test_a_bad_multi_label_cell_names_file_line_and_value(folder, cell):
     with pytest.raises(ManifestError, match=r"m\.csv:3: ") as err:
         read_manifest(folder / "m.csv", MULTI)
     assert BAD_CELLS[cell] in str(err.value)
+
+
+def test_rows_repeating_an_image_are_merged_into_its_first_row_with_one_warning(folder, caplog):
+    (folder / "m.csv").write_text("path,colour,shape,split\na.png,red,,train\nb.png,,s1,val\na.png,red,,train\n"
+                                  "./a.png,,s0,train\n")
+    with caplog.at_level("WARNING", logger="attrtag.data.manifest"):
+        m = read_manifest(folder / "m.csv", SCHEMA)
+    assert [(r.labels, r.line) for r in m.samples] == [((0, 0), 2), ((-1, 1), 3)] and m.merged == 2
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{folder / 'm.csv'}: 2 row(s) name an image an earlier row names (first: line 4 repeats line 2); "
+        "each was merged into that row"]
+
+
+# A repeat that contradicts its image's first row, and what the one-line error says after "m.csv:2 and line 4: ".
+CONTRADICTIONS = {
+    "a.png,blue,,train": "has colour 'red' and 'blue'; keep one row per image",
+    "a.png,,,val": "is in split 'train' and in split 'val': the same image in train and val leaks into validation; "
+                   "keep the image in one split",
+    "a.png,,,test": "is in split 'train' and in split 'test'; keep the image in one split",
+}
+
+
+@pytest.mark.parametrize("row", CONTRADICTIONS)
+def test_a_contradicting_repeat_names_both_lines_or_is_skipped_with_the_image(folder, row):
+    (folder / "m.csv").write_text(f"path,colour,shape,split\na.png,red,,train\nb.png,,s1,train\n{row}\n")
+    with pytest.raises(ManifestError) as err:
+        read_manifest(folder / "m.csv", SCHEMA)
+    assert str(err.value) == f"{folder / 'm.csv'}:2 and line 4: {folder / 'a.png'} {CONTRADICTIONS[row]}"
+    m = read_manifest(folder / "m.csv", SCHEMA, skip_bad=True)  # the image is dropped: which row is true?
+    assert [r.path for r in m.samples] == [str(folder / "b.png")] and m.skipped == [str(err.value)]
+
+
+def test_multi_label_repeats_merge_values_and_refuse_present_against_absent(folder):
+    (folder / "m.csv").write_text("path,colour,tags\na.png,red,+p\na.png,,-q\n")
+    assert dict(read_manifest(folder / "m.csv", MULTI).samples[0].multi) == {"tags": (1, 0, -1, -1)}
+    (folder / "m.csv").write_text("path,colour,tags\na.png,red,p|s\na.png,,p\n")
+    with pytest.raises(ManifestError, match=r"m\.csv:2 and line 3: .*a\.png has tags 's' present and absent"):
+        read_manifest(folder / "m.csv", MULTI)

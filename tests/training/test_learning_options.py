@@ -224,10 +224,10 @@ def test_bad_option_values_and_combinations_are_one_line_errors(tiny_data, tmp_p
     base = ["train", "--schema", str(schema_path), "--manifest", str(manifest), "--out", str(tmp_path / "r"),
             "--workers", "0", "--epochs", "1"]
     cases = [
-        (["--complete", "hard"], "complete 'hard' needs ema"),
-        (["--ema", "--ema-decay", "1.5"], "ema_decay 1.5 must be in [0, 1)"),
-        (["--logit-adjust", "-1"], "logit_adjust -1.0 must be >= 0"),
-        (["--ema", "--complete", "soft", "--complete-threshold", "0"], "complete_threshold 0.0 must be in (0, 1]"),
+        (["--complete", "hard"], "--complete hard needs --ema"),
+        (["--ema", "--ema-decay", "1.5"], "--ema-decay 1.5: must be in [0, 1)"),
+        (["--logit-adjust", "-1"], "--logit-adjust -1.0: must be at least 0"),
+        (["--ema", "--complete", "soft", "--complete-threshold", "0"], "--complete-threshold 0.0: must be in (0, 1]"),
     ]
     for extra, message in cases:
         assert main(base + extra) == 2
@@ -236,7 +236,7 @@ def test_bad_option_values_and_combinations_are_one_line_errors(tiny_data, tmp_p
     cfg = tmp_path / "cfg.yaml"
     cfg.write_text("complete: hard\n")
     assert main(base + ["--config", str(cfg)]) == 2
-    assert f"{cfg} with the options given: complete 'hard' needs ema" in capsys.readouterr().err
+    assert f"{cfg} with the options given: --complete hard needs --ema" in capsys.readouterr().err
     assert not (tmp_path / "r" / "last.pt").exists()
     from attrtag.api import train_config
     from attrtag.cli import build_parser

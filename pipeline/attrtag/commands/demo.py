@@ -159,6 +159,7 @@ def _run_steps(args: argparse.Namespace) -> int:
     schema, rules, run_dir = data / "schema.yaml", data / "rules.yaml", out / "run"
     common = ["--workers", str(args.workers), "--device", args.device]
     _step("train", ["train", "--schema", str(schema), "--manifest", str(manifest), "--out", str(run_dir),
+                    "--overwrite",  # a rerun of the demo trains its run again
                     "--backbone", args.backbone, "--image-size", str(args.image_size), "--epochs", str(args.epochs),
                     "--batch-size", str(args.batch_size), "--lr", str(args.lr), "--seed", str(args.seed), *common], main)
     _step("evaluate attributes and unseen classes on the test split",

@@ -18,11 +18,18 @@ def register(sub: Any) -> None:
     p = sub.add_parser("train", help="train a grouped-softmax attribute model", description=__doc__)
     p.add_argument("--schema", required=True, help="schema YAML (groups and their values)")
     p.add_argument("--manifest", required=True, help="CSV or JSONL manifest of images and labels")
-    p.add_argument("--out", required=True, help="run folder for checkpoints, history and curves")
+    p.add_argument("--out", required=True,
+                   help="run folder for checkpoints, history and curves; one that holds a run (last.pt, best.pt or "
+                        "history.json) needs --resume or --overwrite")
+    p.add_argument("--overwrite", action="store_true",
+                   help="start again in an OUT that holds a run: its files are replaced as the new run writes its own "
+                        "(after its first epoch; a run that fails before leaves the old one whole)")
     p.add_argument("--config", help="YAML file of training options; flags override it")
     p.add_argument("--backbone", help="timm model name (default resnetv2_50)")
     p.add_argument("--pretrained", nargs="?", const="timm", default=None, metavar="PATH",
-                   help="start from pretrained weights: timm's own (no value) or a local weights file")
+                   help="start from pretrained weights: timm's own (no value), a local weights file, or an attrtag "
+                        "checkpoint (e.g. an earlier run's best.pt: its weights, the head's rows of every group value "
+                        "both schemas share, and its input size)")
     p.add_argument("--image-size", type=int, help="square input size (default: the backbone's)")
     p.add_argument("--crop-mode", choices=("center", "squash", "border"),
                    help="evaluation crop, timm's meaning (default: the backbone's, usually center)")
@@ -32,10 +39,34 @@ def register(sub: Any) -> None:
     p.add_argument("--lr", type=float)
     p.add_argument("--weight-decay", type=float)
     p.add_argument("--warmup-epochs", type=float)
+    p.add_argument("--min-lr-ratio", type=float, metavar="R",
+                   help=f"the cosine ends at lr * R (default {D.min_lr_ratio})")
+    p.add_argument("--drop-rate", type=float, metavar="P", help=f"dropout before the head (default {D.drop_rate:g})")
+    p.add_argument("--val-fraction", type=float, metavar="F",
+                   help=f"share of images held out for validation when the manifest has no split column "
+                        f"(default {D.val_fraction})")
     p.add_argument("--label-smoothing", type=float)
     p.add_argument("--class-weights", action="store_true", default=None, help="inverse-sqrt-frequency class weights")
     p.add_argument("--group-weight", action="append", default=[], metavar="GROUP=W", help="loss weight of a group")
     p.add_argument("--loss", choices=LOSSES, help="grouped_softmax (default) or the sigmoid_bce baseline")
+    _learning_arguments(p, D)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--workers", type=int, help="data loading processes")
+    p.add_argument("--device", help="auto, cpu, cuda or cuda:N (under torchrun: each process takes its LOCAL_RANK GPU)")
+    p.add_argument("--sync-bn", action="store_true", default=None,
+                   help="several CUDA processes: batch norm over the global batch (SyncBatchNorm; not on the CPU)")
+    p.add_argument("--max-steps-per-epoch", type=int, help="cap steps per epoch (quick runs)")
+    p.add_argument("--skip-bad-rows", action="store_true", default=None,
+                   help="skip manifest rows with unknown labels or missing files (counted) instead of failing")
+    p.add_argument("--resume", nargs="?", const="", default=None, metavar="CKPT",
+                   help="continue a run from its last checkpoint (default OUT/last.pt) with its own options (only "
+                        "--epochs, --workers, --device, --sync-bn may change); after a torchrun restart the run "
+                        "resumes from OUT/last.pt by itself")
+    p.set_defaults(func=run)
+
+
+def _learning_arguments(p: argparse.ArgumentParser, D: TrainConfig) -> None:
+    """The options for learning from partial and unbalanced labels, in a group of their own."""
     learn = p.add_argument_group(
         "partial and unbalanced labels", "which to use when: README's training section; measured in scripts/README.md")
     learn.add_argument("--ema", action=argparse.BooleanOptionalAction, default=None,
@@ -60,18 +91,6 @@ def register(sub: Any) -> None:
     learn.add_argument("--group-balance", choices=GROUP_BALANCES,
                        help="log: divide each group's loss by log(number of values), weights of mean 1 "
                             f"(default {D.group_balance})")
-    p.add_argument("--seed", type=int)
-    p.add_argument("--workers", type=int, help="data loading processes")
-    p.add_argument("--device", help="auto, cpu, cuda or cuda:N (under torchrun: each process takes its LOCAL_RANK GPU)")
-    p.add_argument("--sync-bn", action="store_true", default=None,
-                   help="several CUDA processes: batch norm over the global batch (SyncBatchNorm; not on the CPU)")
-    p.add_argument("--max-steps-per-epoch", type=int, help="cap steps per epoch (quick runs)")
-    p.add_argument("--skip-bad-rows", action="store_true", default=None,
-                   help="skip manifest rows with unknown labels or missing files (counted) instead of failing")
-    p.add_argument("--resume", nargs="?", const="", default=None, metavar="CKPT",
-                   help="continue a run from its last checkpoint (default OUT/last.pt); after a torchrun "
-                        "restart the run resumes from OUT/last.pt by itself")
-    p.set_defaults(func=run)
 
 
 FLAG_TO_FIELD = {
@@ -82,20 +101,25 @@ FLAG_TO_FIELD = {
     "device": "device", "max_steps_per_epoch": "max_steps_per_epoch", "skip_bad_rows": "skip_bad_rows",
     "sync_bn": "sync_bn", "loss": "loss", "ema": "ema", "ema_decay": "ema_decay", "logit_adjust": "logit_adjust",
     "complete": "complete", "complete_threshold": "complete_threshold", "complete_start": "complete_start",
-    "complete_weight": "complete_weight", "group_balance": "group_balance",
+    "complete_weight": "complete_weight", "group_balance": "group_balance", "min_lr_ratio": "min_lr_ratio",
+    "drop_rate": "drop_rate", "val_fraction": "val_fraction",
 }
 
 
 def parse_group_weights(items: list[str]) -> dict[str, float]:
-    out = {}
+    """``["colour=2", ...]`` -> ``{"colour": 2.0}``; a malformed item or a group given twice is an error."""
+    out: dict[str, float] = {}
     for item in items:
         name, sep, value = item.partition("=")
         try:
-            out[name] = float(value)
+            number = float(value)
         except ValueError:
             sep = ""
-        if not sep:
+        if not sep or not name:
             raise AttrtagError(f"--group-weight {item!r}: expected GROUP=NUMBER")
+        if name in out:
+            raise AttrtagError(f"--group-weight {item!r}: group '{name}' is given twice; give each group once")
+        out[name] = number
     return out
 
 
@@ -118,9 +142,12 @@ def run(args: argparse.Namespace) -> int:
     if not main_process:  # the other torchrun processes print nothing but warnings and errors
         logging.getLogger("attrtag").setLevel(logging.WARNING)
     say = print if main_process else _silent
-    cfg = api.train_config(args.config, **training_options(args))
+    options = training_options(args)
+    cfg = api.train_config(args.config, **options)  # bad values are refused before the manifest is read
 
     def on_start(manifest: Any) -> None:
+        if manifest.merged:
+            say(f"merged {manifest.merged} manifest row(s) that repeat an earlier row's image")
         if manifest.skipped:
             say(f"skipped {len(manifest.skipped)} bad manifest row(s); first: {manifest.skipped[0]}")
         say(f"{len(manifest)} images in {args.manifest}; label coverage per group:")
@@ -129,17 +156,22 @@ def run(args: argparse.Namespace) -> int:
     def on_epoch(row: dict[str, Any], metrics: list[Any]) -> None:
         val = f", val loss {row['val_loss']:.3f}" if row.get("val_loss") is not None else ""
         procs = f" on {row['processes']} processes" if row.get("processes", 1) > 1 else ""
-        say(f"epoch {row['epoch']}/{cfg.epochs}: train loss {row['train_loss']:.3f}{val}, "
+        say(f"epoch {row['epoch']}/{row.get('epochs', cfg.epochs)}: train loss {row['train_loss']:.3f}{val}, "
             f"{row['train_images_per_s']:.1f} images/s{procs}")
         if metrics:
             say(format_metrics(metrics), flush=True)
 
     resume = False if args.resume is None else (args.resume or True)
-    result = api.train(args.schema, args.manifest, args.out, resume=resume, config=cfg,
-                       progress=tqdm_progress, on_start=on_start, on_epoch=on_epoch)
+    # The config file and the flags, not the merged config: a resumed run compares what was given.
+    result = api.train(args.schema, args.manifest, args.out, resume=resume, overwrite=args.overwrite,
+                       config=args.config, **options, progress=tqdm_progress, on_start=on_start, on_epoch=on_epoch)
     if result.failed_images:
         say(f"warning: {len(result.failed_images)} training image(s) could not be decoded and were skipped")
-    say(f"checkpoints: {result.last} and {result.best} (best val score {result.best_score:.3f})")
+    if result.validated:
+        say(f"checkpoints: {result.last} and {result.best} (best val score {result.best_score:.3f})")
+    else:
+        say(f"checkpoints: {result.last} and {result.best}, both the last epoch's weights: no val images, so "
+            "nothing was validated (give the manifest a split column with val rows to choose the best epoch)")
     if main_process and result.best.is_file() and (note := describe_value_thresholds(result.best)):
         say(note)
     say(f"history: {result.run_dir / 'history.json'}, curves: {result.run_dir / 'curves.png'}")

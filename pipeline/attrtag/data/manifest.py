@@ -15,7 +15,7 @@ import json
 import logging
 import os
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -68,6 +68,7 @@ class Manifest:
     schema: Schema
     samples: list[Sample]
     skipped: list[str] = field(default_factory=list)
+    merged: int = 0  # rows that repeated an earlier row's image (labels merged into it)
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -205,11 +206,83 @@ def read_manifest(
         raise ManifestError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
     except csv.Error as err:
         raise ManifestError(f"{path}: unreadable CSV ({err})") from None
+    samples, merged = merge_repeats(schema, samples, path, skipped if skip_bad else None)
     if skipped:
         _logger.warning("%s: skipped %d bad row(s); first: %s", path, len(skipped), skipped[0])
     if not samples:
         raise ManifestError(f"{path}: no usable rows")
-    return Manifest(source=str(path), schema=schema, samples=samples, skipped=skipped)
+    return Manifest(source=str(path), schema=schema, samples=samples, skipped=skipped, merged=merged)
+
+
+def merge_repeats(
+    schema: Schema, samples: list[Sample], source: Path, skipped: list[str] | None = None
+) -> tuple[list[Sample], int]:
+    """One sample per image: rows naming the same file again are merged into its first row.
+
+    A repeat that agrees (the same split, no group with two different labels) only adds the
+    labels the first row lacks, and is counted in one warning. A repeat that contradicts is an
+    error naming both lines: two labels of one group (which one is true?), or two splits (an
+    image in train and val leaks into validation). With ``skipped`` (``skip_bad``) the image is
+    dropped instead, and the error appended there.
+
+    Returns:
+        The samples, in first-row order, and how many repeats were merged.
+    """
+    first: dict[str, int] = {}
+    out: list[Sample | None] = []
+    repeats: list[tuple[int, int]] = []  # (line, the line it repeats)
+    for s in samples:
+        key = os.path.normcase(os.path.normpath(s.path))
+        if key not in first:
+            first[key] = len(out)
+            out.append(s)
+            continue
+        kept = out[first[key]]
+        if kept is None:  # already dropped for a contradiction
+            continue
+        try:
+            out[first[key]] = _merge(schema, kept, s, source)
+            repeats.append((s.line, kept.line))
+        except ManifestError as err:
+            if skipped is None:
+                raise
+            skipped.append(str(err))
+            out[first[key]] = None
+    if repeats:
+        _logger.warning("%s: %d row(s) name an image an earlier row names (first: line %d repeats line %d); "
+                        "each was merged into that row", source, len(repeats), *repeats[0])
+    return [s for s in out if s is not None], len(repeats)
+
+
+def _merge(schema: Schema, a: Sample, b: Sample, source: Path) -> Sample:
+    """``a`` with the labels only ``b`` has; a contradiction is a :class:`ManifestError`."""
+    where = f"{source}:{a.line} and line {b.line}: {a.path}"
+    if a.split != b.split:
+        both = {a.split, b.split} >= {"train", "val"}
+        leak = ": the same image in train and val leaks into validation" if both else ""
+        raise ManifestError(f"{where} is in split '{a.split or ''}' and in split '{b.split or ''}'{leak}; "
+                            "keep the image in one split")
+    labels = list(a.labels)
+    for j, g in enumerate(schema.groups):
+        x, y = a.labels[j], b.labels[j]
+        if x >= 0 and y >= 0 and x != y:
+            raise ManifestError(f"{where} has {g.name} '{g.values[x]}' and '{g.values[y]}'; keep one row per image")
+        labels[j] = x if x >= 0 else y
+    multi = dict(a.multi)
+    for name, ys in b.multi.items():
+        xs = multi.get(name, (-1,) * len(ys))
+        for i, (x, y) in enumerate(zip(xs, ys)):
+            if x >= 0 and y >= 0 and x != y:
+                state = {PRESENT: "present", ABSENT: "absent"}
+                raise ManifestError(f"{where} has {name} '{schema[name].values[i]}' {state[x]} and {state[y]}; "
+                                    "keep one row per image")
+        multi[name] = tuple(x if x >= 0 else y for x, y in zip(xs, ys))
+    for column, y in b.extra.items():  # e.g. the class column zero-shot evaluation reads
+        x = a.extra.get(column, "")
+        if x.strip() and y.strip() and x != y:
+            raise ManifestError(f"{where} has {column} '{x}' and '{y}'; keep one row per image")
+    extra = {**b.extra, **{k: v for k, v in a.extra.items() if v.strip()}}
+    return replace(a, labels=tuple(labels), multi=multi, extra=extra)
 
 
 @dataclass(frozen=True)

@@ -75,6 +75,20 @@ def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu
     return ckpt
 
 
+def load_if_checkpoint(path: str | Path) -> dict[str, Any] | None:
+    """The checkpoint at ``path`` when it is an attrtag checkpoint, else None (a timm weights file, say).
+
+    Peeks with ``mmap=True`` first, so a large foreign file is not read twice into memory.
+    """
+    try:
+        peek = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # not a torch zip file (safetensors, an old pickle, anything else): not ours
+        return None
+    if not isinstance(peek, dict) or peek.get("format") != FORMAT:
+        return None
+    return load_checkpoint(path)
+
+
 def model_from_checkpoint(ckpt: Mapping[str, Any], *, source: str = "checkpoint") -> AttributeModel:
     """Rebuild the model described by a loaded checkpoint and load its weights (strict)."""
     card: ModelCard = ckpt["card"]

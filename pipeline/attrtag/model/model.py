@@ -82,7 +82,8 @@ def create_backbone(name: str, *, pretrained: bool | str | Path = False) -> nn.M
         pretrained: ``False`` for random initialisation; ``True`` for timm's own weights (the
             hub; needs network access or a populated cache, see :mod:`.pretrained`); a path for
             a local weights file
-            (``.safetensors``/``.pth``, timm's ``pretrained_cfg_overlay(file=...)`` mechanism).
+            (``.safetensors``/``.pth``, given to timm as ``pretrained_cfg_overlay(state_dict=...)``;
+            a file of which no tensor fits the backbone is refused).
 
     Returns:
         The backbone; ``forward_head(x, pre_logits=True)`` gives pooled features of size
@@ -92,19 +93,19 @@ def create_backbone(name: str, *, pretrained: bool | str | Path = False) -> nn.M
         hint = ", ".join(timm.list_models(f"*{name}*")[:5]) or "see timm.list_models()"
         raise AttrtagError(f"unknown timm backbone '{name}' (similar: {hint})")
     kwargs: dict[str, Any] = {"num_classes": 0}
+    local: dict[str, torch.Tensor] | None = None
     if isinstance(pretrained, (str, Path)) and not isinstance(pretrained, bool):
         path = Path(pretrained)
-        if not path.is_file():
-            raise AttrtagError(f"`pretrained={path}`: weights file not found")
-        # timm loads a local file through the pretrained_cfg overlay, and still adapts the
-        # classifier/first conv exactly as for hub weights.
-        kwargs["pretrained_cfg_overlay"] = {"file": str(path)}
+        local = _read_weights(path)
+        _check_fits(name, local, source=path)  # before timm, which would load nothing and only warn
+        # timm still adapts the first conv and drops its classifier, as for hub weights.
+        kwargs["pretrained_cfg_overlay"] = {"state_dict": local, "source": ""}
         pretrained = True
     try:
-        if pretrained and "pretrained_cfg_overlay" not in kwargs:
+        if pretrained and local is None:
             with weights_reachable(name):  # cached or reachable, else an error in seconds
                 return timm.create_model(name, pretrained=True, **kwargs)
-        return timm.create_model(name, pretrained=bool(pretrained), **kwargs)
+        net = timm.create_model(name, pretrained=bool(pretrained), **kwargs)
     except (OSError, RuntimeError) as err:
         if pretrained:
             raise AttrtagError(
@@ -112,6 +113,37 @@ def create_backbone(name: str, *, pretrained: bool | str | Path = False) -> nn.M
                 "local weights file with `pretrained=PATH`, or train from scratch without `pretrained`"
             ) from None
         raise
+    return net
+
+
+def _read_weights(path: Path) -> dict[str, torch.Tensor]:
+    """A local weights file's tensors (``.safetensors``, or a torch file of a state dict or a
+    ``{"state_dict"|"model": ...}`` checkpoint, as timm reads them)."""
+    if not path.is_file():
+        raise AttrtagError(f"`pretrained={path}`: weights file not found")
+    try:
+        state = timm.models.load_state_dict(str(path))
+    except Exception as err:  # safetensors, pickle and zip readers raise many types
+        raise AttrtagError(f"`pretrained={path}`: not a weights file torch or safetensors can read "
+                           f"({first_line(err, 160)})") from None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise AttrtagError(f"`pretrained={path}`: holds no state dict of tensors")
+    return state
+
+
+def _check_fits(name: str, state: dict[str, torch.Tensor], *, source: Path) -> None:
+    """Refuse weights of which no tensor fits the backbone: timm loads them non-strictly, silently."""
+    with torch.device("meta"):  # names and shapes only: no memory, no initialisation
+        own = timm.create_model(name, num_classes=0).state_dict()
+    fit = [k for k, v in state.items() if k in own and tuple(v.shape) == tuple(own[k].shape)]
+    if not fit:
+        theirs = next(iter(state), "nothing")
+        raise AttrtagError(
+            f"`pretrained={source}`: none of its {len(state)} tensors fits backbone '{name}' (it has "
+            f"'{theirs}', the backbone '{next(iter(own))}'); pass weights made for this backbone, or name the "
+            "file's model with `backbone`"
+        )
+    _logger.info("pretrained weights %s: %d of the backbone's %d tensors fit", source, len(fit), len(own))
 
 
 def resolve_preprocessing(

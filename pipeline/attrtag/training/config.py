@@ -1,17 +1,42 @@
 """Typed training configuration, from CLI flags or a YAML file (unknown keys are errors)."""
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from .._yaml import load_yaml
-from ..errors import AttrtagError
 from ..card import DEFAULT_BACKBONE
+from ..data.preprocess import CROP_MODES
+from ..errors import AttrtagError
 
 LOSSES = ("grouped_softmax", "sigmoid_bce")
 COMPLETIONS = ("none", "hard", "soft")
 GROUP_BALANCES = ("none", "log")
+#: The range of every number a run takes, and how a user reads it; ``None`` (image_size, crop) is
+#: always allowed. One table, so a flag, a YAML key and a Python option are judged alike.
+RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "epochs": (lambda v: v >= 1, "at least 1"),
+    "batch_size": (lambda v: v >= 1, "at least 1 (images per optimizer step)"),
+    # 4096: beyond it one dummy batch alone takes gigabytes (the input check runs one).
+    "image_size": (lambda v: 1 <= v <= 4096, "between 1 and 4096 pixels (leave it out for the backbone's size)"),
+    "lr": (lambda v: v > 0, "greater than 0 (e.g. 0.001)"),
+    "weight_decay": (lambda v: v >= 0, "at least 0 (0 = none)"),
+    "warmup_epochs": (lambda v: v >= 0, "at least 0 (0 = no warm-up)"),
+    "min_lr_ratio": (lambda v: 0 <= v <= 1, "in [0, 1]"),
+    "label_smoothing": (lambda v: 0 <= v < 1, "in [0, 1) (0 = none, 0.1 is usual)"),
+    "drop_rate": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "seed": (lambda v: 0 <= v < 2**32, "between 0 and 4294967295"),
+    "workers": (lambda v: v >= 0, "at least 0 (0 = decode in the main process)"),
+    "val_fraction": (lambda v: 0 <= v < 1, "in [0, 1): the share held out when the manifest has no split column"),
+    "max_steps_per_epoch": (lambda v: v >= 0, "at least 0 (0 = the whole epoch)"),
+    "ema_decay": (lambda v: 0 <= v < 1, "in [0, 1) (e.g. 0.999)"),
+    "logit_adjust": (lambda v: v >= 0, "at least 0 (0 = off, 1 = balanced softmax)"),
+    "complete_threshold": (lambda v: 0 < v <= 1, "in (0, 1]"),
+    "complete_start": (lambda v: v >= 0, "at least 0 (epochs before the first filled label)"),
+    "complete_weight": (lambda v: v >= 0, "at least 0"),
+}
 
 
 @dataclass(frozen=True)
@@ -53,22 +78,15 @@ class TrainConfig:
     group_balance: str = "none"  # or "log": each group's term divided by log(its number of values)
 
     def __post_init__(self) -> None:
-        choices = {"loss": LOSSES, "complete": COMPLETIONS, "group_balance": GROUP_BALANCES}
+        choices = {"loss": LOSSES, "complete": COMPLETIONS, "group_balance": GROUP_BALANCES, "crop_mode": CROP_MODES}
         for name, allowed in choices.items():
-            if getattr(self, name) not in allowed:
-                raise AttrtagError(f"{name} '{getattr(self, name)}' is not one of {', '.join(allowed)}")
-        if not 0.0 <= self.ema_decay < 1.0:
-            raise AttrtagError(f"ema_decay {self.ema_decay} must be in [0, 1) (e.g. 0.999)")
-        if self.logit_adjust < 0:
-            raise AttrtagError(f"logit_adjust {self.logit_adjust} must be >= 0 (0 = off, 1 = balanced softmax)")
-        if not 0.0 < self.complete_threshold <= 1.0 or self.complete_weight < 0 or self.complete_start < 0:
-            raise AttrtagError(
-                f"complete_threshold {self.complete_threshold} must be in (0, 1], complete_weight "
-                f"{self.complete_weight} and complete_start {self.complete_start} >= 0"
-            )
+            value = getattr(self, name)
+            if value is not None and value not in allowed:
+                raise AttrtagError(f"`{name}={value}`: not one of {', '.join(allowed)}")
+        _check_numbers(self)
         if self.complete != "none" and not self.ema:
-            raise AttrtagError(f"complete '{self.complete}' needs ema: the EMA of the weights is the teacher "
-                               "that fills missing labels (add `ema=True`)")
+            raise AttrtagError(f"`complete={self.complete}` needs `ema=True`: the EMA of the weights is the teacher "
+                               "that fills missing labels")
 
     def learning_options(self) -> dict[str, Any]:
         """The options that change what the weights learn from partial, unbalanced labels.
@@ -110,7 +128,7 @@ class TrainConfig:
         try:
             return replace(cls(), **values)
         except AttrtagError as err:  # a value or a combination __post_init__ refuses
-            raise AttrtagError(f"{source}: {err}") from None
+            raise AttrtagError(f"{source}: {err.text}") from None
 
     @classmethod
     def load(cls, path: str | Path) -> "TrainConfig":
@@ -135,6 +153,19 @@ class TrainConfig:
         return dict(doc.data)
 
 
+def _check_numbers(cfg: TrainConfig) -> None:
+    """Every number finite and in its range (:data:`RANGES`), every group weight finite and >= 0."""
+    for f in fields(cfg):
+        value = getattr(cfg, f.name)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise AttrtagError(f"`{f.name}={value}`: must be a finite number")
+        if f.name in RANGES and value is not None and not RANGES[f.name][0](value):
+            raise AttrtagError(f"`{f.name}={value}`: must be {RANGES[f.name][1]}")
+    for group, weight in cfg.group_weights.items():
+        if not (math.isfinite(weight) and weight >= 0):
+            raise AttrtagError(f"`group_weights`: {group}={weight} must be a finite number >= 0 (1 = as the others)")
+
+
 def _coerce(typ: Any, value: Any, where: str) -> Any:
     t = str(typ)
     try:
@@ -147,11 +178,11 @@ def _coerce(typ: Any, value: Any, where: str) -> Any:
                 raise ValueError("expected a mapping")
             return {str(k): float(v) for k, v in value.items()}
         if t.startswith("bool"):
-            if isinstance(value, str):
-                if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
-                    raise ValueError(f"'{value}' is not a boolean")
-                return value.lower() in ("true", "1", "yes")
-            return bool(value)
+            if str(value).lower() not in ("true", "false", "1", "0", "yes", "no"):
+                raise ValueError(f"'{value}' is not a boolean")
+            return str(value).lower() in ("true", "1", "yes")
+        if isinstance(value, bool):  # YAML's `true` is no number
+            raise ValueError("a boolean is not a number")
         if t.startswith("int"):
             if isinstance(value, float) and not value.is_integer():
                 raise ValueError(f"{value} is not an integer")
@@ -159,5 +190,5 @@ def _coerce(typ: Any, value: Any, where: str) -> Any:
         if t.startswith("float"):
             return float(value)
         return str(value)
-    except (TypeError, ValueError) as err:
+    except (TypeError, ValueError, OverflowError) as err:
         raise AttrtagError(f"{where}: bad value {value!r} ({err})") from None

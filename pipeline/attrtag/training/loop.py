@@ -24,15 +24,17 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Collection, Iterable
 
 import torch
 from torch import nn
 
+from .._files import check_output
 from ..data.loader import Batch, epoch_batches, make_loader
 from ..data.manifest import Manifest
 from ..evaluation.evaluate import compute_metrics, predict, val_loss
 from ..evaluation.metrics import GroupMetrics, summary_score
+from ..errors import AttrtagError
 from ..evaluation.multilabel import MultiLabelMetrics, choose_thresholds
 from ..model import save_checkpoint
 from ..runtime.torch_backend import TorchPredictor
@@ -52,6 +54,9 @@ _logger = logging.getLogger(__name__)
 
 Progress = Callable[[Iterable[Any], str, int], Iterable[Any]]
 EpochCallback = Callable[[dict[str, Any], list[GroupMetrics]], None]
+
+#: The files that make a folder a run's: another run is not started over them without ``overwrite``.
+RUN_FILES = ("last.pt", "best.pt", "history.json")
 
 
 def train_step(
@@ -85,6 +90,7 @@ class TrainResult:
     history: list[dict[str, Any]]
     best_score: float
     failed_images: dict[str, str] = field(default_factory=dict)
+    validated: bool = True  # False: no val images, so best.pt is the last epoch's weights
 
 
 def train_one_epoch(run: TrainingRun, epoch: int, progress: Progress | None = None) -> dict[str, Any]:
@@ -127,6 +133,7 @@ def train_one_epoch(run: TrainingRun, epoch: int, progress: Progress | None = No
     filled = {f"filled/{g}": int(c) for g, c in zip(run.schema.names, run.filled_labels.tolist())}
     return {
         "epoch": epoch + 1,
+        "epochs": cfg.epochs,
         "train_loss": loss_sum / max(1, seen),
         "lr": run.optimizer.param_groups[0]["lr"],
         "train_images": seen,
@@ -198,10 +205,13 @@ def validate(run: TrainingRun, row: dict[str, Any]) -> list[Any]:
     (:func:`attrtag.evaluation.multilabel.choose_thresholds`), stored in the model card, so the
     checkpoint of this epoch carries the thresholds of its own weights.
     """
+    row["val_images"] = len(run.val_samples)
     if not run.val_samples:
         return []
-    predictor = TorchPredictor(run.output, device=str(run.device))
-    part = predict(predictor, val_shard(run.val_samples, run.dist), batch_size=run.cfg.batch_size * 2,
+    if run.predictor is None:  # once: it wraps the live weights (and says where it runs once, not per epoch)
+        run.predictor = TorchPredictor(run.output, device=str(run.device))
+    run.output.eval()  # training switched it back to train mode
+    part = predict(run.predictor, val_shard(run.val_samples, run.dist), batch_size=run.cfg.batch_size * 2,
                    workers=run.cfg.workers)
     preds = gather_predictions(part, run.val_samples, run.dist)  # every val image once, in order
     if run.schema.multi:
@@ -223,17 +233,23 @@ def validate(run: TrainingRun, row: dict[str, Any]) -> list[Any]:
 
 
 def save_epoch(run: TrainingRun, epoch: int, row: dict[str, Any]) -> None:
-    """Append ``row`` to the history; rank 0 writes ``last.pt`` (and ``best.pt`` when it is the best so far)."""
-    score = row.get("val_score", -row["train_loss"])
+    """Append ``row`` to the history; rank 0 writes ``last.pt`` (and ``best.pt`` when it is the best so far).
+
+    Without val images nothing tells epochs apart, so ``best.pt`` is the last epoch's weights
+    (the card's ``training`` says so). ``best.pt`` holds what inference and a new run from it
+    need; the optimizer state for ``resume`` is in ``last.pt`` only.
+    """
     run.history.append(row)
-    is_best = score > run.best_score
-    run.best_score = max(run.best_score, score)
+    score = row.get("val_score")
+    # The first epoch of a run is its best so far even when its score is NaN: a best.pt always exists.
+    is_best = score is None or score > run.best_score or run.best_score == float("-inf")
+    if score is not None and score > run.best_score:
+        run.best_score = score
     if not run.dist.is_main:
         return
-    state = checkpoint_state(run, epoch)
-    save_checkpoint(run.run_dir / "last.pt", run.output, **state)
+    save_checkpoint(run.run_dir / "last.pt", run.output, **checkpoint_state(run, epoch))
     if is_best:
-        save_checkpoint(run.run_dir / "best.pt", run.output, **state)
+        save_checkpoint(run.run_dir / "best.pt", run.output, **checkpoint_state(run, epoch, resumable=False))
     write_history(run.run_dir, run.history, run.schema.names)
 
 
@@ -244,6 +260,8 @@ def train(
     run_dir: str | Path,
     *,
     resume: str | Path | None = None,
+    overwrite: bool = False,
+    given: Collection[str] | None = None,
     progress: Progress | None = None,
     on_epoch: EpochCallback | None = None,
 ) -> TrainResult:
@@ -255,9 +273,13 @@ def train(
             ``batch_size`` is the global batch when torchrun starts several processes.
         schema: label schema; on resume it must equal the checkpoint's.
         manifest: samples with a split column, or all samples (then ``cfg.val_fraction`` is held out).
-        run_dir: output folder.
+        run_dir: output folder; one that holds a run (:data:`RUN_FILES`) needs ``resume`` or ``overwrite``.
         resume: a checkpoint to continue from (normally ``run_dir/last.pt``). After torchrun
             restarts a failed group, the ``run_dir/last.pt`` this launch wrote wins.
+        overwrite: start a new run in a folder that holds one; its files are replaced as the new
+            run writes its own (after its first epoch), so a run that fails before leaves them.
+        given: the options the caller set: on resume, one that differs from the checkpoint's
+            is refused (see :func:`~.run.prepare_run`).
         progress: wraps an iterable for progress display, ``progress(iterable, desc, total)``
             (rank 0 only).
         on_epoch: called after each epoch with the history row and the validation metrics
@@ -270,19 +292,16 @@ def train(
     ctx = init_distributed(cfg.device)
     finished = False
     try:
-        if ctx.is_main:
+        # Rank 0 decides, so every process resumes from the same file (or none), or all refuse.
+        resume, refusal = ctx.broadcast(_start(run_dir, resume, overwrite) if ctx.is_main else None)
+        if refusal is not None:
+            raise AttrtagError(refusal)
+        run = prepare_run(cfg, schema, manifest, run_dir, resume, ctx, given=given)
+        if ctx.is_main:  # only now: a refused run leaves no folder behind
             run_dir.mkdir(parents=True, exist_ok=True)
-        # Rank 0 decides, so every process resumes from the same file (or none).
-        resume = ctx.broadcast((restart_checkpoint(run_dir) or resume) if ctx.is_main else None)
-        run = prepare_run(cfg, schema, manifest, run_dir, resume, ctx)
-        if not ctx.is_main:
-            progress = on_epoch = None
-        for epoch in range(run.start_epoch, run.cfg.epochs):
-            row = train_one_epoch(run, epoch, progress)
-            metrics = validate(run, row)
-            save_epoch(run, epoch, row)
-            if on_epoch is not None:
-                on_epoch(row, metrics)
+            _epochs(run, progress, on_epoch)
+        else:
+            _epochs(run, None, None)
         finished = True
     finally:
         ctx.close(wait=finished)  # after a failure, waiting for the other processes could hang
@@ -290,7 +309,38 @@ def train(
         _logger.warning("%d training image(s) could not be decoded and were skipped", len(run.failed))
     return TrainResult(
         run_dir=run_dir, last=run_dir / "last.pt", best=run_dir / "best.pt", history=run.history,
-        best_score=run.best_score, failed_images=run.failed,
+        best_score=run.best_score, failed_images=run.failed, validated=bool(run.val_samples),
     )
 
 
+def _epochs(run: TrainingRun, progress: Progress | None, on_epoch: EpochCallback | None) -> None:
+    """The epochs still to run: train, validate, save, report."""
+    for epoch in range(run.start_epoch, run.cfg.epochs):
+        row = train_one_epoch(run, epoch, progress)
+        metrics = validate(run, row)
+        save_epoch(run, epoch, row)
+        if on_epoch is not None:
+            on_epoch(row, metrics)
+
+
+def _start(run_dir: Path, resume: str | Path | None, overwrite: bool) -> tuple[Path | str | None, str | None]:
+    """Rank 0's decision: the checkpoint to resume from, or why the run may not start (the error's text).
+
+    Checked before any work: an ``out`` that cannot be a folder, and a folder that holds another
+    run, unless this run continues it (``resume`` of a file in it, or torchrun's restart) or
+    ``overwrite``.
+    """
+    try:
+        check_output(run_dir, what="out", folder=True)
+        restart = restart_checkpoint(run_dir)
+    except AttrtagError as err:
+        return None, err.text
+    if restart is not None:
+        return restart, None
+    held = [n for n in RUN_FILES if (run_dir / n).exists()]
+    continues = resume is not None and Path(resume).resolve().parent == run_dir.resolve()
+    if held and not overwrite and not continues:
+        other = "" if resume is None else f" (not the run of `resume={resume}`)"
+        return None, (f"`out={run_dir}` already holds a run{other} ({held[0]}): continue it with `resume=True`, "
+                      "or start again with `overwrite=True` (its files are replaced as the new run writes its own)")
+    return resume, None

@@ -11,7 +11,7 @@ import logging
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Collection
 
 import torch
 from torch import nn
@@ -20,6 +20,8 @@ from ..data.loader import ImageDataset
 from ..data.manifest import Manifest, Sample, label_counts, value_totals
 from ..errors import AttrtagError
 from ..model import AttributeModel, build_model, check_input_size, load_checkpoint
+from ..model.checkpoint import load_if_checkpoint
+from ..model.warm_start import warm_start
 from ..runtime.torch_backend import torch_device
 from ..schema import Schema
 from .config import TrainConfig
@@ -29,6 +31,9 @@ from .loss import MaskedGroupLoss
 from .recipe import criterion_for, make_optimizer, make_scheduler
 
 _logger = logging.getLogger(__name__)
+
+#: The card's ``training["checkpoint"]`` of a run without val images: best.pt is its last epoch.
+NOT_VALIDATED = "last epoch, nothing validated (no val images)"
 
 
 def split_samples(manifest: Manifest, val_fraction: float) -> tuple[list[Sample], list[Sample]]:
@@ -67,7 +72,8 @@ class TrainingRun:
     ema: Any = None  # timm.utils.ModelEmaV3 with --ema (see .ema)
     start_epoch: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)
-    best_score: float = -1.0
+    best_score: float = float("-inf")  # the best val score so far (-inf: none yet, or no val images)
+    predictor: Any = None  # validation's TorchPredictor, built once (it wraps the live weights)
     failed: dict[str, str] = field(default_factory=dict)
     filled_labels: torch.Tensor = field(default_factory=lambda: torch.zeros(0))  # this epoch's, per group
 
@@ -92,22 +98,27 @@ class TrainingRun:
 
 def prepare_run(
     cfg: TrainConfig, schema: Schema, manifest: Manifest, run_dir: Path, resume: str | Path | None,
-    dist: DistContext | None = None,
+    dist: DistContext | None = None, *, given: Collection[str] | None = None,
 ) -> TrainingRun:
     """Model, EMA, loss, data, optimizer and schedule of a run; on ``resume``, their saved state.
 
     ``dist``: this process's place among torchrun's (default: one process on ``cfg.device``).
+    ``given``: the options the caller set; on ``resume`` each must equal the checkpoint's, except
+    those of :data:`RUN_OPTIONS` (None: take the checkpoint's without comparing).
     """
     ckpt: dict[str, Any] | None = None
     if resume is not None:
         ckpt = load_checkpoint(resume)
-        cfg = _resumed_config(cfg, schema, ckpt, resume)
+        cfg = _resumed_config(cfg, schema, ckpt, resume, given)
+    _check_group_weights(cfg, schema)
     ctx = dist if dist is not None else DistContext(torch_device(cfg.device))
     device = ctx.device
     train_samples, val_samples = split_samples(manifest, cfg.val_fraction)
     _check_samples(cfg, manifest, train_samples, ctx)
 
     model, ema = _model_and_ema(cfg, schema, train_samples, ctx, ckpt)
+    if not val_samples:  # the card says so wherever the weights go (evaluate prints it)
+        model.card = model.card.replace(training={**(model.card.training or {}), "checkpoint": NOT_VALIDATED})
     counts = model.card.label_counts or label_counts(schema, train_samples)  # the whole split's, on every process
     totals = model.card.label_totals or value_totals(schema, train_samples)
     criterion = criterion_for(cfg, schema, counts, totals).to(device)
@@ -132,19 +143,67 @@ def prepare_run(
     return run
 
 
-def _resumed_config(cfg: TrainConfig, schema: Schema, ckpt: dict[str, Any], resume: str | Path) -> TrainConfig:
-    """The checkpoint's configuration, with where and how the run executes taken from ``cfg``."""
+#: Options a resumed run may change: where and how it executes, and how long it runs (``epochs``
+#: extends it). Every other option determines the result, so it stays the checkpoint's.
+RUN_OPTIONS = frozenset({"epochs", "workers", "device", "sync_bn", "skip_bad_rows"})
+
+
+def _resumed_config(
+    cfg: TrainConfig, schema: Schema, ckpt: dict[str, Any], resume: str | Path, given: Collection[str] | None
+) -> TrainConfig:
+    """The checkpoint's configuration, with where and how the run executes taken from ``cfg``.
+
+    An option ``given`` that differs from the checkpoint's is refused: resuming would ignore it.
+    """
+    if "optimizer" not in ckpt:
+        raise AttrtagError(f"`resume={resume}` holds the weights only (a best.pt), not the state a run resumes "
+                           "from: resume from the run's last.pt, or start a new run from it with "
+                           f"`pretrained={resume}`")
     ckpt["card"].schema.check_same(schema, what=f"`resume` {resume}: checkpoint schema vs `schema`")
     stored = TrainConfig.from_dict(ckpt.get("config", {}), source=f"{resume} config")
-    # Where and how the run executes comes from this command; what it learns, from the checkpoint.
-    here = {k: getattr(cfg, k) for k in ("epochs", "workers", "device", "sync_bn")}
-    return TrainConfig.from_dict({**stored.to_dict(), **here})
+    for k in sorted(set(given or ()) - RUN_OPTIONS):
+        if getattr(cfg, k) != getattr(stored, k):
+            raise AttrtagError(
+                f"`resume`: the run in {resume} was trained with `{k}={_shown(getattr(stored, k))}`, not "
+                f"`{k}={_shown(getattr(cfg, k))}`; resume without `{k}` (the run keeps its own), or start a new "
+                f"run from its weights with `pretrained={resume}`"
+            )
+    here = {k: getattr(cfg, k) for k in RUN_OPTIONS if given is None or k in given}
+    if given is None:  # the Python API without a record of what was given: the caller's, as before
+        here.pop("skip_bad_rows")
+    resumed = TrainConfig.from_dict({**stored.to_dict(), **here})
+    done = int(ckpt["epoch"]) + 1
+    if resumed.epochs < done:
+        raise AttrtagError(f"`epochs={resumed.epochs}`: the run in {resume} has done {done} epochs already; "
+                           f"resume with `epochs` above {done} to train it longer")
+    if resumed.epochs == done:
+        _logger.info("the run in %s has done all its %d epochs: nothing to train (resume with more epochs to "
+                     "extend it)", resume, done)
+    return resumed
+
+
+def _shown(value: Any) -> str:
+    """An option's value as one word (a mapping as ``a:1,b:2``), so the CLI can spell it as a flag's."""
+    if isinstance(value, dict):
+        return ",".join(f"{k}:{v:g}" for k, v in value.items()) or "none"
+    return str(value)
+
+
+def _check_group_weights(cfg: TrainConfig, schema: Schema) -> None:
+    unknown = [g for g in cfg.group_weights if g not in schema]
+    if unknown:
+        raise AttrtagError(f"`group_weights`: no group '{unknown[0]}' in the schema "
+                           f"(groups: {', '.join(schema.names)})")
 
 
 def _check_samples(cfg: TrainConfig, manifest: Manifest, train_samples: list[Sample], ctx: DistContext) -> None:
-    """Refuse a run without training images, or with fewer per step than processes."""
+    """Refuse a run without training images, without a single label among them, or with fewer
+    images per step than processes."""
     if not train_samples:
         raise AttrtagError(f"{manifest.source}: no training images (split column has no 'train' rows)")
+    if not any(s.multi or any(i >= 0 for i in s.labels) for s in train_samples):
+        raise AttrtagError(f"{manifest.source}: none of its {len(train_samples)} training images has a label in any "
+                           f"group ({', '.join(manifest.schema.names)}); nothing to learn from")
     if min(cfg.batch_size, len(train_samples)) < ctx.world_size:
         raise AttrtagError(
             f"`batch_size={cfg.batch_size}` is the global batch, split over {ctx.world_size} processes "
@@ -157,10 +216,15 @@ def _model_and_ema(
 ) -> tuple[AttributeModel, Any]:
     """The model on its device and its EMA (both restored from ``ckpt`` when resuming)."""
     torch.manual_seed(cfg.seed)
+    start = _start_checkpoint(cfg) if ckpt is None else None
+    prep = start["card"].preprocessing if start is not None else None  # a fine-tuned model keeps its input
     model = build_model(
-        schema, cfg.backbone, pretrained=_pretrained_arg(cfg), drop_rate=cfg.drop_rate, image_size=cfg.image_size,
-        crop_mode=cfg.crop_mode, card=ckpt["card"] if ckpt is not None else None,
+        schema, cfg.backbone, pretrained=False if start is not None else _pretrained_arg(cfg), drop_rate=cfg.drop_rate,
+        image_size=cfg.image_size or (prep.input_size[0] if prep and len(set(prep.input_size)) == 1 else None),
+        crop_mode=cfg.crop_mode or (prep.crop_mode if prep else None), card=ckpt["card"] if ckpt is not None else None,
     )
+    if start is not None:
+        _logger.info("%s", warm_start(model, start, source=cfg.pretrained))
     if ckpt is None:
         # The card records what the model was taught: zero-shot priors and rule lint need it.
         model.card = model.card.replace(label_counts=label_counts(schema, train_samples),
@@ -186,8 +250,8 @@ def _restore_progress(run: TrainingRun, ckpt: dict[str, Any], resume: str | Path
         run.scaler.load_state_dict(ckpt["scaler"])
     run.start_epoch = int(ckpt["epoch"]) + 1
     run.history = list(ckpt.get("history", []))
-    run.best_score = float(ckpt.get("best_score", -1.0))
-    if not run.dist.is_main:
+    run.best_score = float(ckpt.get("best_score", float("-inf")))
+    if not run.dist.is_main or run.start_epoch >= run.cfg.epochs:
         return
     _logger.info("resuming from %s at epoch %d/%d", resume, run.start_epoch + 1, run.cfg.epochs)
     before = int(ckpt.get("world_size", 1))
@@ -197,22 +261,33 @@ def _restore_progress(run: TrainingRun, ckpt: dict[str, Any], resume: str | Path
                                                   per_process_bn=has_bn and not run.cfg.sync_bn))
 
 
-def checkpoint_state(run: TrainingRun, epoch: int) -> dict[str, Any]:
-    """What a checkpoint stores besides the card and the weights it is used with (``model``)."""
+def checkpoint_state(run: TrainingRun, epoch: int, *, resumable: bool = True) -> dict[str, Any]:
+    """What a checkpoint stores besides the card and the weights it is used with (``model``).
+
+    ``resumable=False`` (``best.pt``): only what inference and a new run from it need, without
+    the optimizer state (as large as the weights again, twice over for AdamW).
+    """
     state = {
         "config": run.cfg.to_dict(),
         "epoch": epoch,
-        "optimizer": run.optimizer.state_dict(),
-        "scheduler": run.scheduler.state_dict(),
-        "scaler": run.scaler.state_dict() if run.amp else None,
         "history": run.history,
         "best_score": run.best_score,
         "world_size": run.dist.world_size,
-        "torchrun_run_id": launch_id(),
     }
+    if not resumable:
+        return state
+    state.update(optimizer=run.optimizer.state_dict(), scheduler=run.scheduler.state_dict(),
+                 scaler=run.scaler.state_dict() if run.amp else None, torchrun_run_id=launch_id())
     if run.ema is not None:  # "model" holds the EMA; the optimizer's weights are for --resume only
         state["training_model"] = run.model.state_dict()
     return state
+
+
+def _start_checkpoint(cfg: TrainConfig) -> dict[str, Any] | None:
+    """The attrtag checkpoint ``cfg.pretrained`` names (a new run starts from its weights), else None."""
+    if cfg.pretrained in ("", "timm") or not Path(cfg.pretrained).is_file():
+        return None  # timm's weights, or a missing file build_model names
+    return load_if_checkpoint(cfg.pretrained)
 
 
 def _pretrained_arg(cfg: TrainConfig) -> bool | str:
