@@ -196,3 +196,13 @@ def test_a_file_is_read_by_its_content_whatever_its_name(tmp_path: Path, caplog:
     junk.write_text("hello\n")
     with pytest.raises(OutputError, match=r"notes\.dat: neither JSONL, CSV nor Parquet"):
         read_output(junk)
+
+
+def test_a_tag_file_without_its_header_says_how_to_read_it_not_how_to_resume(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    lone = tmp_path / "tags.jsonl"
+    lone.write_text('{"path": "a.png", "colour": "red"}\n')  # its .meta.json was not copied along
+    code, _, err = run_cli(capsys, "report", lone, "--out", tmp_path / "r.html")
+    assert code == 2 and "no tags.jsonl.meta.json next to it" in err and "tag the images again" in err, err
+    assert "--overwrite" not in err  # the fix of an output to resume, not of an input

@@ -21,6 +21,11 @@ from .records import TagRecord
 _logger = logging.getLogger(__name__)
 
 
+#: What to do about an output that cannot be resumed, and about a tag file that cannot be read.
+RESUME_FIX = "choose another `out`, or `overwrite=True` to replace it"
+READ_FIX = "give the file `attrtag tag` wrote, with its header beside it, or tag the images again"
+
+
 def meta_path(path: Path) -> Path:
     """``FILE.meta.json``: the header of a JSONL or CSV output."""
     return path.with_name(path.name + ".meta.json")
@@ -75,7 +80,7 @@ def header_line(line: bytes) -> dict[str, Any] | None:
     return head[HEADER_KEY] if isinstance(head, dict) and isinstance(head.get(HEADER_KEY), dict) else None
 
 
-def jsonl_header(path: Path, sidecar: bool) -> tuple[OutputMeta | None, int]:
+def jsonl_header(path: Path, sidecar: bool, *, fix: str = RESUME_FIX) -> tuple[OutputMeta | None, int]:
     """The header of a JSONL output and the number of its first record line.
 
     The header is line 1 when that line is a header object (the old layout, and the Parquet
@@ -92,7 +97,7 @@ def jsonl_header(path: Path, sidecar: bool) -> tuple[OutputMeta | None, int]:
         raise OutputError(
             f"{path}:1: not an attrtag run journal (no '{HEADER_KEY}' header on line 1); delete it to start again"
         )
-    return sidecar_meta(path), 1
+    return sidecar_meta(path, fix=fix), 1
 
 
 def jsonl_records(path: Path, start: int = 1) -> Iterator[tuple[int, TagRecord]]:
@@ -170,13 +175,13 @@ def scan_csv(
     return [keep(row) for _, row in csv_rows(path, columns)]
 
 
-def sidecar_meta(path: Path) -> OutputMeta:
-    """The header of a JSONL or CSV output, from ``FILE.meta.json``."""
+def sidecar_meta(path: Path, *, fix: str = RESUME_FIX) -> OutputMeta:
+    """The header of a JSONL or CSV output, from ``FILE.meta.json``; ``fix`` ends the error."""
     mp = meta_path(path)
     if not mp.exists():
         raise OutputError(
             f"{path}: no {mp.name} next to it, so it is not an attrtag tag output (or its header file "
-            "was lost); choose another `out`, or `overwrite=True` to replace it"
+            f"was lost); {fix}"
         )
     return OutputMeta.from_dict(read_json(mp), source=str(mp))
 
@@ -201,16 +206,16 @@ def import_pyarrow() -> Any:
     return pyarrow
 
 
-def parquet_meta(path: Path) -> OutputMeta:
-    """The header of a Parquet output, from its ``attrtag`` metadata."""
+def parquet_meta(path: Path, *, fix: str = RESUME_FIX) -> OutputMeta:
+    """The header of a Parquet output, from its ``attrtag`` metadata; ``fix`` ends the error."""
     pa = import_pyarrow()
     try:
         raw = (pa.parquet.read_schema(path).metadata or {}).get(b"attrtag")
     except (OSError, pa.ArrowException) as err:
-        raise OutputError(f"{path}: cannot read it as Parquet ({err}); use another `out`, or `overwrite=True`") from None
+        raise OutputError(f"{path}: cannot read it as Parquet ({err}); {fix}") from None
     if raw is None:
         raise OutputError(
-            f"{path}: not an attrtag tag output (no 'attrtag' metadata); use another `out`, or `overwrite=True`"
+            f"{path}: not an attrtag tag output (no 'attrtag' metadata); {fix}"
         )
     try:
         found = json.loads(raw)

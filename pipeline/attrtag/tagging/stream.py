@@ -31,7 +31,9 @@ from ..errors import OutputError
 from .check import RecordCheck
 from .header import FORMATS, OutputMeta, extension_format
 from .records import TagRecord
-from .scan import csv_rows, jsonl_header, jsonl_records, parquet_meta, parquet_rows, repair_tail, sidecar_meta
+from .scan import (
+    READ_FIX, csv_rows, jsonl_header, jsonl_records, parquet_meta, parquet_rows, repair_tail, sidecar_meta,
+)
 
 _logger = logging.getLogger(__name__)
 #: Parquet rows read at a time.
@@ -123,11 +125,11 @@ def _sniff(path: Path) -> str | None:
 
 def _header(path: Path, kind: str) -> OutputMeta:
     if kind == "parquet":
-        return parquet_meta(path)
+        return parquet_meta(path, fix=READ_FIX)
     repair_tail(path, repair=False)  # a torn last line: refused, never read as a record
-    if kind == "jsonl":
-        return jsonl_header(path, True)[0] or sidecar_meta(path)  # no record yet: the header alone
-    return sidecar_meta(path)
+    if kind == "jsonl":  # no record yet: the header alone
+        return jsonl_header(path, True, fix=READ_FIX)[0] or sidecar_meta(path, fix=READ_FIX)
+    return sidecar_meta(path, fix=READ_FIX)
 
 
 def _records(path: Path, kind: str, meta: OutputMeta, *, check: bool) -> Iterator[tuple[str, TagRecord]]:
