@@ -28,6 +28,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("attrtag.runtime",),
     ("attrtag.evaluation",),
     ("attrtag.training",),
+    ("attrtag.auditing",),  # out-of-fold trainings and their dynamics -> suspect labels
     ("attrtag.tagging", "attrtag_onnx"),
     ("attrtag.review",),  # tags -> FiftyOne, Label Studio, HTML report; corrections -> manifest
     ("attrtag.api", "attrtag"),  # the package itself re-exports the API lazily

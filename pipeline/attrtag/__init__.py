@@ -17,7 +17,7 @@ from .schema import Group, Schema
 __version__ = "0.2.0"
 
 _API = ("load", "Tagger", "TagSummary", "Ray", "train", "evaluate", "calibrate", "export", "classify",
-        "ClassifySummary", "report", "to_fiftyone", "to_labelstudio", "from_labelstudio", "suggest_rules")
+        "ClassifySummary", "report", "to_fiftyone", "to_labelstudio", "from_labelstudio", "suggest_rules", "audit")
 _LAZY = {
     **dict.fromkeys(_API, "api"),
     "ModelCard": "card", "Rules": "zeroshot.rules", "ClassScorer": "zeroshot.classifier",

@@ -18,7 +18,8 @@ from . import __version__
 from .errors import AttrtagError, first_line, spell
 
 # Imported lazily by name: ``attrtag tag model.onnx`` must not pay for (or need) torch.
-COMMANDS = ("demo", "train", "evaluate", "export", "calibrate", "tag", "classify", "rules", "convert", "report")
+COMMANDS = ("demo", "train", "evaluate", "export", "calibrate", "tag", "classify", "rules", "convert", "report",
+            "audit")
 #: Old names that still work: name -> the module that registers them.
 ALIASES = {"infer": "classify"}
 
@@ -59,6 +60,8 @@ FLAGS: dict[str, str] = {
     "cover": "--cover", "max_values": "--max-values", "min_images": "--min-images", "groups": "--groups",
     "splits": "--split", "thumbnails": "--thumbnails",
     "thumb_size": "--thumb-size", "root": "--root", "document_root": "--document-root", "image_url": "--image-url",
+    # audit
+    "method": "--method", "folds": "--folds", "rank_by": "--rank-by", "all_labels=True": "--all",
 }
 
 

@@ -30,6 +30,7 @@ _WHERE = {
     "calibrate": "models", "evaluate": "models", "export": "models", "train": "models", "train_config": "models",
     "ClassifySummary": "tags", "classify": "tags", "from_labelstudio": "tags", "report": "tags",
     "suggest_rules": "tags", "to_fiftyone": "tags", "to_labelstudio": "tags",
+    "audit": "labels",
 }
 __all__ = ["Ray", *_WHERE]
 

@@ -1,0 +1,73 @@
+"""The scorer alone: a pure function of probabilities and given labels (no model, no files)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from attrtag.auditing.labels import score_manifest
+from attrtag.auditing.scores import confident_learning, per_value_thresholds, score_labels, two_states
+from attrtag.data.manifest import Sample
+from attrtag.schema import Schema
+
+# Five images of a 4-value group; image 3 is labelled 0 but the model is sure it is 2.
+PROBS = np.array([[0.8, 0.1, 0.05, 0.05],
+                  [0.1, 0.7, 0.1, 0.1],
+                  [0.05, 0.05, 0.85, 0.05],
+                  [0.1, 0.05, 0.8, 0.05],
+                  [0.6, 0.3, 0.05, 0.05]])
+GIVEN = np.array([0, 1, 2, 0, 0])
+
+
+def test_self_confidence_scores_one_minus_the_given_probability_and_suggests_the_best_other() -> None:
+    s = score_labels(PROBS, GIVEN)
+    assert np.allclose(s.score, [0.2, 0.3, 0.15, 0.9, 0.4])
+    assert s.suggested.tolist() == [1, 0, 0, 2, 1]
+    assert np.allclose(s.p_suggested, [0.1, 0.1, 0.05, 0.8, 0.3])
+    assert int(np.argmax(s.score)) == 3
+
+
+def test_normalized_margin_ranks_by_the_best_other_minus_the_given() -> None:
+    s = score_labels(PROBS, GIVEN, rank_by="normalized_margin")
+    assert np.allclose(s.score, (np.array([0.1, 0.1, 0.05, 0.8, 0.3]) - [0.8, 0.7, 0.85, 0.1, 0.6] + 1) / 2)
+
+
+def test_confident_learning_flags_a_label_when_another_value_reaches_its_own_threshold() -> None:
+    t = per_value_thresholds(PROBS, GIVEN)
+    assert np.allclose(t, [np.mean([0.8, 0.1, 0.6]), 0.7, 0.85, np.inf])  # value 3: no image labelled with it
+    flagged, estimated = confident_learning(PROBS, GIVEN)
+    # Image 3: 0.8 < 0.85 for value 2, but 0.1 < t0 too: no value is confident; image 4 is confidently 0.
+    assert flagged.tolist() == [False, False, False, False, False] and estimated == 0.0
+    sure = PROBS.copy()
+    sure[3] = [0.02, 0.02, 0.94, 0.02]
+    flagged, estimated = confident_learning(sure, GIVEN)
+    assert flagged.tolist() == [False, False, False, True, False]
+    # Value 0's row of the confident joint: 2 of its 3 confident images agree, scaled to 3 images.
+    assert estimated == pytest.approx(3 * (1 / 3))
+
+
+def test_a_multi_label_value_is_a_two_state_group() -> None:
+    s = score_labels(two_states(np.array([0.9, 0.2, 0.95])), np.array([1, 1, 0]))
+    assert np.allclose(s.score, [0.1, 0.8, 0.95]) and s.suggested.tolist() == [0, 0, 1]
+
+
+def test_bad_arrays_are_refused() -> None:
+    with pytest.raises(ValueError, match="rank_by"):
+        score_labels(PROBS, GIVEN, rank_by="entropy")
+    with pytest.raises(ValueError, match="given values"):
+        score_labels(PROBS, np.array([0, 1, 2, 4, 0]))
+    assert len(score_labels(np.zeros((0, 3)), np.zeros(0, np.int64))) == 0
+
+
+def test_unknown_labels_and_images_without_a_prediction_are_not_scored() -> None:
+    schema = Schema.from_dict({"c": ["a", "b"], "m": {"kind": "multi", "values": ["x", "y"]}})
+    samples = [Sample("p0", (0, -1), multi={"m": (1, -1)}), Sample("p1", (-1, -1), multi={"m": (0, 0)}),
+               Sample("p2", (1, -1)), Sample("p3", (1, -1), multi={"m": (1, 1)})]
+    probs = {"c": np.array([[0.9, 0.1], [0.5, 0.5], [0.2, 0.8], [np.nan, np.nan]]),
+             "m": np.array([[0.9, 0.5], [0.1, 0.2], [0.5, 0.5], [np.nan, np.nan]])}
+    labels, summary = score_manifest(schema, samples, probs)
+    assert sorted((x.path, x.group, x.value) for x in labels) == [
+        ("p0", "c", None), ("p0", "m", "x"), ("p1", "m", "x"), ("p1", "m", "y"), ("p2", "c", None)]
+    assert [(s.group, s.checked) for s in summary] == [("c", 2), ("m", 3)]
+    assert [x.score for x in labels] == sorted((x.score for x in labels), reverse=True)
+    m = {x.value + x.path: x for x in labels if x.group == "m"}
+    assert (m["yp1"].label, m["yp1"].suggested, m["yp1"].p_label) == ("absent", "present", pytest.approx(0.8))
