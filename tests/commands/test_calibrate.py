@@ -81,7 +81,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict:
         side = s_idx if rank < len(images) // 2 else u_idx
         labels[i] = rules.names[side[int(scores[i, side].argmax())]]
         rows.append({"path": images[i].name, "split": "val" if rank % 2 == 0 else "test", "class": labels[i]})
-    rows += [{"path": images[0].name, "split": "train", "class": c} for c in SEEN]  # makes them seen
+    seen_images = write_images(d / "seen", len(SEEN), size=36)  # one image per row: a manifest names an image once
+    rows += [{"path": f"../seen/{p.name}", "split": "train", "class": c} for p, c in zip(seen_images, SEEN)]
     manifest = d / "imgs" / "manifest.csv"
     with open(manifest, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=["path", "colour", "shape", "band", "split", "class"])
