@@ -17,7 +17,8 @@ from .schema import Group, Schema
 __version__ = "0.2.0"
 
 _API = ("load", "Tagger", "TagSummary", "Ray", "train", "evaluate", "calibrate", "export", "classify",
-        "ClassifySummary", "report", "to_fiftyone", "to_labelstudio", "from_labelstudio", "suggest_rules", "audit")
+        "ClassifySummary", "report", "to_fiftyone", "to_labelstudio", "from_labelstudio", "suggest_rules", "audit",
+        "report_suspects", "suspects_to_labelstudio", "corrected_manifest")
 _LAZY = {
     **dict.fromkeys(_API, "api"),
     "ModelCard": "card", "Rules": "zeroshot.rules", "ClassScorer": "zeroshot.classifier",

@@ -30,7 +30,8 @@ _WHERE = {
     "calibrate": "models", "evaluate": "models", "export": "models", "train": "models", "train_config": "models",
     "ClassifySummary": "tags", "classify": "tags", "from_labelstudio": "tags", "report": "tags",
     "suggest_rules": "tags", "to_fiftyone": "tags", "to_labelstudio": "tags",
-    "audit": "labels",
+    "audit": "labels", "report_suspects": "labels", "suspects_to_labelstudio": "labels",
+    "corrected_manifest": "labels",
 }
 __all__ = ["Ray", *_WHERE]
 

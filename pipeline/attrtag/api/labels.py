@@ -110,3 +110,79 @@ def _meta(result: "AuditResult", cfg: "TrainConfig", schema: Schema, manifest: M
         "schema": schema.to_dict(), "groups": summary_dict(result.summary),
         "not_checked": len(result.not_checked),
     }
+
+
+def report_suspects(audit_file: str | os.PathLike, out: str | os.PathLike, *, thumbnails: str = "embed",
+                    thumb_size: int = 128, workers: int | None = None, overwrite: bool = False,
+                    progress: Callable[[int, int], Any] | None = None) -> tuple[int, int]:
+    """One HTML page of an audit's rows: thumbnail, given vs suggested value, filter by group.
+
+    What ``attrtag report AUDIT_FILE`` runs (``attrtag.report`` for tag files).
+
+    Returns:
+        The rows shown, and the images without a thumbnail (moved or unreadable).
+    """
+    from ..auditing.output import read_audit
+    from ..review.suspects import write_suspects_report
+    from ..runtime.threads import usable_cpus
+
+    _check_new(Path(out), overwrite)
+    workers = max(1, min(8, usable_cpus())) if workers is None else workers
+    if workers < 0:
+        raise AttrtagError(f"`workers` must be 0 or more, got {workers}")
+    audit = read_audit(audit_file)
+    todo = len({r["path"] for r in audit.rows}) if thumbnails == "embed" else 0
+    return write_suspects_report(audit, out, thumbnails=thumbnails, thumb_size=thumb_size, workers=workers,
+                                 progress=None if progress is None else lambda n: progress(n, todo))
+
+
+def suspects_to_labelstudio(audit_file: str | os.PathLike, out: str | os.PathLike, *,
+                            document_root: str | os.PathLike | None = None, image_url: str | None = None,
+                            overwrite: bool = False) -> tuple[int, Path]:
+    """A Label Studio project of an audit's suspects: one task per image, most suspect first, each
+    group in doubt prefilled with the manifest's label (``datasets/AUDIT.md``).
+
+    What ``attrtag convert AUDIT_FILE --to labelstudio`` runs. The export comes back with
+    :func:`corrected_manifest` (or as corrections alone, ``attrtag.from_labelstudio``).
+
+    Returns:
+        Tasks written, and the document root image URLs are relative to.
+    """
+    from ..auditing.output import read_audit
+    from ..review.labelstudio import LOCAL_FILES_URL
+    from ..review.suspects import write_suspects_labelstudio
+
+    check_output(out, what="out", folder=True)
+    if Path(out).exists() and not overwrite:
+        raise AttrtagError(f"`out={out}` exists; pass `overwrite=True` to replace it, or choose another path")
+    audit = read_audit(audit_file)
+    return write_suspects_labelstudio(audit, out, document_root=document_root,
+                                      url_prefix=image_url or LOCAL_FILES_URL)
+
+
+def corrected_manifest(export: str | os.PathLike, schema: str | os.PathLike | Schema,
+                       manifest: str | os.PathLike, out: str | os.PathLike, *,
+                       root: str | os.PathLike | None = None, overwrite: bool = False) -> tuple[int, int]:
+    """``manifest`` with the labels reviewed in Label Studio (its JSON export) put in place.
+
+    Each reviewed group's cell replaces the manifest's; groups not reviewed keep their labels.
+    What ``attrtag convert EXPORT --from labelstudio --manifest M`` runs.
+
+    Returns:
+        Rows changed, and reviewed images the manifest does not have.
+    """
+    from ..review.corrections import read_labelstudio_export
+    from ..review.suspects import apply_corrections, reviewed_groups
+
+    _check_new(Path(out), overwrite)
+    if Path(out).resolve() == Path(manifest).resolve():
+        raise AttrtagError(f"`out={out}` is the manifest itself; write the corrected manifest to another file")
+    schema = schema if isinstance(schema, Schema) else Schema.load(schema)
+    corrections = read_labelstudio_export(export, schema, root=root)
+    return apply_corrections(manifest, schema, corrections, out, reviewed_groups(export, root))
+
+
+def _check_new(out: Path, overwrite: bool) -> None:
+    check_output(out, what="out")
+    if out.exists() and not overwrite:
+        raise AttrtagError(f"`out={out}` exists; pass `overwrite=True` to replace it, or choose another path")

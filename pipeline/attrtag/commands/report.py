@@ -26,7 +26,8 @@ def register(sub: Any) -> None:
     """Add the ``report`` subcommand to ``sub`` (an argparse subparsers object)."""
     p = sub.add_parser("report", help="one self-contained HTML page to look at a tag output",
                        description=_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("tags", metavar="TAGS", help="output of 'attrtag tag' (.jsonl/.csv with its .meta.json, .parquet)")
+    p.add_argument("tags", metavar="TAGS", help="output of 'attrtag tag' (.jsonl/.csv with its .meta.json, .parquet), "
+                   "or of 'attrtag audit' (its suspects: thumbnail, given vs suggested value, filter by group)")
     p.add_argument("--out", required=True, metavar="FILE", help="the HTML file to write")
     p.add_argument("--root", metavar="DIR", help="folder relative image paths are relative to (default: here)")
     p.add_argument("--thumbnails", default="embed", metavar="MODE", help="embed (default) or link")
@@ -43,9 +44,12 @@ def register(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     """Write the report; returns the exit status."""
     from .. import api
+    from ..auditing.output import is_audit
     from ._progress import progress_to
     from .tag import parse_thresholds
 
+    if is_audit(args.tags):
+        return _suspects(args)
     with progress_to("thumbnails", disable=args.no_progress) as progress:
         summary = api.report(args.tags, args.out, root=args.root, thumbnails=args.thumbnails,
                              thumb_size=args.thumb_size, thresholds=parse_thresholds(args.threshold) or None,
@@ -53,4 +57,21 @@ def run(args: argparse.Namespace) -> int:
     missing = f", {summary.no_thumbnail} without a thumbnail (moved or unreadable)" if summary.no_thumbnail else ""
     print(f"report of {summary.images} images ({summary.failed} failed{missing}), "
           f"{summary.bytes / 1e6:.1f} MB -> {args.out}")
+    return 0
+
+
+def _suspects(args: argparse.Namespace) -> int:
+    """The page of an audit file's rows."""
+    from .. import api
+    from ..errors import AttrtagError
+    from ._progress import progress_to
+
+    if args.threshold or args.root:
+        raise AttrtagError(f"{args.tags} is an audit file: --threshold and --root are for tag outputs")
+    with progress_to("thumbnails", disable=args.no_progress) as progress:
+        rows, missing = api.report_suspects(args.tags, args.out, thumbnails=args.thumbnails,
+                                            thumb_size=args.thumb_size, workers=args.workers,
+                                            overwrite=args.overwrite, progress=progress)
+    note = f", {missing} image(s) without a thumbnail (moved or unreadable)" if missing else ""
+    print(f"report of {rows} audited label(s){note} -> {args.out}")
     return 0

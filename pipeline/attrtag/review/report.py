@@ -173,8 +173,9 @@ def _group_fields(tags: TagSet, record: TagRecord) -> tuple[list[Any], list[Any]
     return values, probs
 
 
-def render_report(data: Mapping[str, Any], *, title: str) -> str:
-    """The HTML page for ``data`` (see :func:`report_data`)."""
+def render_report(data: Mapping[str, Any], *, title: str, template: str = _TEMPLATE) -> str:
+    """The HTML page for ``data`` (see :func:`report_data`; another ``template`` of ``templates/``
+    renders other data, e.g. an audit's suspects)."""
     try:
         import jinja2
     except ImportError:
@@ -184,7 +185,7 @@ def render_report(data: Mapping[str, Any], *, title: str) -> str:
         autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
     )
     # tojson escapes <, >, & and ': the blob cannot close its <script> element, whatever a path holds.
-    return env.get_template(_TEMPLATE).render(title=title, data=data)
+    return env.get_template(template).render(title=title, data=data)
 
 
 def write_report(
