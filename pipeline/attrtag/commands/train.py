@@ -57,7 +57,8 @@ def register(sub: Any) -> None:
                    help="several CUDA processes: batch norm over the global batch (SyncBatchNorm; not on the CPU)")
     p.add_argument("--max-steps-per-epoch", type=int, help="cap steps per epoch (quick runs)")
     p.add_argument("--skip-bad-rows", action="store_true", default=None,
-                   help="skip manifest rows with unknown labels or missing files (counted) instead of failing")
+                   help="skip manifest rows with unknown labels or missing files, and images whose repeated rows "
+                        "contradict each other (counted), instead of failing")
     p.add_argument("--resume", nargs="?", const="", default=None, metavar="CKPT",
                    help="continue a run from its last checkpoint (default OUT/last.pt) with its own options (only "
                         "--epochs, --workers, --device, --sync-bn may change); after a torchrun restart the run "

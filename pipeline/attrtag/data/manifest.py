@@ -6,6 +6,9 @@ other columns (kept as ``extra``, e.g. ``class``). JSONL: one object per line,
 ``{"path": ..., "labels": {group: value}, "split": ..., ...}``. A multi-label group's cell lists
 the values present (``red|white``: the others absent), ``[]`` for none of them, or only some
 values, each present or absent (``+red|-blue``: the rest unknown); :mod:`.multilabel` reads it.
+A file named by several rows is one sample: rows that agree are merged (counted, one warning),
+rows that contradict (two labels of a group, two splits) are an error naming both lines
+(:func:`merge_repeats`).
 The format is documented in ``datasets/MANIFEST.md``.
 """
 from __future__ import annotations
