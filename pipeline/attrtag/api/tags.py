@@ -110,15 +110,20 @@ def classify(
     layout = RecordLayout(old.schema, thresholds=old.thresholds, classes=classes)
     if carrier.warning:  # said once the run is known to go on: a bad rule is then the only line
         warn(carrier.warning)
-    named: Counter[str] = Counter()
-    with _staged(out) as staging:
-        with open_output(staging, OutputMeta(layout, found.model, found.model_sha256), fmt=fmt) as w:
-            for records in chunks:
-                chunk = layout.rescored(records, old)
-                named.update(r.get("class", "(failed)") for r in chunk)
-                w.write(chunk)
+    named = _write_rescored(out, OutputMeta(layout, found.model, found.model_sha256), chunks, old, fmt=fmt)
     failed = named.pop("(failed)", 0)
     return ClassifySummary(out, classes, dict(named.most_common()), failed, carrier.origin)
+
+
+def _write_rescored(out: Path, meta: OutputMeta, chunks: Any, old: RecordLayout, *, fmt: str) -> Counter[str]:
+    """Write every chunk of records scored again in ``meta``'s layout; returns the classes named."""
+    named: Counter[str] = Counter()
+    with _staged(out) as staging, open_output(staging, meta, fmt=fmt) as w:
+        for records in chunks:
+            chunk = meta.layout.rescored(records, old)
+            named.update(r.get("class", "(failed)") for r in chunk)
+            w.write(chunk)
+    return named
 
 
 @contextmanager
