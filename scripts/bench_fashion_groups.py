@@ -99,7 +99,7 @@ def run_config(name: str, seed: int, base: TrainConfig, schema: Schema, train_sa
     groups: dict[str, Any] = {}
     steps = 0
     if kind == "grouped":
-        res = train(cfg, schema, Manifest("bench", schema, samples), out)
+        res = train(cfg, schema, Manifest("bench", schema, samples), out, overwrite=True)
         groups = score(res.last, test, args.workers)
         steps = cfg.epochs * _steps(cfg, len(samples))
     else:
@@ -115,7 +115,7 @@ def run_config(name: str, seed: int, base: TrainConfig, schema: Schema, train_sa
             j = schema.group_index(g)
             sub = Schema((schema[g],))
             recs = [replace(s, labels=(s.labels[j],)) for s in samples]
-            res = train(cfg, sub, Manifest("bench", sub, recs), out / g)
+            res = train(cfg, sub, Manifest("bench", sub, recs), out / g, overwrite=True)
             sub_test = Manifest("bench", sub, [replace(s, labels=(s.labels[j],)) for s in test.samples])
             groups.update(score(res.last, sub_test, args.workers))
             steps += cfg.epochs * per_epoch

@@ -122,7 +122,7 @@ def run_one(config: str, seed: int, values: list[str], files: dict[str, Path], o
     t0 = time.perf_counter()
     result = attrtag.train(schema, files[config], run_dir, backbone=args.backbone, image_size=args.image_size,
                            epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, warmup_epochs=0.5,
-                           seed=seed, workers=args.workers, device="cpu")
+                           seed=seed, workers=args.workers, device="cpu", overwrite=True)
     seconds = time.perf_counter() - t0
     figures = score(result.last, files[config], schema, values, args.workers)
     rate = statistics.median(h["train_images_per_s"] for h in result.history)

@@ -146,7 +146,7 @@ def one_seed(args: argparse.Namespace, seed: int, out: Path) -> dict:
     common = ["--workers", args.workers, "--device", args.device]
     run("train", "--schema", out / "schema.yaml", "--manifest", train_manifest, "--out", out / "run",
         "--backbone", args.backbone, "--image-size", args.image_size, "--epochs", args.epochs,
-        "--batch-size", args.batch_size, "--lr", args.lr, "--warmup-epochs", 0.5, "--seed", seed, *common)
+        "--batch-size", args.batch_size, "--lr", args.lr, "--warmup-epochs", 0.5, "--seed", seed, "--overwrite", *common)
     train_s = time.perf_counter() - t0
 
     # 3.-6. Export, calibrate (with and without priors), tag, classify.

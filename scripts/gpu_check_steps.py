@@ -234,7 +234,7 @@ def step_gpu_tests(ctx: Context) -> None:
 def _train_cmd(ctx: Context, out: Path) -> list[str]:
     s = ctx.sizes
     return ["train", "--schema", str(ctx.world / "schema.yaml"), "--manifest", str(ctx.world / "manifest.csv"),
-            "--out", str(out), "--backbone", s.backbone, "--image-size", str(s.image_size),
+            "--out", str(out), "--overwrite", "--backbone", s.backbone, "--image-size", str(s.image_size),
             "--batch-size", str(s.train_batch), "--epochs", str(s.epochs),
             "--max-steps-per-epoch", str(s.steps_per_epoch), "--workers", str(min(12, os.cpu_count() or 1)),
             "--device", s.device]
