@@ -64,7 +64,10 @@ def plot_history(history: Sequence[dict[str, Any]], groups: Sequence[str], path:
     ax2.set_xlabel("epoch")
     ax2.set_ylabel("%")
     ax2.set_title("validation accuracy per group")
-    ax2.legend(fontsize=7)
+    if ax2.lines:
+        ax2.legend(fontsize=7)
+    else:  # no val images: say so in the figure, not with matplotlib's "No artists with labels" warning
+        ax2.text(0.5, 0.5, "no val images", ha="center", va="center", transform=ax2.transAxes)
     _save(fig, path)
     return path
 
