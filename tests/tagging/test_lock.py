@@ -14,13 +14,13 @@ import pytest
 
 from attrtag.errors import OutputError
 from attrtag.tagging import OutputMeta, RecordLayout, open_output, read_output
-from attrtag.tagging.lock import OutputLock, lock_path
+from attrtag._lock import OutputLock, lock_path
 from tests.helpers import SCHEMA, make_checkpoint, run_cli, write_images
 
 LAYOUT = RecordLayout(SCHEMA)
 META = OutputMeta(LAYOUT, model="m.pt", model_sha256="a" * 64)
 # A process that holds the lock of argv[1] until it is killed.
-HOLDER = ("import sys, time\nfrom attrtag.tagging.lock import OutputLock\n"
+HOLDER = ("import sys, time\nfrom attrtag._lock import OutputLock\n"
           "OutputLock(sys.argv[1]).acquire()\nprint('held', flush=True)\ntime.sleep(600)\n")
 
 

@@ -271,3 +271,34 @@ def test_an_out_holding_a_run_needs_resume_or_overwrite(tiny_data, run_a, tmp_pa
 
 def test_training_says_where_the_model_runs_once_not_every_epoch(run_a):
     assert sum("PyTorch runs the model on" in m for m in run_a["backend_said"]) == 1
+
+
+def test_a_run_folder_another_run_is_writing_is_refused_and_left_alone(tiny_data, tmp_path, capsys):
+    import threading
+
+    from attrtag._lock import OutputLock
+    from attrtag.training.loop import RUN_LOCK
+
+    out = tmp_path / "run"
+    assert run_cli(capsys, *train_args(tiny_data, out, "--epochs", "1"))[0] == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    held, done = threading.Event(), threading.Event()
+
+    def other_run() -> None:  # another thread is refused as another process is
+        with OutputLock(out, path=out / RUN_LOCK):
+            held.set()
+            done.wait(60)
+
+    t = threading.Thread(target=other_run)
+    t.start()
+    try:
+        assert held.wait(10)
+        for extra in (("--resume",), ("--overwrite",)):
+            rc, _, err = run_cli(capsys, *train_args(tiny_data, out, "--epochs", "2", *extra))
+            assert "is being written by another attrtag run (pid" in one_error_line(rc, err)
+            assert {p.name: p.read_bytes() for p in out.iterdir() if p.name != RUN_LOCK} == before
+    finally:
+        done.set()
+        t.join()
+    assert not (out / RUN_LOCK).exists()  # released: the next run goes ahead
+    assert run_cli(capsys, *train_args(tiny_data, out, "--epochs", "2", "--resume"))[0] == 0

@@ -26,7 +26,7 @@ from ..data.manifest import read_manifest
 from ..errors import AttrtagError, OutputError
 from ..schema import Schema
 from ..tagging.files import open_output
-from ..tagging.lock import OutputLock
+from .._lock import OutputLock
 from ..tagging.scan import meta_path, partial_path
 from ..tagging.header import OutputMeta, output_format
 from ..tagging.records import RecordLayout

@@ -152,7 +152,7 @@ def run(args: argparse.Namespace) -> int:
     from .. import api
     from ..tagging import expand_inputs
     from ..tagging.files import check_out
-    from ..tagging.lock import OutputLock
+    from .._lock import OutputLock
     from ._progress import progress_to
 
     check_out(args.out, args.format)  # a bad --out or INPUT fails before the model loads

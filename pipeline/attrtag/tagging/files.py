@@ -22,7 +22,7 @@ from typing import Any, Iterable, Sequence
 
 from .._files import append_durably, atomic_path, check_output, fsync_dir, write_bytes
 from .header import HEADER_KEY, OutputMeta, output_format
-from .lock import OutputLock
+from .._lock import OutputLock
 from .records import TagRecord
 from .scan import import_pyarrow, meta_path, parquet_meta, partial_path, scan_csv, scan_jsonl, sidecar_meta
 

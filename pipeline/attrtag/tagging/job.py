@@ -20,7 +20,7 @@ from .engine import Engine
 from .files import TagWriter, check_out, open_output
 from .header import OutputMeta, model_fingerprint
 from .inputs import ImagePaths
-from .lock import OutputLock
+from .._lock import OutputLock
 from .records import RecordLayout, TagRecord
 from .retry import drop_failed
 

@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from .._files import check_output
+from .._lock import OutputLock
 from ..data.loader import Batch, epoch_batches, make_loader
 from ..data.manifest import Manifest
 from ..evaluation.evaluate import compute_metrics, predict, val_loss
@@ -280,30 +281,31 @@ def train(
             run writes its own (after its first epoch), so a run that fails before leaves them.
         given: the options the caller set: on resume, one that differs from the checkpoint's
             is refused (see :func:`~.run.prepare_run`).
-        progress: wraps an iterable for progress display, ``progress(iterable, desc, total)``
-            (rank 0 only).
-        on_epoch: called after each epoch with the history row and the validation metrics
-            (rank 0 only).
+        progress: wraps an iterable for progress display, ``progress(iterable, desc, total)`` (rank 0).
+        on_epoch: called after each epoch with the history row and the validation metrics (rank 0).
 
     Returns:
         The paths of the checkpoints and the history.
     """
     run_dir = Path(run_dir)
     ctx = init_distributed(cfg.device)
+    lock = OutputLock(run_dir, path=run_dir / RUN_LOCK)  # rank 0's: one run at a time per folder
     finished = False
     try:
         # Rank 0 decides, so every process resumes from the same file (or none), or all refuse.
-        resume, refusal = ctx.broadcast(_start(run_dir, resume, overwrite) if ctx.is_main else None)
+        resume, refusal = ctx.broadcast(_start(run_dir, resume, overwrite, lock) if ctx.is_main else None)
         if refusal is not None:
             raise AttrtagError(refusal)
         run = prepare_run(cfg, schema, manifest, run_dir, resume, ctx, given=given)
         if ctx.is_main:  # only now: a refused run leaves no folder behind
             run_dir.mkdir(parents=True, exist_ok=True)
-            _epochs(run, progress, on_epoch)
+            with lock:  # a new folder's lock (two new runs at once): the second is refused here
+                _epochs(run, progress, on_epoch)
         else:
             _epochs(run, None, None)
         finished = True
     finally:
+        lock.release()
         ctx.close(wait=finished)  # after a failure, waiting for the other processes could hang
     if run.failed and ctx.is_main:
         _logger.warning("%d training image(s) could not be decoded and were skipped", len(run.failed))
@@ -311,6 +313,10 @@ def train(
         run_dir=run_dir, last=run_dir / "last.pt", best=run_dir / "best.pt", history=run.history,
         best_score=run.best_score, failed_images=run.failed, validated=bool(run.val_samples),
     )
+
+
+#: The lock file inside a run folder while a run writes it (see :mod:`attrtag._lock`).
+RUN_LOCK = "run.lock"
 
 
 def _epochs(run: TrainingRun, progress: Progress | None, on_epoch: EpochCallback | None) -> None:
@@ -323,7 +329,8 @@ def _epochs(run: TrainingRun, progress: Progress | None, on_epoch: EpochCallback
             on_epoch(row, metrics)
 
 
-def _start(run_dir: Path, resume: str | Path | None, overwrite: bool) -> tuple[Path | str | None, str | None]:
+def _start(run_dir: Path, resume: str | Path | None, overwrite: bool,
+           lock: OutputLock) -> tuple[Path | str | None, str | None]:
     """Rank 0's decision: the checkpoint to resume from, or why the run may not start (the error's text).
 
     Checked before any work: an ``out`` that cannot be a folder, and a folder that holds another
@@ -332,6 +339,8 @@ def _start(run_dir: Path, resume: str | Path | None, overwrite: bool) -> tuple[P
     """
     try:
         check_output(run_dir, what="out", folder=True)
+        if run_dir.is_dir():  # held until the run ends: a run writing this folder refuses this one
+            lock.acquire()
         restart = restart_checkpoint(run_dir)
     except AttrtagError as err:
         return None, err.text

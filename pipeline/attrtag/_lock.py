@@ -1,4 +1,5 @@
-"""One run at a time per output: an advisory lock on ``FILE.lock`` beside the output.
+"""One run at a time per output: an advisory lock on ``FILE.lock`` beside the output (a run
+folder's lock lives inside it: ``OUT/run.lock``).
 
 Two runs appending to one output would each skip only what was there when they started and
 record every image twice. So whatever writes an output (``attrtag tag``, the Ray engine's
@@ -23,7 +24,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from ..errors import OutputError
+from .errors import OutputError
 
 try:
     import fcntl
@@ -46,13 +47,15 @@ class OutputLock:
     """Holds an output for one run: :meth:`acquire` (or ``with``) before writing, :meth:`release` after.
 
     Args:
-        out: the output file; its folder must exist by :meth:`acquire`.
+        out: the output file (or folder); the lock file's folder must exist by :meth:`acquire`.
         param: the parameter that named ``out``, for the refusal (the CLI spells it as a flag).
+        path: the lock file (default ``FILE.lock`` beside ``out``).
     """
 
-    def __init__(self, out: str | os.PathLike[str], *, param: str = "out") -> None:
+    def __init__(self, out: str | os.PathLike[str], *, param: str = "out",
+                 path: str | os.PathLike[str] | None = None) -> None:
         self.out, self.param = Path(out), param
-        self.path = lock_path(out)
+        self.path = Path(path) if path is not None else lock_path(out)
         self._key: tuple[str, int] | None = None
 
     def acquire(self) -> "OutputLock":
