@@ -33,8 +33,8 @@ from typing import Any
 import numpy as np
 
 import attrtag
-from attrtag.auditing.labels import score_manifest
 from attrtag.auditing.run import chosen_probs
+from attrtag.auditing.scores import score_labels
 from attrtag.data.manifest import read_manifest
 from attrtag.evaluation.evaluate import compute_metrics, predict
 from attrtag.runtime.torch_backend import TorchPredictor
@@ -118,33 +118,57 @@ def precision_recall(ranked: list[str], changed: set[str], k: int) -> tuple[floa
 def judge(result: Any, probs: dict[str, np.ndarray], changed: dict[str, set[str]], schema: Schema,
           rank_by: str = "self_confidence") -> dict[str, Any]:
     """Per flipped group: our ranking's P@k, R@k; our flagged set's; cleanlab's on the same probabilities."""
+    out = {}
+    for g in FLIPPED:
+        j = schema.group_index(g)
+        given = np.array([s.labels[j] for s in result.samples])
+        hit = np.array([s.path in changed[g] for s in result.samples])
+        out[g] = judge_arrays(probs[g], given, hit, rank_by)
+    return out
+
+
+def judge_arrays(probs: np.ndarray, given: np.ndarray, changed: np.ndarray, rank_by: str) -> dict[str, Any]:
+    """One group: ``probs`` (N, C), ``given`` (N,) with -1 unknown, ``changed`` (N,) bool."""
     from cleanlab.filter import find_label_issues
 
-    labels, summary = score_manifest(schema, result.samples, probs, rank_by=rank_by)
-    out: dict[str, Any] = {}
-    for g in FLIPPED:
-        mine = [x for x in labels if x.group == g]
-        k = sum(x.path in changed[g] for x in mine)
-        ours = precision_recall([x.path for x in mine], changed[g], k)
-        flagged = [x.path for x in mine if x.flagged]
-        s = next(s for s in summary if s.group == g)
-        j = schema.group_index(g)
-        idx = [i for i, smp in enumerate(result.samples) if smp.labels[j] >= 0 and not np.isnan(probs[g][i]).any()]
-        given = np.array([result.samples[i].labels[j] for i in idx])
-        p = probs[g][idx] / probs[g][idx].sum(1, keepdims=True)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            issues = find_label_issues(given, p, return_indices_ranked_by="self_confidence")
-        peer = [result.samples[idx[i]].path for i in issues]
-        out[g] = {"k": k, "checked": len(mine), "p_at_k": ours[0], "r_at_k": ours[1],
-                  "flagged": len(flagged), "flagged_precision": _prec(flagged, changed[g]),
-                  "flagged_recall": _hits(flagged, changed[g]) / k if k else 0.0,
-                  "estimated_error_rate": s.estimated_error_rate, "true_error_rate": k / max(1, len(mine)),
-                  "cleanlab_p_at_k": precision_recall(peer, changed[g], k)[0],
-                  "cleanlab_r_at_k": precision_recall(peer, changed[g], k)[1],
-                  "cleanlab_flagged": len(peer), "cleanlab_flagged_precision": _prec(peer, changed[g]),
-                  "cleanlab_flagged_recall": _hits(peer, changed[g]) / k if k else 0.0}
-    return out
+    keep = (given >= 0) & ~np.isnan(probs).any(1)
+    p, y, hit = probs[keep], given[keep], changed[keep]
+    s = score_labels(p, y, rank_by=rank_by)  # the audit's scorer (labels.score_manifest ranks the same way)
+    order = np.lexsort((np.arange(len(y)), -s.score))
+    k = int(hit.sum())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        peer = find_label_issues(y, p / p.sum(1, keepdims=True), return_indices_ranked_by="self_confidence")
+    top, ptop = order[:k], peer[:k]
+    return {"k": k, "checked": int(len(y)), "p_at_k": float(hit[top].mean()) if k else 0.0,
+            "r_at_k": float(hit[top].sum() / k) if k else 0.0,
+            "flagged": int(s.flagged.sum()), "flagged_precision": _ratio(hit[s.flagged].sum(), s.flagged.sum()),
+            "flagged_recall": _ratio(hit[s.flagged].sum(), k),
+            "estimated_error_rate": s.estimated_errors / max(1, len(y)), "true_error_rate": k / max(1, len(y)),
+            "cleanlab_p_at_k": _ratio(hit[ptop].sum(), len(ptop)), "cleanlab_r_at_k": _ratio(hit[ptop].sum(), k),
+            "cleanlab_flagged": int(len(peer)), "cleanlab_flagged_precision": _ratio(hit[peer].sum(), len(peer)),
+            "cleanlab_flagged_recall": _ratio(hit[peer].sum(), k)}
+
+
+def _ratio(a: Any, b: Any) -> float:
+    return float(a) / float(b) if b else 0.0
+
+
+def rescore(out: Path, results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Judge every audit run again from its saved probabilities with the scorer as it is now."""
+    for r in results:
+        if r["kind"] not in ("audit", "dynfull"):
+            continue
+        z = np.load(out / f"{r['setting']}-s{r['seed']}" / f"{r['kind']}-probs.npz")
+        variants = {"dynamics-full": "dynamics"} if r["kind"] == "dynfull" else \
+            {"oof": "oof", "dynamics-half": "dynamics", "both": "both"}
+        for name, source in variants.items():
+            probs = {g: (z[f"oof/{g}"] + z[f"dynamics/{g}"]) / 2 if source == "both" else z[f"{source}/{g}"]
+                     for g in FLIPPED}
+            for suffix, rank_by in (("", "self_confidence"), ("/margin", "normalized_margin")):
+                r[name + suffix] = {g: judge_arrays(probs[g], z[f"given/{g}"], z[f"changed/{g}"], rank_by)
+                                    for g in FLIPPED}
+    return results
 
 
 def aum_judge(result: Any, changed: dict[str, set[str]], schema: Schema) -> dict[str, Any]:
@@ -161,14 +185,6 @@ def aum_judge(result: Any, changed: dict[str, set[str]], schema: Schema) -> dict
     return out
 
 
-def _hits(paths: list[str], changed: set[str]) -> int:
-    return sum(p in changed for p in paths)
-
-
-def _prec(paths: list[str], changed: set[str]) -> float:
-    return _hits(paths, changed) / len(paths) if paths else 0.0
-
-
 def unknown_rows(result: Any, schema: Schema) -> int:
     """Rows the audit wrote for a label the manifest does not give (must be 0)."""
     given = {(s.path, g.name) for s in result.samples for j, g in enumerate(schema) if s.labels[j] >= 0}
@@ -176,11 +192,20 @@ def unknown_rows(result: Any, schema: Schema) -> int:
 
 
 def audit_run(noisy: Path, schema: Schema, changed: dict[str, set[str]], args: argparse.Namespace, seed: int,
-              method: str, fixed_out: Path | None, truth: dict[str, dict[str, str]]) -> dict[str, Any]:
+              method: str, fixed_out: Path | None, truth: dict[str, dict[str, str]], dump: Path | None = None
+              ) -> dict[str, Any]:
     result = attrtag.audit(schema, noisy, method=method, folds=2, **options(args, seed))
     row: dict[str, Any] = {"seconds": result.seconds, "trainings": result.trainings,
                            "unknown_rows": unknown_rows(result, schema)}
     preds = result.predictions
+    if dump is not None:  # the probabilities themselves, for analyses the table does not make
+        arrays = {f"{kind}/{g}": a for kind, d in (("oof", preds.out_of_fold or {}), ("dynamics", preds.dynamics))
+                  for g, a in d.items()}
+        for g in FLIPPED:
+            j = schema.group_index(g)
+            arrays[f"given/{g}"] = np.array([s.labels[j] for s in result.samples])
+            arrays[f"changed/{g}"] = np.array([s.path in changed[g] for s in result.samples])
+        np.savez_compressed(dump, **arrays)
     variants = {"dynamics-full": preds.dynamics} if method == "dynamics" else \
         {"oof": preds.out_of_fold, "dynamics-half": preds.dynamics, "both": chosen_probs(preds, "both")}
     for name, probs in variants.items():
@@ -210,7 +235,7 @@ def run_one(setting: str, seed: int, kind: str, rows: list[dict[str, str]], test
         return train_run(folder / "fixed.csv", folder / "fixed", test, schema, args, seed)
     fixed_out = folder / "fixed.csv" if kind == "audit" else None
     return audit_run(files["noisy"], schema, changed, args, seed, "dynamics" if kind == "dynfull" else "both",
-                     fixed_out, truth)
+                     fixed_out, truth, dump=folder / f"{kind}-probs.npz")
 
 
 def plan(args: argparse.Namespace) -> list[tuple[str, int, str]]:
@@ -240,6 +265,8 @@ def main() -> None:
     ap.add_argument("--settings", nargs="+", choices=list(SETTINGS), default=list(SETTINGS))
     ap.add_argument("--only", nargs="+", default=["clean", "noisy", "audit", "dynfull", "fixed"])
     ap.add_argument("--smoke", action="store_true", help="test_resnet, 32 px, 160 images, 1 epoch, 1 seed")
+    ap.add_argument("--rescore", action="store_true",
+                    help="train nothing: judge the saved probabilities of the runs done with the scorer as it is now")
     args = ap.parse_args()
     if args.smoke:
         args.backbone, args.image_size, args.epochs, args.seeds = "test_resnet", 32, 1, [0]
@@ -251,6 +278,11 @@ def main() -> None:
     test = write_csv(out / "test.csv", test_rows)
     done_file = out / "results.jsonl"
     results = [json.loads(line) for line in done_file.read_text().splitlines()] if done_file.exists() else []
+    if args.rescore:
+        results = rescore(out, results)
+        done_file.write_text("".join(json.dumps(r) + "\n" for r in results))
+        print(tables(results))
+        return
     for setting, seed, kind in plan(args):
         if any(r["setting"] == setting and r["seed"] == seed and r["kind"] == kind for r in results):
             continue
@@ -300,7 +332,8 @@ def _flagged(audits: list[dict[str, Any]]) -> list[str]:
     if not rs:
         return []
     out = ["", "| flagged set (both) | " + " | ".join(FLIPPED) + " |", "|---|" + "---|" * len(FLIPPED)]
-    for key, name in (("flagged_precision", "precision"), ("flagged_recall", "recall"),
+    for key, name in (("flagged", "flagged labels"), ("flagged_precision", "precision"), ("flagged_recall", "recall"),
+                      ("cleanlab_flagged", "cleanlab flagged"),
                       ("estimated_error_rate", "estimated error rate"), ("true_error_rate", "true error rate"),
                       ("cleanlab_flagged_precision", "cleanlab precision"), ("cleanlab_flagged_recall", "cleanlab recall")):
         out.append(f"| {name} | " + " | ".join(_cell([x[g][key] for x in rs]) for g in FLIPPED) + " |")

@@ -34,15 +34,29 @@ def test_normalized_margin_ranks_by_the_best_other_minus_the_given() -> None:
 def test_confident_learning_flags_a_label_when_another_value_reaches_its_own_threshold() -> None:
     t = per_value_thresholds(PROBS, GIVEN)
     assert np.allclose(t, [np.mean([0.8, 0.1, 0.6]), 0.7, 0.85, np.inf])  # value 3: no image labelled with it
-    flagged, estimated = confident_learning(PROBS, GIVEN)
+    flagged, _, estimated = confident_learning(PROBS, GIVEN)
     # Image 3: 0.8 < 0.85 for value 2, but 0.1 < t0 too: no value is confident; image 4 is confidently 0.
     assert flagged.tolist() == [False, False, False, False, False] and estimated == 0.0
     sure = PROBS.copy()
     sure[3] = [0.02, 0.02, 0.94, 0.02]
-    flagged, estimated = confident_learning(sure, GIVEN)
-    assert flagged.tolist() == [False, False, False, True, False]
+    flagged, confident, estimated = confident_learning(sure, GIVEN)
+    assert flagged.tolist() == [False, False, False, True, False] and confident[3] == 2
     # Value 0's row of the confident joint: 2 of its 3 confident images agree, scaled to 3 images.
     assert estimated == pytest.approx(3 * (1 / 3))
+    assert score_labels(sure, GIVEN).suggested[3] == 2
+
+
+def test_a_confident_other_value_less_probable_than_the_given_one_is_not_flagged() -> None:
+    # Value 1's threshold is low (its one image gives it 0.1); value 0's is 0.75. Image 0
+    # (labelled 0) clears only value 1's, with 0.35: plain confident learning would flag it, but
+    # the given value is the more probable (0.6), so the label stands. Image 2 (labelled 1) is
+    # confidently and more probably 0: flagged.
+    probs = np.array([[0.6, 0.35, 0.05], [0.9, 0.05, 0.05], [0.85, 0.1, 0.05], [0.1, 0.1, 0.8]])
+    given = np.array([0, 0, 1, 2])
+    assert np.allclose(per_value_thresholds(probs, given), [0.75, 0.1, 0.8])
+    flagged, confident, _ = confident_learning(probs, given)
+    assert confident.tolist()[:3] == [1, 0, 0]
+    assert flagged.tolist() == [False, False, True, False]
 
 
 def test_a_multi_label_value_is_a_two_state_group() -> None:

@@ -103,7 +103,8 @@ def _meta(result: "AuditResult", cfg: "TrainConfig", schema: Schema, manifest: M
 
     return {
         "rows": "all" if all_labels else "suspects",
-        "manifest": manifest.source, "method": result.method, "folds": result.folds, "rank_by": result.rank_by,
+        "manifest": os.path.abspath(manifest.source), "method": result.method, "folds": result.folds,
+        "rank_by": result.rank_by,
         "trainings": result.trainings, "seconds": round(result.seconds, 1),
         "training": {k: cfg.to_dict()[k] for k in ("backbone", "pretrained", "image_size", "epochs", "batch_size",
                                                    "lr", "seed")},
