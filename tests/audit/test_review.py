@@ -109,3 +109,31 @@ def test_the_review_export_comes_back_as_the_manifest_with_the_corrections_in_pl
     for i, (a, b) in enumerate(zip(before, after)):
         expected = {**a, "colour": audit_file["truth"][i]} if i in audit_file["truth"] else a
         assert b == expected
+
+
+REVIEW_CASES = [
+    ("fiftyone", lambda f, t: ["convert", f["audit"], "--to", "fiftyone", "--out", t / "fo"],
+     "is an audit file: it converts --to labelstudio"),
+    ("root", lambda f, t: ["convert", f["audit"], "--to", "labelstudio", "--out", t / "ls", "--root", t],
+     "--root is for tag outputs"),
+    ("manifest-with-to", lambda f, t: ["convert", f["audit"], "--to", "labelstudio", "--out", t / "ls",
+                                       "--manifest", f["manifest"]], "--manifest is for --from"),
+    ("out-is-manifest", lambda f, t: ["convert", f["audit"], "--from", "labelstudio", "--schema", f["schema"],
+                                      "--manifest", f["manifest"], "--out", f["manifest"], "--overwrite"],
+     "is the manifest itself"),
+    ("audit-without-summary", lambda f, t: ["report", f["copy"], "--out", t / "r.html"], "tag output"),
+]
+
+
+@pytest.mark.parametrize("name,argv,words", REVIEW_CASES, ids=[c[0] for c in REVIEW_CASES])
+def test_review_of_an_audit_refuses_bad_options_in_one_line(audit_file: dict[str, Any], tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture[str], name: str,
+                                                            argv: Any, words: str) -> None:
+    copy = tmp_path / "copy" / "suspects.csv"  # the rows without their summary
+    copy.parent.mkdir()
+    copy.write_text(audit_file["audit"].read_text())
+    manifest = audit_file["manifest"].read_text()
+    code, _, err = run_cli(capsys, *argv({**audit_file, "copy": copy}, tmp_path))
+    assert code == 2 and len(err.strip().splitlines()) == 1 and words in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["copy"]
+    assert audit_file["manifest"].read_text() == manifest

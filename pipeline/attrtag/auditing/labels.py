@@ -36,7 +36,7 @@ class AuditLabel:
     score: float  # higher = more likely wrong, in [0, 1]
     p_label: float  # the model's probability of the given value (state)
     p_suggested: float  # ... and of the suggested one
-    flagged: bool  # a suspect: confident learning says the suggested value is the image's
+    flagged: bool  # a suspect: the suggested value is confidently and more probably the image's
     rank: int = 0  # 1 = the most suspect label of its group
 
 
