@@ -259,8 +259,9 @@ def test_resume_from_best_pt_is_refused_it_holds_no_optimizer_state(tiny_data, r
 def test_an_out_holding_a_run_needs_resume_or_overwrite(tiny_data, run_a, tmp_path, capsys):
     out = copy_run(run_a, tmp_path)
     before = {p.name: p.read_bytes() for p in out.iterdir()}
-    rc, _, err = run_cli(capsys, *train_args(tiny_data, out, "--epochs", "1"))
+    rc, printed, err = run_cli(capsys, *train_args(tiny_data, out, "--epochs", "1"))
     line = one_error_line(rc, err)
+    assert printed == ""  # refused before the manifest is read (no coverage table first)
     assert f"--out {out} already holds a run (last.pt): continue it with --resume, or start again with --overwrite" \
         in line
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before

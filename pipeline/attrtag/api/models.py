@@ -85,7 +85,7 @@ def train(
         on_epoch: called with each epoch's history row and validation metrics.
     """
     from ..training.config import TrainConfig
-    from ..training.loop import train as _train
+    from ..training.loop import start_refusal, train as _train
 
     schema = schema if isinstance(schema, Schema) else Schema.load(schema)
     cfg = train_config(config, **options)
@@ -95,13 +95,15 @@ def train(
         given = {k for k, v in config.to_dict().items() if v != TrainConfig().to_dict()[k]} | set(options)
     else:
         given = set(TrainConfig.read(config) if config else ()) | set(options)
-    if not isinstance(manifest, Manifest):
-        manifest = read_manifest(manifest, schema, skip_bad=cfg.skip_bad_rows)
     start = None
     if resume is not False:
         start = Path(out) / "last.pt" if resume is True else Path(resume)
         if not start.is_file():
             raise AttrtagError(f"`resume`: checkpoint {start} not found")
+    if (refusal := start_refusal(out, start, overwrite)) is not None:  # before the manifest is read
+        raise AttrtagError(refusal)
+    if not isinstance(manifest, Manifest):
+        manifest = read_manifest(manifest, schema, skip_bad=cfg.skip_bad_rows)
     if on_start is not None:
         on_start(manifest)
     return _train(cfg, schema, manifest, out, resume=start, overwrite=overwrite, given=given, progress=progress,

@@ -329,8 +329,14 @@ def _epochs(run: TrainingRun, progress: Progress | None, on_epoch: EpochCallback
             on_epoch(row, metrics)
 
 
+def start_refusal(run_dir: str | Path, resume: str | Path | None, overwrite: bool) -> str | None:
+    """Why a run may not start in ``run_dir`` (the error's text), or None: :func:`train`'s own
+    check, for callers that want it before they read a manifest. Takes no lock."""
+    return _start(Path(run_dir), resume, overwrite, None)[1]
+
+
 def _start(run_dir: Path, resume: str | Path | None, overwrite: bool,
-           lock: OutputLock) -> tuple[Path | str | None, str | None]:
+           lock: OutputLock | None) -> tuple[Path | str | None, str | None]:
     """Rank 0's decision: the checkpoint to resume from, or why the run may not start (the error's text).
 
     Checked before any work: an ``out`` that cannot be a folder, and a folder that holds another
@@ -339,7 +345,7 @@ def _start(run_dir: Path, resume: str | Path | None, overwrite: bool,
     """
     try:
         check_output(run_dir, what="out", folder=True)
-        if run_dir.is_dir():  # held until the run ends: a run writing this folder refuses this one
+        if lock is not None and run_dir.is_dir():  # held until the run ends: another run is refused
             lock.acquire()
         restart = restart_checkpoint(run_dir)
     except AttrtagError as err:
