@@ -134,6 +134,23 @@ def make_multilabel_dataset(root: Path, n: int = 120, *, missing: float = 0.3, s
     return schema, manifest
 
 
+def cli_files(d: Path, *, rules: str = "classes:\n  A: {colour: red}\n") -> dict[str, Path]:
+    """What a CLI test feeds commands: a random checkpoint, its ONNX export, 3 images tagged into
+    ``tags.jsonl``, a 10-row dataset and a rules file, all in ``d``."""
+    from attrtag.cli import main
+    from attrtag_onnx.export import export_onnx
+
+    ckpt = make_checkpoint(d / "model.pt")
+    write_images(d / "imgs", 3)
+    schema, manifest = make_dataset(d / "data", 10)
+    onnx = export_onnx(ckpt, d / "model.onnx", exporter="torchscript").path
+    (d / "rules.yaml").write_text(rules)
+    tags = d / "tags.jsonl"
+    assert main(["tag", str(onnx), str(d / "imgs"), "--out", str(tags), "--no-progress", "--device", "cpu"]) == 0
+    return {"dir": d, "ckpt": ckpt, "onnx": onnx, "tags": tags, "manifest": manifest, "schema": schema,
+            "images": d / "imgs", "rules": d / "rules.yaml"}
+
+
 def run_cli(capsys: Any, *argv: object) -> tuple[int, str, str]:
     """``attrtag ARGV...`` in this process: its exit status, stdout and stderr."""
     from attrtag.cli import main

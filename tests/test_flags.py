@@ -16,8 +16,7 @@ import pytest
 import attrtag
 from attrtag.cli import FLAGS, build_parser, main
 from attrtag.errors import PARAMETER, AttrtagError
-from attrtag_onnx.export import export_onnx
-from tests.helpers import make_checkpoint, make_dataset, write_images
+from tests.helpers import cli_files
 
 ROOT = Path(__file__).resolve().parents[1]
 LIBRARY = [ROOT / "pipeline" / "attrtag", ROOT / "export" / "attrtag_onnx"]
@@ -73,16 +72,7 @@ def test_every_flag_in_the_table_exists() -> None:
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    d = tmp_path_factory.mktemp("flags")
-    ckpt = make_checkpoint(d / "model.pt")
-    write_images(d / "imgs", 3)
-    schema, manifest = make_dataset(d / "data", 10)
-    onnx = export_onnx(ckpt, d / "model.onnx", exporter="torchscript").path
-    (d / "rules.yaml").write_text("classes:\n  A: {colour: red}\n")
-    tags = d / "tags.jsonl"
-    assert main(["tag", str(onnx), str(d / "imgs"), "--out", str(tags), "--no-progress", "--device", "cpu"]) == 0
-    return {"dir": d, "ckpt": ckpt, "onnx": onnx, "tags": tags, "manifest": manifest, "images": d / "imgs",
-            "rules": d / "rules.yaml"}
+    return cli_files(tmp_path_factory.mktemp("flags"))
 
 
 # (what the library is called with, the library's words, the command line, the CLI's words)

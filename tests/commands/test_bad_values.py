@@ -12,8 +12,7 @@ from typing import Callable
 import pytest
 
 from attrtag.cli import main
-from attrtag_onnx.export import export_onnx
-from tests.helpers import make_checkpoint, make_dataset, run_cli, write_images
+from tests.helpers import cli_files, run_cli
 
 # A folder no one may write in, root included (a real write is tried, not os.access).
 UNWRITABLE = Path("/proc/attrtag-test")
@@ -23,19 +22,12 @@ needs_proc = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="us
 @pytest.fixture(scope="module")
 def f(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     d = tmp_path_factory.mktemp("bad")
-    ckpt = make_checkpoint(d / "model.pt")
-    write_images(d / "imgs", 3)
-    schema, manifest = make_dataset(d / "data", 10)
-    onnx = export_onnx(ckpt, d / "model.onnx", exporter="torchscript").path
-    (d / "rules.yaml").write_text("classes:\n  A: {colour: red}\n  B: {colour: blue}\n")
+    f = cli_files(d, rules="classes:\n  A: {colour: red}\n  B: {colour: blue}\n")
     (d / "a_file.txt").write_text("not a folder\n")
-    (d / "existing.onnx").write_bytes(onnx.read_bytes())
     (d / "report.html").write_text("an earlier report\n")
-    tags = d / "tags.jsonl"
-    assert main(["tag", str(onnx), str(d / "imgs"), "--out", str(tags), "--no-progress", "--device", "cpu"]) == 0
-    return {"dir": d, "ckpt": ckpt, "onnx": onnx, "manifest": manifest, "schema": schema, "tags": tags,
-            "rules": d / "rules.yaml", "file": d / "a_file.txt", "existing": d / "existing.onnx",
-            "report": d / "report.html", "new": d / "new"}
+    (d / "existing.onnx").write_bytes(f["onnx"].read_bytes())
+    return {**f, "file": d / "a_file.txt", "existing": d / "existing.onnx", "report": d / "report.html",
+            "new": d / "new"}
 
 
 Argv = Callable[[dict[str, Path]], list[object]]
