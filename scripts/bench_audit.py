@@ -238,13 +238,28 @@ def run_one(setting: str, seed: int, kind: str, rows: list[dict[str, str]], test
                      fixed_out, truth, dump=folder / f"{kind}-probs.npz")
 
 
+def timing(rows: list[dict[str, str]], schema: Schema, out: Path, args: argparse.Namespace, rep: int
+           ) -> dict[str, Any]:
+    """One ordinary training and one default audit of the same manifest, back to back (a quiet
+    machine's cost, apart from the figures above, which ran beside other work)."""
+    _, noisy, _ = corrupt(rows, schema, "flip10", 0)
+    manifest = write_csv(out / "timing" / "noisy.csv", noisy)
+    t0 = time.perf_counter()
+    attrtag.train(schema, manifest, out / "timing" / "train", overwrite=True, **options(args, 0))
+    t1 = time.perf_counter()
+    result = attrtag.audit(schema, manifest, **options(args, 0))
+    t2 = time.perf_counter()
+    return {"train_seconds": t1 - t0, "audit_seconds": t2 - t1, "method": result.method,
+            "trainings": result.trainings, "labels": len(result.labels)}
+
+
 def plan(args: argparse.Namespace) -> list[tuple[str, int, str]]:
     runs = []
     for seed in args.seeds:
         for setting in args.settings:
-            # flip5-unk50 runs the audit only: its cost is compared with the same seed's flip10 ordinary
-            # training (the same images), and the method choice is made on flip10.
-            kinds = ["noisy", "audit", "dynfull", "clean", "fixed"] if setting == "flip10" else ["audit"]
+            # flip5-unk50 runs the audits only: their cost is compared with the same seed's flip10
+            # ordinary training (the same images).
+            kinds = ["noisy", "audit", "dynfull", "clean", "fixed"] if setting == "flip10" else ["audit", "dynfull"]
             runs += [(setting, seed, k) for k in kinds if k in args.only]
     return runs
 
@@ -265,6 +280,8 @@ def main() -> None:
     ap.add_argument("--settings", nargs="+", choices=list(SETTINGS), default=list(SETTINGS))
     ap.add_argument("--only", nargs="+", default=["clean", "noisy", "audit", "dynfull", "fixed"])
     ap.add_argument("--smoke", action="store_true", help="test_resnet, 32 px, 160 images, 1 epoch, 1 seed")
+    ap.add_argument("--timing", type=int, default=0, metavar="N",
+                    help="also time N back-to-back pairs of one ordinary training and one default audit")
     ap.add_argument("--rescore", action="store_true",
                     help="train nothing: judge the saved probabilities of the runs done with the scorer as it is now")
     args = ap.parse_args()
@@ -293,6 +310,14 @@ def main() -> None:
         with open(done_file, "a") as f:
             f.write(json.dumps(r) + "\n")
         print(f"{setting} seed {seed} {kind}: {time.perf_counter() - t0:.0f} s", flush=True)
+    for rep in range(args.timing):
+        if sum(r["kind"] == "timing" for r in results) > rep:
+            continue
+        r = {"setting": "flip10", "seed": 0, "kind": "timing", "rep": rep, **timing(rows, schema, out, args, rep)}
+        results.append(r)
+        with open(done_file, "a") as f:
+            f.write(json.dumps(r) + "\n")
+        print(f"timing {rep}: train {r['train_seconds']:.0f} s, audit {r['audit_seconds']:.0f} s", flush=True)
     print(tables(results))
 
 
@@ -324,6 +349,12 @@ def tables(results: list[dict[str, Any]]) -> str:
                 label = "AUM (logit margin)" if variant.startswith("aum") else name
                 lines.append(f"| {variant} | {label} | " + " | ".join(cells) + " |")
         lines += _flagged(audits) + _cost(results, setting) + _recovery(results, setting)
+    pairs = [r for r in results if r["kind"] == "timing"]
+    if pairs:
+        lines += ["", "| back to back | ordinary training, s | audit, s | audit / training |", "|---|---|---|---|"]
+        for r in pairs:
+            lines.append(f"| pair {r['rep'] + 1} ({r['method']}, {r['trainings']} trainings) | {r['train_seconds']:.0f} | "
+                         f"{r['audit_seconds']:.0f} | {r['audit_seconds'] / r['train_seconds']:.2f} |")
     return "\n".join(lines)
 
 

@@ -71,7 +71,7 @@ def test_the_csv_parses_and_its_summary_counts_the_rows(cli_audit: dict[str, Any
     scores = [float(r["score"]) for r in rows]
     assert scores == sorted(scores, reverse=True) and all(0.0 <= s <= 1.0 for s in scores)
     meta = json.loads(sidecar(cli_audit["out"]).read_text())
-    assert meta["rows"] == "all" and meta["count"] == len(rows) and meta["method"] == "both"
+    assert meta["rows"] == "all" and meta["count"] == len(rows) and meta["method"] == "oof"
     assert meta["folds"] == 2 and meta["trainings"] == 2 and meta["training"]["backbone"] == "test_resnet"
     checked = {g["group"]: g["checked"] for g in meta["groups"]}
     assert checked == {g: sum(r["group"] == g for r in rows) for g in ("colour", "band", "marks")}
@@ -79,7 +79,7 @@ def test_the_csv_parses_and_its_summary_counts_the_rows(cli_audit: dict[str, Any
 
 def test_api_writes_the_suspects_as_jsonl(planted: dict[str, Any], tmp_path: Path) -> None:
     out = tmp_path / "suspects.jsonl"
-    result = attrtag.audit(planted["schema"], planted["manifest"], out, method="oof", **TINY_API)
+    result = attrtag.audit(planted["schema"], planted["manifest"], out, method="both", **TINY_API)
     lines = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(lines) == len(result.suspects) and all(x.flagged for x in result.suspects)
     assert lines == read_audit(out).rows
@@ -89,4 +89,4 @@ def test_api_writes_the_suspects_as_jsonl(planted: dict[str, Any], tmp_path: Pat
     assert {x["path"] for x in lines if x["group"] == "colour"} <= planted["planted"]
     s = {g.group: g for g in result.summary}
     assert s["colour"].flagged == sum(x["group"] == "colour" for x in lines)
-    assert 0 < s["colour"].estimated_error_rate < 0.5 and result.method == "oof" and result.trainings == 2
+    assert 0 < s["colour"].estimated_error_rate < 0.5 and result.method == "both" and result.trainings == 2

@@ -26,7 +26,7 @@ def _audit(*extra: object, out: str = "new.csv") -> Argv:
 CASES: list[tuple[str, Argv, str]] = [
     ("manifest-missing", _audit("--manifest", "nope"), "nope.csv: manifest not found"),
     ("schema-missing", _audit("--schema", "nope"), "nope.csv"),
-    ("method", _audit("--method", "vote"), "--method vote: not one of both, oof, dynamics"),
+    ("method", _audit("--method", "vote"), "--method vote: not one of oof, both, dynamics"),
     ("rank-by", _audit("--rank-by", "entropy"), "--rank-by entropy: not one of self_confidence, normalized_margin"),
     ("folds-1", _audit("--folds", 1), "--folds 1: must be at least 2"),
     ("out-folder", _audit("--out", "folder"), "is a folder; name a file in it"),

@@ -30,7 +30,7 @@ def audit(
     manifest: str | os.PathLike | Manifest,
     out: str | os.PathLike | None = None,
     *,
-    method: str = "both",
+    method: str = "oof",
     folds: int = 2,
     rank_by: str = "self_confidence",
     all_labels: bool = False,
@@ -50,7 +50,7 @@ def audit(
         schema: the schema (file or :class:`Schema`).
         manifest: the labelled images (file or :class:`Manifest`).
         out: write the suspects here (``.csv`` or ``.jsonl``, and its ``.audit.json`` summary).
-        method: ``both`` (default), ``oof`` or ``dynamics``.
+        method: ``oof`` (default), ``both`` or ``dynamics`` (see :mod:`attrtag.auditing.run`).
         folds: K, the out-of-fold trainings (at least 2; ``dynamics`` trains once whatever K is).
         rank_by: ``self_confidence`` (``1 - p(given)``, default) or ``normalized_margin``.
         all_labels: write every checked label, not only the flagged ones.

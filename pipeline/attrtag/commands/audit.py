@@ -14,10 +14,11 @@ _DESCRIPTION = """\
 Find the labels of a manifest that are likely wrong. Each given label (an exclusive group's value,
 or a multi-label value known present or absent) is scored with a prediction the model did not fit
 on that image: K trainings of the model you would train (--folds, default 2: each on half the
-images, about the cost of one ordinary training), each predicting the fold it held out, together
-with what each training saw while it trained (--method both, the default; oof or dynamics alone).
-A label is a suspect when another value is confidently the image's (confident learning, per-value
-thresholds). Unknown labels are never scored: filling them is label completion's job.
+images, about the cost of one ordinary training), each predicting the fold it held out (--method
+oof, the default; both adds what each training saw while it trained, dynamics trains once and
+uses that alone). A label is a suspect when another value is confidently and more probably the
+image's (confident learning, per-value thresholds). Unknown labels are never scored: filling them
+is label completion's job.
 
 Writes the suspects, most suspect first, to --out (.csv or .jsonl; format: datasets/AUDIT.md) with
 the summary per group beside it (FILE.audit.json), and prints that summary. Every row of the
@@ -57,7 +58,7 @@ def register(sub: Any) -> None:
     p.add_argument("--manifest", required=True, help="CSV or JSONL manifest of images and labels")
     p.add_argument("--out", required=True, metavar="FILE", help="the suspects: FILE.csv or FILE.jsonl")
     p.add_argument("--overwrite", action="store_true", help="replace --out (and its summary) when it exists")
-    p.add_argument("--method", default="both", help="both (default), oof or dynamics: what the scores come from")
+    p.add_argument("--method", default="oof", help="oof (default), both or dynamics: what the scores come from")
     p.add_argument("--folds", type=int, default=2, metavar="K",
                    help="out-of-fold trainings, each on (K-1)/K of the images (default 2, at least 2)")
     p.add_argument("--rank-by", default="self_confidence",
