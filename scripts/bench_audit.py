@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 import attrtag
-from attrtag.auditing.run import chosen_probs
+from attrtag.auditing.run import DEFAULT_METHOD, chosen_probs
 from attrtag.auditing.scores import score_labels
 from attrtag.data.manifest import read_manifest
 from attrtag.evaluation.evaluate import compute_metrics, predict
@@ -150,16 +150,36 @@ def judge_arrays(probs: np.ndarray, given: np.ndarray, changed: np.ndarray, rank
             "cleanlab_flagged_recall": _ratio(hit[peer].sum(), k)}
 
 
+def _refix(out: Path, seed: int, z: Any, rows: list[dict[str, str]], schema: Schema,
+           results: list[dict[str, Any]]) -> None:
+    clean, noisy, changed = corrupt(rows, schema, "flip10", seed)
+    paths = [r["path"] for r in noisy]  # flip10 leaves every row labelled: the audit's samples, in order
+    assert len(paths) == len(z[f"given/{FLIPPED[0]}"])
+    truth = {"clean": {r["path"]: r for r in clean}, "noisy": {r["path"]: r for r in noisy}}
+    probs = {g: (z[f"oof/{g}"] + z[f"dynamics/{g}"]) / 2 if DEFAULT_METHOD == "both" else z[f"{DEFAULT_METHOD}/{g}"]
+             for g in FLIPPED}
+    target = out / f"flip10-s{seed}" / "fixed.csv"
+    before = target.read_text() if target.exists() else None
+    write_fixed(target, paths, probs, {g: z[f"given/{g}"] for g in FLIPPED}, changed, truth)
+    if target.read_text() != before:
+        results[:] = [r for r in results if not (r["kind"] == "fixed" and r["seed"] == seed)]
+
+
 def _ratio(a: Any, b: Any) -> float:
     return float(a) / float(b) if b else 0.0
 
 
-def rescore(out: Path, results: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Judge every audit run again from its saved probabilities with the scorer as it is now."""
-    for r in results:
+def rescore(out: Path, results: list[dict[str, Any]], rows: list[dict[str, str]], schema: Schema
+            ) -> list[dict[str, Any]]:
+    """Judge every audit run again from its saved probabilities with the scorer as it is now, and
+    write flip10's fixed manifests again from the default method's ranking (a "fixed" run whose
+    manifest changed is dropped, so that the next run trains it again)."""
+    for r in list(results):  # _refix may drop "fixed" runs from results
         if r["kind"] not in ("audit", "dynfull"):
             continue
         z = np.load(out / f"{r['setting']}-s{r['seed']}" / f"{r['kind']}-probs.npz")
+        if r["kind"] == "audit" and r["setting"] == "flip10":
+            _refix(out, r["seed"], z, rows, schema, results)
         variants = {"dynamics-full": "dynamics"} if r["kind"] == "dynfull" else \
             {"oof": "oof", "dynamics-half": "dynamics", "both": "both"}
         for name, source in variants.items():
@@ -212,15 +232,25 @@ def audit_run(noisy: Path, schema: Schema, changed: dict[str, set[str]], args: a
         row[name] = judge(result, probs, changed, schema)
         row[f"{name}/margin"] = judge(result, probs, changed, schema, rank_by="normalized_margin")
     row["aum-half" if method != "dynamics" else "aum-full"] = aum_judge(result, changed, schema)
-    if fixed_out is not None:  # the default ranking's top-k of each group set back to the truth
-        fixed = {p: dict(r) for p, r in truth["noisy"].items()}
-        for g in FLIPPED:
-            mine = [x for x in result.labels if x.group == g]
-            k = sum(x.path in changed[g] for x in mine)
-            for x in mine[:k]:
-                fixed[x.path][g] = truth["clean"][x.path][g]
-        write_csv(fixed_out, list(fixed.values()))
+    if fixed_out is not None:
+        given = {g: np.array([s.labels[schema.group_index(g)] for s in result.samples]) for g in FLIPPED}
+        write_fixed(fixed_out, [s.path for s in result.samples], chosen_probs(preds, DEFAULT_METHOD), given,
+                    changed, truth)
     return row
+
+
+def write_fixed(out: Path, paths: list[str], probs: dict[str, np.ndarray], given: dict[str, np.ndarray],
+                changed: dict[str, set[str]], truth: dict[str, dict[str, dict[str, str]]]) -> None:
+    """The noisy manifest with the default method's top-k suspects of each group set back to the truth."""
+    fixed = {p: dict(r) for p, r in truth["noisy"].items()}
+    for g in FLIPPED:
+        keep = np.flatnonzero((given[g] >= 0) & ~np.isnan(probs[g]).any(1))
+        s = score_labels(probs[g][keep], given[g][keep])
+        order = keep[np.lexsort((np.arange(len(keep)), -s.score))]
+        k = sum(paths[i] in changed[g] for i in keep)
+        for i in order[:k]:
+            fixed[paths[i]][g] = truth["clean"][paths[i]][g]
+    write_csv(out, list(fixed.values()))
 
 
 def run_one(setting: str, seed: int, kind: str, rows: list[dict[str, str]], test: Path, schema: Schema,
@@ -296,7 +326,7 @@ def main() -> None:
     done_file = out / "results.jsonl"
     results = [json.loads(line) for line in done_file.read_text().splitlines()] if done_file.exists() else []
     if args.rescore:
-        results = rescore(out, results)
+        results = rescore(out, results, rows, schema)
         done_file.write_text("".join(json.dumps(r) + "\n" for r in results))
         print(tables(results))
         return
@@ -359,10 +389,10 @@ def tables(results: list[dict[str, Any]]) -> str:
 
 
 def _flagged(audits: list[dict[str, Any]]) -> list[str]:
-    rs = [r["both"] for r in audits if "both" in r]
+    rs = [r[DEFAULT_METHOD] for r in audits if DEFAULT_METHOD in r]
     if not rs:
         return []
-    out = ["", "| flagged set (both) | " + " | ".join(FLIPPED) + " |", "|---|" + "---|" * len(FLIPPED)]
+    out = ["", f"| flagged set ({DEFAULT_METHOD}) | " + " | ".join(FLIPPED) + " |", "|---|" + "---|" * len(FLIPPED)]
     for key, name in (("flagged", "flagged labels"), ("flagged_precision", "precision"), ("flagged_recall", "recall"),
                       ("cleanlab_flagged", "cleanlab flagged"),
                       ("estimated_error_rate", "estimated error rate"), ("true_error_rate", "true error rate"),

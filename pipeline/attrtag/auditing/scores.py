@@ -16,15 +16,15 @@ absent, present), :func:`score_labels` gives
   because a model is less sure of rare values on every image, right or wrong). A label is
   flagged when another value is confidently the image's (the most probable of those that are)
   **and** more probable than the given value. Confident learning alone flags every label whose
-  image some other value clears its threshold on; with the benchmark's weak models that was 2 to
-  4 times the labels changed, at half the precision (``scripts/README.md``, *Label audit*);
+  image some other value clears its threshold on; with the benchmark's weak models that was 3 to
+  5 times the labels changed, at precision 0.16 to 0.30 (``scripts/README.md``, *Label audit*);
 - the **suggested** value: the confident value of a flagged label, else the most probable value
   other than the given one;
 - the **estimated number of errors**: the confident joint (given value x confident value, the
   flagged labels off the diagonal, every other label with a confident value on it) calibrated so
   that each row holds as many images as carry that given value; its off-diagonal mass (cleanlab's
-  calibrated estimate, with the stricter rule). Measured: within 1.2 points of the truth where
-  the model is good (masterCategory), twice it where the model is weak (gender).
+  calibrated estimate, with the stricter rule). Measured: within 2 points of the truth where
+  the model is good (masterCategory), 2 to 4 times it where the model is weak (gender).
 """
 from __future__ import annotations
 
