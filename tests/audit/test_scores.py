@@ -85,3 +85,28 @@ def test_unknown_labels_and_images_without_a_prediction_are_not_scored() -> None
     assert [x.score for x in labels] == sorted((x.score for x in labels), reverse=True)
     m = {x.value + x.path: x for x in labels if x.group == "m"}
     assert (m["yp1"].label, m["yp1"].suggested, m["yp1"].p_label) == ("absent", "present", pytest.approx(0.8))
+
+
+def test_planted_multi_label_errors_rank_first_and_nothing_else_is_flagged() -> None:
+    # 30 images, 3 marks each known present/absent; a model right about the truth, with noise; three
+    # given states flipped (two present -> absent, one absent -> present), the rest unknown on some.
+    rng = np.random.default_rng(7)
+    schema = Schema.from_dict({"m": {"kind": "multi", "values": ["dot", "bar", "ring"]}})
+    truth = rng.random((30, 3)) < 0.4
+    probs = np.where(truth, rng.uniform(0.75, 0.95, truth.shape), rng.uniform(0.05, 0.25, truth.shape))
+    given = truth.astype(int)
+    planted = {(2, 0), (11, 1), (23, 2)}
+    for i, v in planted:
+        given[i, v] = 1 - given[i, v]
+    unknown = rng.random(given.shape) < 0.2
+    unknown[[i for i, _ in planted], [v for _, v in planted]] = False
+    samples = [Sample(f"p{i}", (), multi={"m": tuple(-1 if unknown[i, v] else int(given[i, v]) for v in range(3))})
+               for i in range(30)]
+    labels, summary = score_manifest(schema, samples, {"m": probs})
+    values = ["dot", "bar", "ring"]
+    top = {(int(x.path[1:]), values.index(x.value)) for x in labels[:3]}
+    assert top == planted
+    # Flagged: a subset, since confident learning needs the other state above its class's mean confidence.
+    flagged = {(int(x.path[1:]), values.index(x.value)) for x in labels if x.flagged}
+    assert flagged and flagged <= planted
+    assert summary[0].checked == int((~unknown).sum())  # every known state checked, no unknown one
