@@ -76,7 +76,15 @@ def _is_probability(p: Any) -> bool:
 
 
 def _is_distribution(probs: Any, values: frozenset[str]) -> bool:
-    return type(probs) is dict and probs.keys() <= values and all(map(_is_probability, probs.values()))
+    # Builtins over the whole mapping, not a call per value (reading 100k records spent 0.5 s
+    # here): text or None raise TypeError (the full check then names it), NaN fails total == total.
+    if type(probs) is not dict or not probs.keys() <= values:
+        return False
+    if not probs:
+        return True
+    found = probs.values()
+    total = sum(found)
+    return total == total and min(found) >= 0.0 and max(found) <= 1.0
 
 
 def check_record(rec: TagRecord, layout: RecordLayout) -> None:
