@@ -37,6 +37,15 @@ def draw(colour: str, shape: str, band: str, size: int = 40, seed: int = 0) -> I
     return img
 
 
+def write_csv(path: Path, rows: list[dict[str, Any]]) -> Path:
+    """``rows`` as a CSV manifest at ``path`` (columns: the first row's keys, in order)."""
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    return path
+
+
 def make_dataset(root: Path, n: int = 120, *, missing: float = 0.3, seed: int = 0) -> tuple[Path, Path]:
     """Write ``n`` images, a manifest with ``missing`` of the labels blanked, and the schema."""
     rnd = random.Random(seed)
@@ -47,11 +56,7 @@ def make_dataset(root: Path, n: int = 120, *, missing: float = 0.3, seed: int = 
         draw(c, s, b, seed=i).save(root / "img" / f"{i:04d}.png")
         cells = {g: (v if rnd.random() >= missing else rnd.choice(["", "NA"])) for g, v in (("colour", c), ("shape", s), ("band", b))}
         rows.append({"path": f"img/{i:04d}.png", **cells, "split": "val" if i % 5 == 0 else "train"})
-    manifest = root / "manifest.csv"
-    with open(manifest, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=["path", "colour", "shape", "band", "split"])
-        w.writeheader()
-        w.writerows(rows)
+    manifest = write_csv(root / "manifest.csv", rows)
     schema = root / "schema.yaml"
     schema.write_text(SCHEMA_YAML)
     return schema, manifest
@@ -124,11 +129,7 @@ def make_multilabel_dataset(root: Path, n: int = 120, *, missing: float = 0.3, s
         else:
             cells["marks"] = "|".join(m for m in MARKS if m in marks) or "[]"
         rows.append({"path": f"img/{i:04d}.png", **cells, "split": "val" if i % 5 == 0 else "train"})
-    manifest = root / "manifest.csv"
-    with open(manifest, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=["path", "colour", "shape", "band", "marks", "split"])
-        w.writeheader()
-        w.writerows(rows)
+    manifest = write_csv(root / "manifest.csv", rows)
     schema = root / "schema.yaml"
     schema.write_text(MULTI_SCHEMA_YAML)
     return schema, manifest

@@ -1,7 +1,6 @@
 """A hand-made manifest with planted wrong labels, and one audit of it shared by the tests."""
 from __future__ import annotations
 
-import csv
 import random
 from pathlib import Path
 from typing import Any
@@ -10,7 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-COLOURS = {"red": (220, 40, 40), "green": (40, 190, 60), "blue": (40, 60, 220)}
+from tests.helpers import COLOURS, write_csv
+
 MARKS = ("dot", "bar")
 SCHEMA_YAML = "groups:\n  colour: [red, green, blue]\n  band: [top, bottom]\n  marks: {kind: multi, values: [dot, bar]}\n"
 #: The images whose colour label is planted wrong (another colour than the one they show).
@@ -54,11 +54,7 @@ def make_planted(root: Path, n: int = 64) -> dict[str, Any]:
         rows.append({"path": path, "colour": "" if i % 9 == 0 and i not in PLANTED else given,
                      "band": "" if i % 4 == 0 else band, "marks": "" if i % 5 == 0 else cell,
                      "split": "val" if i % 6 == 0 else "train"})
-    manifest = root / "manifest.csv"
-    with open(manifest, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=["path", "colour", "band", "marks", "split"])
-        w.writeheader()
-        w.writerows(rows)
+    manifest = write_csv(root / "manifest.csv", rows)
     schema = root / "schema.yaml"
     schema.write_text(SCHEMA_YAML)
     planted = {str((root / f"img/{i:03d}.png").resolve()) for i in PLANTED}

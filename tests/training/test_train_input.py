@@ -18,7 +18,7 @@ from attrtag.model import load_checkpoint
 from attrtag.schema import Schema
 from attrtag.training.config import TrainConfig
 from attrtag.training.run import NOT_VALIDATED, prepare_run
-from tests.helpers import run_cli
+from tests.helpers import run_cli, write_csv
 
 FAST = ["--backbone", "test_resnet", "--image-size", "32", "--batch-size", "16", "--max-steps-per-epoch", "2",
         "--workers", "0", "--device", "cpu"]
@@ -62,11 +62,7 @@ def write_manifest(tiny_data: tuple[Path, Path], path: Path, edit: Any, n: int =
     for r in rows:
         r["path"] = str(tiny_data[1].parent / r["path"])
     rows = edit(rows) or rows
-    with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
-    return path
+    return write_csv(path, rows)
 
 
 def one_error_line(rc: int, err: str) -> str:
