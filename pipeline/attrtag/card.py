@@ -13,6 +13,8 @@ predicts and how to feed it, so that nothing is typed in by hand at inference ti
   it is known in (present or absent);
 * ``value_thresholds``: each multi-label value's decision threshold, chosen on the val split
   (:mod:`attrtag.evaluation.thresholds`);
+* ``temperatures``: each group's temperature, fitted on the val split (optional;
+  :mod:`attrtag.runtime.temperature`): every predictor applies them, so probabilities are calibrated;
 * ``calibration``: a zero-shot calibration chosen on labelled data (optional);
 * ``training``: the options the weights were learnt with (optional; ``TrainConfig.learning_options``:
   loss, EMA, logit adjustment, label completion, group balance), so an exported file says too.
@@ -28,6 +30,7 @@ Torch-free: the ONNX tagging path reads cards without torch.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field, replace
 from typing import Any, Mapping
 
@@ -47,7 +50,8 @@ DEFAULT_THRESHOLD = 0.5
 #: Prefix of the card's entries in ONNX ``metadata_props``.
 METADATA_PREFIX = "attrtag."
 _REQUIRED = ("schema", "preprocessing", "backbone")
-_OPTIONAL = ("precision", "rules", "label_counts", "label_totals", "value_thresholds", "calibration", "training")
+_OPTIONAL = ("precision", "rules", "label_counts", "label_totals", "value_thresholds", "temperatures", "calibration",
+             "training")
 
 
 @dataclass(frozen=True)
@@ -67,6 +71,9 @@ class ModelCard:
         label_totals: ``{multi-label group: [images each value is known in]}``, or None.
         value_thresholds: ``{"groups": {group: {value: threshold}}, ...}`` of the multi-label
             groups (and how they were chosen), or None (every value decided at 0.5).
+        temperatures: ``{"groups": {group: T}, "fitted_on": ...}``: each group's temperature
+            (T > 0), or None (every group at T = 1: raw probabilities). Thresholds of a
+            multi-label group apply to its probabilities at this temperature.
     """
 
     schema: Schema
@@ -79,6 +86,7 @@ class ModelCard:
     training: Mapping[str, Any] | None = None
     label_totals: Mapping[str, tuple[int, ...]] | None = None
     value_thresholds: Mapping[str, Any] | None = None
+    temperatures: Mapping[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
@@ -92,6 +100,8 @@ class ModelCard:
                     )
         if self.value_thresholds is not None:
             self._check_value_thresholds()
+        if self.temperatures is not None:
+            self._check_temperatures()
 
     @property
     def decision_thresholds(self) -> dict[str, tuple[float, ...]]:
@@ -100,6 +110,22 @@ class ModelCard:
         chosen = (self.value_thresholds or {}).get("groups", {})
         return {g.name: tuple(float(chosen.get(g.name, {}).get(v, DEFAULT_THRESHOLD)) for v in g.values)
                 for g in self.schema.multi}
+
+    @property
+    def group_temperatures(self) -> dict[str, float]:
+        """``{group: T}`` of the groups the card has a temperature for (the others are at T = 1)."""
+        return {str(g): float(t) for g, t in (self.temperatures or {}).get("groups", {}).items()}
+
+    def _check_temperatures(self) -> None:
+        chosen = (self.temperatures or {}).get("groups")
+        if not isinstance(chosen, Mapping):
+            raise CheckpointError("temperatures: 'groups' must map each group to its temperature T > 0")
+        for group, t in chosen.items():
+            if group not in self.schema:
+                raise CheckpointError(f"temperatures: '{group}' is not a group of the schema "
+                                      f"({', '.join(self.schema.names)})")
+            if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t) or t <= 0:
+                raise CheckpointError(f"temperatures of '{group}': {t!r} is not a temperature (a finite number > 0)")
 
     def _check_value_thresholds(self) -> None:
         chosen = (self.value_thresholds or {}).get("groups", {})
@@ -135,6 +161,8 @@ class ModelCard:
             d["label_totals"] = {g: [int(c) for c in v] for g, v in self.label_totals.items()}
         if self.value_thresholds is not None:
             d["value_thresholds"] = _plain(self.value_thresholds)
+        if self.temperatures is not None:
+            d["temperatures"] = _plain(self.temperatures)
         if self.calibration is not None:
             d["calibration"] = _plain(self.calibration)
         if self.training is not None:
@@ -165,7 +193,8 @@ class ModelCard:
             raise CheckpointError(f"{source}: 'preprocessing' must be a mapping, got {type(prep).__name__}")
         if not isinstance(backbone, str):
             raise CheckpointError(f"{source}: 'backbone' must be a string, got {backbone!r}")
-        for key in ("rules", "label_counts", "label_totals", "value_thresholds", "calibration", "training"):
+        for key in ("rules", "label_counts", "label_totals", "value_thresholds", "temperatures", "calibration",
+                    "training"):
             if d.get(key) is not None and not isinstance(d[key], Mapping):
                 raise CheckpointError(f"{source}: '{key}' must be a mapping, got {type(d[key]).__name__}")
         counts, totals = d.get("label_counts"), d.get("label_totals")
@@ -180,6 +209,7 @@ class ModelCard:
             training=d.get("training"),
             label_totals=None if totals is None else {str(g): tuple(int(c) for c in v) for g, v in totals.items()},
             value_thresholds=d.get("value_thresholds"),
+            temperatures=d.get("temperatures"),
         )
 
     def to_metadata(self) -> dict[str, str]:

@@ -29,6 +29,7 @@ def open_predictor(
     trt_cache_dir: str | Path | None = None,
     threads: int | None = None,
     kind: str | None = None,
+    calibrated: bool = True,
 ) -> Predictor:
     """Load an exported ``.onnx`` model or a training checkpoint for inference.
 
@@ -43,6 +44,8 @@ def open_predictor(
         trt_cache_dir: TensorRT engine cache folder (default ``~/.cache/attrtag/trt``).
         threads: CPU threads for inference (default: the backend's own choice).
         kind: :func:`.model_file.model_kind` of the file when the caller has read it already.
+        calibrated: apply the per-group temperatures the model card stores (the default);
+            False: the raw probabilities.
 
     Returns:
         A :class:`Predictor`.
@@ -58,8 +61,9 @@ def open_predictor(
         from .onnx_backend import OnnxModel  # lazy: this path must not import torch
 
         return OnnxModel(
-            path, device=device, batch_size_hint=batch_size_hint, trt_cache_dir=trt_cache_dir, threads=threads
+            path, device=device, batch_size_hint=batch_size_hint, trt_cache_dir=trt_cache_dir, threads=threads,
+            calibrated=calibrated,
         )
     from .torch_backend import TorchPredictor
 
-    return TorchPredictor.from_checkpoint(path, device=device, threads=threads)
+    return TorchPredictor.from_checkpoint(path, device=device, threads=threads, calibrated=calibrated)

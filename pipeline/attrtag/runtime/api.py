@@ -60,6 +60,8 @@ class Predictor(Protocol):
             Runtime provider names (``["CUDAExecutionProvider", "CPUExecutionProvider"]``) or
             ``["torch:cuda:0"]``.
         rules: ``card.rules``: class rules embedded in the model, or ``None``.
+        temperatures: ``{group: T}`` the outputs are calibrated with (the card's, unless opened
+            with ``calibrated=False``; empty: raw probabilities).
     """
 
     card: ModelCard
@@ -68,6 +70,7 @@ class Predictor(Protocol):
     placement: Placement
     providers: list[str]
     rules: Any
+    temperatures: dict[str, float]
 
     def __call__(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         """``[B, 3, H, W]`` float32 -> ``{group: [B, n_group] float32}``."""

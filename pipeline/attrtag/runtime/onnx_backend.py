@@ -25,6 +25,7 @@ from ..errors import AttrtagError, CheckpointError, DeviceUnavailableError, firs
 from ..schema import Schema
 from .api import Placement, check_batch, empty_output, parse_device
 from .ort_cache import CachedGraph, lookup_graph
+from .temperature import apply_temperatures
 from .onnx_file import OnnxFormatError, read_metadata_and_outputs
 
 if TYPE_CHECKING:  # only for annotations: neither is needed to import this module
@@ -57,6 +58,7 @@ class OnnxModel:
         batch_size_hint: usual batch size; TensorRT gets an optimisation profile for batches
             1..hint, and larger batches are run in chunks of it.
         trt_fp16: let TensorRT build float16 kernels (default: when the model is fp16).
+        calibrated: apply the card's per-group temperatures (False: the raw probabilities).
 
     Raises:
         CheckpointError: missing file or not an attrtag model.
@@ -69,6 +71,7 @@ class OnnxModel:
         preprocessing: how to build the input rows (``card.preprocessing``).
         rules: embedded class rules or ``None``.
         placement: where it really runs (read back from the session).
+        temperatures: ``{group: T}`` applied to the outputs (empty: raw probabilities).
         providers: the providers the session really uses, best first.
         input_name: the graph input (``image``).
     """
@@ -83,6 +86,7 @@ class OnnxModel:
         threads: int | None = None,
         batch_size_hint: int | None = None,
         trt_fp16: bool | None = None,
+        calibrated: bool = True,
     ) -> None:
         ort = _import_onnxruntime()
         self.path = Path(path)
@@ -90,6 +94,7 @@ class OnnxModel:
         self.schema = self.card.schema
         self.preprocessing = self.card.preprocessing
         self.rules = self.card.rules
+        self.temperatures: dict[str, float] = self.card.group_temperatures if calibrated else {}
         self.batch_size_hint = int(batch_size_hint) if batch_size_hint else None
         if self.batch_size_hint is not None and self.batch_size_hint < 1:
             raise AttrtagError(f"`batch_size` must be at least 1, got {batch_size_hint}")
@@ -250,7 +255,7 @@ class OnnxModel:
             batch: float32 ``[B, 3, H, W]``, rows made by :attr:`preprocessing`.
 
         Returns:
-            ``{group: [B, n_group] float32}`` in schema order.
+            ``{group: [B, n_group] float32}`` in schema order, at :attr:`temperatures`.
         """
         batch = check_batch(batch, self.preprocessing)
         if batch.shape[0] == 0:
@@ -258,7 +263,8 @@ class OnnxModel:
         step = self.batch_size_hint if self.placement.device == "tensorrt" and self.batch_size_hint else batch.shape[0]
         parts = [self._run(batch[i : i + step]) for i in range(0, batch.shape[0], step)]
         outs = parts[0] if len(parts) == 1 else [np.concatenate(cols) for cols in zip(*parts)]
-        return {name: np.asarray(o, dtype=np.float32) for name, o in zip(self.output_names, outs)}
+        probs = {name: np.asarray(o, dtype=np.float32) for name, o in zip(self.output_names, outs)}
+        return apply_temperatures(probs, self.schema, self.temperatures) if self.temperatures else probs
 
     def _run(self, batch: np.ndarray) -> list[np.ndarray]:
         if self._use_io_binding:

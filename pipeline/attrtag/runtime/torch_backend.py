@@ -16,6 +16,7 @@ from ..card import ModelCard
 from ..errors import DeviceUnavailableError
 from ..model import AttributeModel, ProbabilityModel, load_model
 from .api import Placement, check_batch, empty_output, parse_device
+from .temperature import apply_temperatures
 
 _logger = logging.getLogger(__name__)
 
@@ -45,13 +46,18 @@ class TorchPredictor:
         model: the grouped model (logits per group); its ``card`` describes it.
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
         threads: ``torch.set_num_threads`` (process-wide) when given.
+        calibrated: apply the card's per-group temperatures (False: the raw probabilities, as
+            validation needs them to fit new ones).
     """
 
-    def __init__(self, model: AttributeModel, *, device: str = "auto", threads: int | None = None) -> None:
+    def __init__(self, model: AttributeModel, *, device: str = "auto", threads: int | None = None,
+                 calibrated: bool = True) -> None:
         self.card: ModelCard = model.card
         self.schema = self.card.schema
         self.preprocessing = self.card.preprocessing
         self.rules = self.card.rules
+        #: ``{group: T}`` applied to the outputs (empty: raw probabilities).
+        self.temperatures: dict[str, float] = self.card.group_temperatures if calibrated else {}
         self.device = torch_device(device)
         if threads:
             torch.set_num_threads(int(threads))
@@ -67,13 +73,14 @@ class TorchPredictor:
         _logger.info("PyTorch runs the model on %s", self.device)
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, *, device: str = "auto", threads: int | None = None) -> "TorchPredictor":
+    def from_checkpoint(cls, path: str | Path, *, device: str = "auto", threads: int | None = None,
+                        calibrated: bool = True) -> "TorchPredictor":
         """Load a checkpoint written by ``attrtag train``."""
         torch_device(device)  # fail on the device before reading a large checkpoint
-        return cls(load_model(path), device=device, threads=threads)
+        return cls(load_model(path), device=device, threads=threads, calibrated=calibrated)
 
     def __call__(self, batch: np.ndarray) -> dict[str, np.ndarray]:
-        """``[B, 3, H, W]`` float32 -> ``{group: [B, n_group] float32}`` in schema order."""
+        """``[B, 3, H, W]`` float32 -> ``{group: [B, n_group] float32}`` in schema order, at :attr:`temperatures`."""
         batch = check_batch(batch, self.preprocessing)
         if batch.shape[0] == 0:
             return empty_output(self.schema)
@@ -86,7 +93,8 @@ class TorchPredictor:
                     probs = self._net(x)
             else:
                 probs = self._net(x.to(self.device))
-        return {name: p.float().cpu().numpy() for name, p in zip(self.schema.names, probs)}
+        out = {name: p.float().cpu().numpy() for name, p in zip(self.schema.names, probs)}
+        return apply_temperatures(out, self.schema, self.temperatures) if self.temperatures else out
 
     def __repr__(self) -> str:
         return f"TorchPredictor({self.card.backbone!r}, providers={self.providers})"

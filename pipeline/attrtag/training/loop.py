@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Collection, Iterable
 
@@ -37,7 +37,9 @@ from ..evaluation.evaluate import compute_metrics, predict, val_loss
 from ..evaluation.metrics import GroupMetrics, summary_score
 from ..errors import AttrtagError
 from ..evaluation.multilabel import MultiLabelMetrics, choose_thresholds
+from ..evaluation.temperature import fit_temperatures, group_eces
 from ..model import save_checkpoint
+from ..runtime.temperature import apply_temperatures
 from ..runtime.torch_backend import TorchPredictor
 from ..schema import Schema
 from .completion import curriculum_threshold, fill_labels
@@ -202,25 +204,32 @@ def _fill(run: TrainingRun, x: torch.Tensor, y: torch.Tensor) -> Filled | None:
 def validate(run: TrainingRun, row: dict[str, Any]) -> list[Any]:
     """Score the val split with the model as it is now (its EMA with ``--ema``); adds ``val_*`` figures to ``row``.
 
-    A schema with multi-label groups also gets each value's threshold chosen on these images
-    (:func:`attrtag.evaluation.multilabel.choose_thresholds`), stored in the model card, so the
-    checkpoint of this epoch carries the thresholds of its own weights.
+    Each group's temperature is fitted on these images' raw probabilities
+    (:func:`attrtag.evaluation.temperature.fit_temperatures`) and stored in the model card, then a
+    schema with multi-label groups gets each value's threshold chosen on the calibrated
+    probabilities (:func:`attrtag.evaluation.multilabel.choose_thresholds`), so the checkpoint of
+    this epoch carries the temperatures and thresholds of its own weights. ``val_ece/<group>`` is
+    the calibration error after temperature; accuracy and F1 do not depend on it (T keeps the argmax).
     """
     row["val_images"] = len(run.val_samples)
     if not run.val_samples:
         return []
     if run.predictor is None:  # once: it wraps the live weights (and says where it runs once, not per epoch)
-        run.predictor = TorchPredictor(run.output, device=str(run.device))
+        # Raw probabilities: the card's temperatures are last epoch's, and these images refit them.
+        run.predictor = TorchPredictor(run.output, device=str(run.device), calibrated=False)
     run.output.eval()  # training switched it back to train mode
     part = predict(run.predictor, val_shard(run.val_samples, run.dist), batch_size=run.cfg.batch_size * 2,
                    workers=run.cfg.workers)
     preds = gather_predictions(part, run.val_samples, run.dist)  # every val image once, in order
-    if run.schema.multi:
-        chosen = choose_thresholds(run.schema, preds.probs, preds.targets,
-                                   chosen_on=f"the val split, {len(preds.samples)} images, epoch {row['epoch']}")
+    where = f"the val split, {len(preds.samples)} images, epoch {row['epoch']}"
+    row["val_loss"] = val_loss(run.schema, preds)  # the model's own loss, as train_loss is: before temperature
+    run.model.card = run.model.card.replace(
+        temperatures=fit_temperatures(run.schema, preds.probs, preds.targets, fitted_on=where))
+    preds = replace(preds, probs=apply_temperatures(preds.probs, run.schema, run.model.card.group_temperatures))
+    if run.schema.multi:  # thresholds apply to calibrated probabilities, so they are chosen on them
+        chosen = choose_thresholds(run.schema, preds.probs, preds.targets, chosen_on=where)
         run.model.card = run.model.card.replace(value_thresholds=chosen)
     metrics = compute_metrics(run.schema, preds, run.model.card.decision_thresholds)
-    row["val_loss"] = val_loss(run.schema, preds)
     for m in metrics:
         if isinstance(m, MultiLabelMetrics):
             row[f"val_map/{m.group}"] = m.mean_ap
@@ -229,6 +238,9 @@ def validate(run: TrainingRun, row: dict[str, Any]) -> list[Any]:
             row[f"val_acc/{m.group}"] = m.accuracy
         row[f"val_f1/{m.group}"] = m.macro_f1
         row[f"val_n/{m.group}"] = m.labelled
+    for group, ece in group_eces(run.schema, preds.probs, preds.targets).items():
+        if ece is not None:
+            row[f"val_ece/{group}"] = ece
     row["val_score"] = summary_score(metrics)
     return metrics
 

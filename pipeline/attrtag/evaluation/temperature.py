@@ -1,0 +1,163 @@
+"""Fitting each group's temperature on labelled images, and measuring calibration (ECE).
+
+Temperature scaling (Guo et al. 2017) fits one T > 0 per group by minimising the negative
+log-likelihood of the labelled images; the NLL is convex in 1/T, so it has one minimum along
+``log T`` and a golden-section search over ``[MIN_T, MAX_T]`` finds it without gradients.
+Everything works from probabilities (:mod:`attrtag.runtime.temperature` recovers the logits),
+so an ONNX model is refitted as a checkpoint is. Numpy only.
+
+The expected calibration error is the top-label ECE of Guo et al. with :data:`BINS` equal-width
+bins over the labelled images: per bin, |accuracy - mean confidence| weighted by the bin's share.
+For a multi-label group it is the same over every known (image, value) pair with the value's
+probability as the confidence and its presence as the outcome (the reliability of each value's
+probability, all values pooled).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import numpy as np
+
+from ..runtime.temperature import apply_temperature, probs_to_logits
+from ..schema import Schema
+
+__all__ = ["BINS", "Reliability", "apply_temperature", "expected_calibration_error", "fit_temperature",
+           "fit_temperatures", "reliability"]
+
+#: The search range of a temperature: beyond it a model is not mis-calibrated but broken (or perfect).
+MIN_T, MAX_T = 0.05, 20.0
+#: Equal-width confidence bins of the ECE (Guo et al. use 15).
+BINS = 15
+_GOLDEN = (math.sqrt(5.0) - 1.0) / 2.0
+
+
+def _labelled(probs: np.ndarray, targets: np.ndarray, multi: bool) -> tuple[np.ndarray, np.ndarray]:
+    """The labelled part: ``(probs rows, target per row)`` (exclusive) or ``(p, 0/1)`` per known pair (multi)."""
+    probs, targets = np.asarray(probs), np.asarray(targets)
+    if multi:
+        known = targets >= 0
+        return probs[known], targets[known]
+    keep = targets >= 0
+    return probs[keep], targets[keep]
+
+
+def _nll(logits: np.ndarray, y: np.ndarray, temperature: float, multi: bool) -> float:
+    z = logits / temperature
+    if multi:  # binary cross-entropy with logits, stable for large |z|
+        return float(np.mean(np.logaddexp(0.0, z) - y * z))
+    z = z - z.max(axis=1, keepdims=True)
+    log_norm = np.log(np.exp(z).sum(axis=1))
+    return float(np.mean(log_norm - z[np.arange(len(y)), y]))
+
+
+def fit_temperature(probs: np.ndarray, targets: np.ndarray, *, multi: bool) -> float:
+    """The one temperature of a group that minimises the NLL of its labelled images.
+
+    Args:
+        probs: ``[N, n]`` raw probabilities of the group.
+        targets: ``[N]`` value indices (exclusive) or ``[N, n]`` 0/1 per value (multi-label);
+            -1 = no label, left out.
+        multi: the group is multi-label.
+
+    Returns:
+        T in ``[MIN_T, MAX_T]``; 1.0 without labelled images.
+    """
+    p, y = _labelled(probs, targets, multi)
+    if len(y) == 0:
+        return 1.0
+    logits = probs_to_logits(p, multi=multi)
+    y = y.astype(np.float64) if multi else y.astype(np.int64)
+    lo, hi = math.log(MIN_T), math.log(MAX_T)
+    a, b = hi - _GOLDEN * (hi - lo), lo + _GOLDEN * (hi - lo)
+    fa, fb = _nll(logits, y, math.exp(a), multi), _nll(logits, y, math.exp(b), multi)
+    while hi - lo > 1e-5:  # about 30 steps: T to 1e-5 relative
+        if fa <= fb:
+            hi, b, fb = b, a, fa
+            a = hi - _GOLDEN * (hi - lo)
+            fa = _nll(logits, y, math.exp(a), multi)
+        else:
+            lo, a, fa = a, b, fb
+            b = lo + _GOLDEN * (hi - lo)
+            fb = _nll(logits, y, math.exp(b), multi)
+    return float(math.exp((lo + hi) / 2))
+
+
+@dataclass(frozen=True)
+class Reliability:
+    """What a reliability diagram draws: per confidence bin, its mean confidence, accuracy and count.
+
+    Attributes:
+        edges: ``BINS + 1`` bin edges from 0 to 1.
+        confidence: mean confidence per bin (NaN where empty).
+        accuracy: accuracy (exclusive) or share of positives (multi-label) per bin (NaN where empty).
+        counts: images (pairs) per bin.
+        ece: the expected calibration error (None without labels).
+    """
+
+    edges: np.ndarray
+    confidence: np.ndarray
+    accuracy: np.ndarray
+    counts: np.ndarray
+    ece: float | None
+
+
+def reliability(probs: np.ndarray, targets: np.ndarray, *, multi: bool, bins: int = BINS) -> Reliability:
+    """Per-bin confidence, accuracy and count, and the ECE, over the labelled images (see the module docstring)."""
+    p, y = _labelled(probs, targets, multi)
+    if multi:
+        conf, hit = p.astype(np.float64), y.astype(np.float64)
+    else:
+        conf = p.max(axis=1).astype(np.float64) if len(y) else np.zeros(0)
+        hit = (p.argmax(axis=1) == y).astype(np.float64) if len(y) else np.zeros(0)
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    # Bins are (lo, hi], the first [0, hi]: a confidence of exactly 1 falls in the last bin.
+    which = np.clip(np.searchsorted(edges, conf, side="left") - 1, 0, bins - 1)
+    counts = np.bincount(which, minlength=bins)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean_conf = np.bincount(which, conf, minlength=bins) / counts
+        accuracy = np.bincount(which, hit, minlength=bins) / counts
+    ece = float(np.nansum(counts * np.abs(accuracy - mean_conf)) / counts.sum()) if counts.sum() else None
+    return Reliability(edges, mean_conf, accuracy, counts, ece)
+
+
+def expected_calibration_error(probs: np.ndarray, targets: np.ndarray, *, multi: bool, bins: int = BINS) -> float | None:
+    """The ECE over the labelled images (pairs for a multi-label group); None without labels."""
+    return reliability(probs, targets, multi=multi, bins=bins).ece
+
+
+def group_targets(schema: Schema, targets: np.ndarray) -> dict[str, np.ndarray]:
+    """Each group's targets from :class:`~attrtag.evaluation.evaluate.Predictions` rows: ``[N]`` or ``[N, n]``."""
+    out: dict[str, np.ndarray] = {}
+    for j, g in enumerate(schema.groups):
+        out[g.name] = targets[:, schema.multi_slices[g.name]] if g.multi else targets[:, j]
+    return out
+
+
+def fit_temperatures(schema: Schema, probs: Mapping[str, np.ndarray], targets: np.ndarray, *,
+                     fitted_on: str = "") -> dict[str, Any]:
+    """Every labelled group's temperature, as a model card's ``temperatures`` entry.
+
+    Args:
+        schema: the model's schema.
+        probs: ``{group: [N, n]}`` raw probabilities (a predictor opened with ``calibrated=False``).
+        targets: ``[N, W]`` target rows (:attr:`attrtag.schema.Schema.multi_slices`), -1 = no label.
+        fitted_on: the images, in words (stored with the temperatures).
+
+    Returns:
+        ``{"groups": {group: T}, "fitted_on": ...}``; a group without labels is left out (T = 1).
+    """
+    per_group = group_targets(schema, targets)
+    groups = {}
+    for g in schema.groups:
+        if (per_group[g.name] >= 0).any():
+            groups[g.name] = round(fit_temperature(probs[g.name], per_group[g.name], multi=g.multi), 6)
+    return {"groups": groups, "fitted_on": fitted_on}
+
+
+
+def group_eces(schema: Schema, probs: Mapping[str, np.ndarray], targets: np.ndarray) -> dict[str, float | None]:
+    """Each group's ECE over its labelled images (None for a group without labels)."""
+    per_group = group_targets(schema, targets)
+    return {g.name: expected_calibration_error(probs[g.name], per_group[g.name], multi=g.multi) for g in schema.groups}
