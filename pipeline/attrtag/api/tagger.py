@@ -276,8 +276,8 @@ def load(
             used is an error, never a silent CPU run.
         rules: class rules (file, :class:`~attrtag.zeroshot.rules.Rules`, dict); None: the
             model's own if any; False: none. With rules, records get class fields.
-        priors, calibration: apply the training label priors / the calibration (``attrtag
-            calibrate``, only for the rules it was chosen for) that the model stores.
+        priors, calibration: apply the training label priors / the calibration the model stores:
+            each group's temperature, and the zero-shot constant (for the rules it was chosen for).
         top_k: keep only the ``k`` most probable values in ``<group>_probs``.
         thresholds: when an exclusive group is ``uncertain``, when a multi-label value is
             present (overriding the model's): :mod:`attrtag.tagging.thresholds`.
@@ -286,8 +286,7 @@ def load(
         batch_size: images per model call.
         workers, worker_kind, threads: decode workers (``thread`` or ``process``) and model
             threads (default: :func:`attrtag.runtime.threads.plan_threads`).
-        max_pixels: larger images are refused as decompression bombs.
-        trt_cache_dir: TensorRT engine cache folder.
+        max_pixels, trt_cache_dir: the decompression-bomb limit; the TensorRT engine cache folder.
         engine: ``local`` (this process), ``ray`` or :class:`~attrtag.tagging.ray_engine.Ray`.
         warn: called with each warning about the rules and options (default: logged).
     """
@@ -296,13 +295,14 @@ def load(
     kind, sha256 = model_kind(model), _hash_in_background(model)  # a file that is no model fails here, saying so
     local = None if options is not None else _open_local(
         model, kind, device=device, workers=workers, worker_kind=worker_kind, threads=threads,
-        batch_size=batch_size, trt_cache_dir=trt_cache_dir)
+        batch_size=batch_size, trt_cache_dir=trt_cache_dir, calibrated=calibration)
     card = local.predictor.card if local is not None else read_card(model, kind=kind)
     classes = class_scoring(card, rules, priors=priors, calibration=calibration, top_k=class_top_k,
                             unknown_threshold=unknown_threshold, overrides=overrides,
                             name=os.path.basename(model), warn=warn or _log_warning)
     uncertain, decide = split_thresholds(thresholds, card.schema, card.decision_thresholds)
-    layout = RecordLayout(card.schema, top_k=top_k, thresholds=uncertain, classes=classes, value_thresholds=decide)
+    layout = RecordLayout(card.schema, top_k=top_k, thresholds=uncertain, classes=classes, value_thresholds=decide,
+                          temperatures=card.group_temperatures if calibration else {})  # as the predictor applies
     runner = local or _ray_engine(model, options, backend="torch" if kind == CHECKPOINT else "onnx", device=device,
                                   workers=workers, threads=threads)
     return Tagger(model, card, layout, runner, batch_size=batch_size, max_pixels=max_pixels or DEFAULT_MAX_PIXELS,
@@ -319,10 +319,11 @@ def _hash_in_background(model: str | os.PathLike) -> Future[str]:
 
 
 def _open_local(model: str | os.PathLike, kind: str, *, device: str, workers: int | None, worker_kind: str,
-                threads: int | None, batch_size: int, trt_cache_dir: Any) -> LocalEngine:
+                threads: int | None, batch_size: int, trt_cache_dir: Any, calibrated: bool) -> LocalEngine:
     """The model opened in this process, beside its decode workers (the CPUs split between them)."""
     predictor, split = open_with_thread_plan(model, device=device, workers=workers, threads=threads, kind=kind,
-                                             batch_size_hint=batch_size, trt_cache_dir=trt_cache_dir)
+                                             batch_size_hint=batch_size, trt_cache_dir=trt_cache_dir,
+                                             calibrated=calibrated)
     _logger.info("%d decode threads, %d model threads", split.decode_workers, split.model_threads)
     return LocalEngine(predictor, workers=split.decode_workers, worker_kind=worker_kind)
 

@@ -107,7 +107,7 @@ def classify(
         name=carrier.name, rules_source=(inherit.source if inherit else "") or f"{tags} header", warn=warn,
     )
     assert classes is not None  # rules given, or the header's
-    layout = RecordLayout(old.schema, thresholds=old.thresholds, classes=classes)
+    layout = RecordLayout(old.schema, thresholds=old.thresholds, classes=classes, temperatures=old.temperatures)
     if carrier.warning:  # said once the run is known to go on: a bad rule is then the only line
         warn(carrier.warning)
     named = _write_rescored(out, OutputMeta(layout, found.model, found.model_sha256), chunks, old, fmt=fmt)

@@ -42,12 +42,14 @@ def add_class_options(p: argparse.ArgumentParser, *, defaults_from: str = "") ->
     )
 
 
-def add_scoring_options(p: argparse.ArgumentParser, *, source: str = "the model") -> None:
-    """Add ``--no-priors`` and ``--no-calibration``: turn off what travels with the model."""
+def add_scoring_options(p: argparse.ArgumentParser, *, source: str = "the model", temperatures: bool = False) -> None:
+    """Add ``--no-priors`` and ``--no-calibration``: turn off what travels with the model
+    (``temperatures``: the command runs the model, so the flag also gives raw probabilities)."""
     p.add_argument("--no-priors", action="store_true",
                    help=f"do not divide class scores by the training label priors stored in {source}")
+    raw = "; nor the per-group temperatures: the records get the model's raw probabilities" if temperatures else ""
     p.add_argument("--no-calibration", action="store_true",
-                   help=f"do not apply the calibration stored in {source} (attrtag calibrate)")
+                   help=f"do not apply the zero-shot calibration stored in {source} (attrtag calibrate){raw}")
 
 
 def parse_overrides(specs: Sequence[str]) -> dict[str, str]:

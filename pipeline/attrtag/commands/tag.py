@@ -26,10 +26,12 @@ also gets 'class' (best class, or 'unknown' below --unknown-threshold), 'class_p
 to the best class's score). --no-rules skips embedded rules. 'attrtag classify' re-scores a finished
 output with other rules or --set interventions without running the model.
 
-What travels with the model is applied to class scores by default, and a note says so: the
-training label priors (--no-priors turns them off) and the calibration stored by 'attrtag
-calibrate' (--no-calibration), the latter only with the rules it was chosen for (other rules get
-a warning and no calibration).
+What travels with the model is applied by default: each group's temperature, fitted on the val
+split when the model was trained (or by 'attrtag calibrate --temperature'), so the probabilities
+are calibrated; and to class scores, with a note that says so, the training label priors
+(--no-priors turns them off) and the zero-shot calibration stored by 'attrtag calibrate', the
+latter only with the rules it was chosen for (other rules get a warning and no calibration).
+--no-calibration turns off both calibrations: the records then hold the model's raw probabilities.
 
 Resumable: rerun the same command after a crash or kill and the images already in --out are
 skipped, the rest appended. An output made by another model, schema, --top-k, --threshold or
@@ -86,7 +88,7 @@ def register(sub: Any) -> None:
                        "(default: the rules embedded in the model, if any)")
     rules.add_argument("--no-rules", action="store_true", help="ignore rules embedded in the model")
     add_class_options(p)
-    add_scoring_options(p)
+    add_scoring_options(p, temperatures=True)
     p.add_argument("--threads", type=int, help="model runtime threads (default: the CPUs the decode workers leave "
                    "for a .pt checkpoint, all CPUs for ONNX Runtime, 1 on a GPU)")
     p.add_argument("--trt-cache-dir", help="TensorRT engine cache folder (ONNX models on a GPU)")

@@ -122,7 +122,8 @@ def reliability(probs: np.ndarray, targets: np.ndarray, *, multi: bool, bins: in
     return Reliability(edges, mean_conf, accuracy, counts, ece)
 
 
-def expected_calibration_error(probs: np.ndarray, targets: np.ndarray, *, multi: bool, bins: int = BINS) -> float | None:
+def expected_calibration_error(probs: np.ndarray, targets: np.ndarray, *, multi: bool,
+                               bins: int = BINS) -> float | None:
     """The ECE over the labelled images (pairs for a multi-label group); None without labels."""
     return reliability(probs, targets, multi=multi, bins=bins).ece
 

@@ -168,8 +168,10 @@ class TagWorker:
         Raises:
             AttrtagError: the model cannot be opened, or its schema is not ``layout``'s.
         """
+        # Calibrated as the driver's layout says (its header records the temperatures applied).
         self.predictor, split = open_with_thread_plan(
-            model_path, device=device, workers=workers, threads=threads, batch_size_hint=batch_size
+            model_path, device=device, workers=workers, threads=threads, batch_size_hint=batch_size,
+            calibrated=bool(layout.temperatures),
         )
         self.predictor.schema.check_same(layout.schema, what=f"{model_path} is not the model this run was set up for")
         self.layout, self.max_pixels = layout, max_pixels

@@ -75,6 +75,8 @@ class OutputMeta:
             "thresholds": {g: t for g, t in self.layout.threshold_items()},
             "classes": classes.to_dict() if classes is not None else None,
             **({"value_thresholds": self.layout.value_threshold_items()} if self.layout.schema.multi else {}),
+            # Only when applied: a header without them reads as before (raw probabilities).
+            **({"temperatures": dict(self.layout.temperatures)} if self.layout.temperatures else {}),
         }
 
     @classmethod
@@ -94,6 +96,7 @@ class OutputMeta:
                 thresholds={str(g): float(t) for g, t in (d.get("thresholds") or {}).items()},
                 classes=ClassScoring.from_dict(classes, schema, source=source) if classes is not None else None,
                 value_thresholds={g: tuple(float(values[g][v]) for v in schema[g].values) for g in values},
+                temperatures={str(g): float(t) for g, t in (d.get("temperatures") or {}).items()},
             )
             return cls(layout, str(d["model"]), str(d["model_sha256"]))
         except (KeyError, TypeError, ValueError, SchemaError) as err:
@@ -124,6 +127,7 @@ class OutputMeta:
             ("`top_k`", found.layout.top_k, self.layout.top_k),
             ("`thresholds`", dict(found.layout.thresholds), dict(self.layout.thresholds)),
             ("value `thresholds`", found.layout.value_threshold_items(), self.layout.value_threshold_items()),
+            ("temperatures", dict(found.layout.temperatures), dict(self.layout.temperatures)),
         ):
             if old != new:
                 raise OutputMismatchError(f"{source} was written with {what} {old}, this run uses {new}; {fix}")

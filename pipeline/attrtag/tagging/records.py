@@ -69,6 +69,9 @@ class RecordLayout:
         value_thresholds: multi-label group -> each value's decision threshold, in value order
             (a value is present when its probability reaches it); a group not given decides
             every value at :data:`attrtag.card.DEFAULT_THRESHOLD`.
+        temperatures: group -> the temperature the probabilities were calibrated with by the
+            predictor (:attr:`attrtag.runtime.Predictor.temperatures`; empty: raw probabilities).
+            Recorded in the output header: records of one file are all calibrated alike.
     """
 
     schema: Schema
@@ -76,6 +79,7 @@ class RecordLayout:
     thresholds: Mapping[str, float] = field(default_factory=dict)
     classes: ClassScoring | None = None
     value_thresholds: Mapping[str, tuple[float, ...]] = field(default_factory=dict)
+    temperatures: Mapping[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.top_k is not None and (isinstance(self.top_k, bool) or self.top_k < 1):
@@ -90,6 +94,9 @@ class RecordLayout:
                 raise OutputError(f"`thresholds` {g}={t}: '{g}' is a multi-label group, so a threshold decides its "
                                   "values (value thresholds), not whether it is uncertain")
         self._check_value_thresholds()
+        for g, t in self.temperatures.items():
+            if g not in self.schema or not (isinstance(t, (int, float)) and math.isfinite(t) and t > 0):
+                raise OutputError(f"temperatures {g}={t}: not a group of the schema with a temperature > 0")
         for g in self.schema:
             for name in (g.name, *g.values):
                 if any(c in name for c in "\r\n"):
