@@ -145,4 +145,5 @@ def test_evaluate_takes_an_onnx_file_and_agrees_with_its_checkpoint(tiny_data: t
     by_onnx = attrtag.evaluate(report.path, manifest, split="val", workers=0, device="cpu", out=tmp_path / "eval")
     assert [(m.group, m.labelled, m.accuracy) for m in by_onnx.metrics] == \
            [(m.group, m.labelled, m.accuracy) for m in by_pt.metrics]
-    assert by_onnx.report["json"].is_file() and set(by_onnx.report) == {"json", "colour", "shape", "band"}
+    groups = {"colour", "shape", "band"}
+    assert by_onnx.report["json"].is_file() and set(by_onnx.report) == {"json", *groups, *(f"reliability/{g}" for g in groups)}

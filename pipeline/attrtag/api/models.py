@@ -139,7 +139,7 @@ def evaluate(
         priors: divide class scores by the model's training label priors.
         class_column: the manifest column with each image's class.
         unseen: the unseen classes (default: those without train-split images).
-        out: write ``metrics.json`` and confusion matrices into this folder.
+        out: write ``metrics.json``, confusion matrices and reliability diagrams into this folder.
         device: where the model runs.
         batch_size: images per model call.
         workers: decoding threads.
@@ -154,7 +154,8 @@ def evaluate(
     if out is not None:
         _check_new(Path(out) / "metrics.json", overwrite, what="out", folder=Path(out))
 
-    predictor = model if isinstance(model, Predictor) else open_predictor(model, device=device)
+    # Raw probabilities out of the model: the report has the ECE of both (evaluation applies the card's temperatures).
+    predictor = model if isinstance(model, Predictor) else open_predictor(model, device=device, calibrated=False)
     if not isinstance(manifest, Manifest):
         manifest = read_manifest(manifest, predictor.schema, skip_bad=skip_bad_rows)
     classes = _classes(predictor.card, rules, priors=priors, name=_name(model), warn=warn)
@@ -164,7 +165,7 @@ def evaluate(
         extra = report_extra(result, model=_name(model, full=True), manifest=manifest, class_column=class_column,
                              rules=None if rules is None else str(rules) if isinstance(rules, (str, os.PathLike))
                              else "rules")
-        result.report = write_report(out, predictor.schema, result.metrics, extra=extra)
+        result.report = write_report(out, predictor.schema, result.metrics, extra=extra, calibration=result.calibration)
     return result
 
 

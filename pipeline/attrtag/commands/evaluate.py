@@ -1,4 +1,4 @@
-"""``attrtag evaluate``: per-group accuracy, macro-F1, label counts and confusion matrices.
+"""``attrtag evaluate``: per-group accuracy, macro-F1, label counts, confusion matrices and calibration.
 
 The model is a training checkpoint or an exported ``.onnx`` file (which runs on ONNX Runtime,
 without torch).
@@ -6,6 +6,12 @@ without torch).
 Held-out images by default: the test split when the manifest has one, else val; training images
 only with ``--split train`` or ``--split all``, and the printout and report say which images were
 scored. The report also lists the options the model was trained with (its card's ``training``).
+
+Calibration: each group's expected calibration error (ECE, 15 bins; for a multi-label group over
+every known image-value pair) with the raw probabilities and at the temperature the model card
+stores (fitted on the val split during training, or by 'attrtag calibrate --temperature'), and
+a reliability diagram per group (reliability_<group>.png). The other figures use the calibrated
+probabilities, as 'attrtag tag' writes them.
 
 With ``--rules R`` and a manifest with a class column, also zero-shot class accuracy (see
 :mod:`attrtag.zeroshot.evaluation`): ZSL top-1/top-5 over the unseen classes and GZSL seen/unseen/H,
@@ -71,11 +77,30 @@ def run(args: argparse.Namespace) -> int:
     if preds.failed:
         print(f"warning: {len(preds.failed)} image(s) could not be decoded; listed in the report")
     print(format_metrics(result.metrics))
+    print(format_calibration(result.calibration))
     if result.zero_shot is not None:
         title = f"zero-shot classes ({args.rules}; {result.zero_shot_note})"
         print(format_zero_shot(result.zero_shot, title=title, flags=FLAGS))
-    print(f"report: {result.report['json']} (+ {len(result.report) - 1} confusion matrix PNG(s) in {out})")
+    figures = sum(1 for k in result.report if k.startswith("reliability/"))
+    print(f"report: {result.report['json']} (+ {len(result.report) - 1 - figures} confusion matrix PNG(s) and "
+          f"{figures} reliability diagram(s) in {out})")
     return 0
+
+
+def format_calibration(groups: Any) -> str:
+    """Each group's temperature and ECE raw / calibrated (:class:`attrtag.evaluation.temperature.GroupCalibration`)."""
+    def ece(x: float | None) -> str:
+        return "n/a" if x is None else f"{x:.4f}"
+
+    width = max([5, *(len(c.group) for c in groups)])
+    lines = [f"calibration (ECE over {groups[0].raw.counts.size if groups else 15} confidence bins):",
+             f"  {'group':<{width}}  {'T':>7}  {'ECE raw':>8}  {'ECE calibrated':>14}  {'over':>6}"]
+    for c in groups:
+        lines.append(f"  {c.group:<{width}}  {c.temperature:>7.3f}  {ece(c.raw.ece):>8}  {ece(c.calibrated.ece):>14}  "
+                     f"{c.labelled:>6}")
+    lines.append("  (T: the temperature the model stores, 1 = none; over: labelled images, or image-value pairs of a "
+                 "multi-label group)")
+    return "\n".join(lines)
 
 
 def describe_training(options: Mapping[str, Any] | None) -> str:

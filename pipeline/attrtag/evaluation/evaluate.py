@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
@@ -25,6 +25,7 @@ from ..zeroshot.evaluation import ZeroShotReport, evaluate_splits, seen_and_unse
 from ..zeroshot.scoring import ClassScoring
 from .metrics import GroupMetrics, group_metrics
 from .multilabel import MultiLabelMetrics, multilabel_metrics
+from .temperature import GroupCalibration, calibration_report, raw_and_calibrated
 
 _logger = logging.getLogger(__name__)
 
@@ -161,6 +162,7 @@ class Evaluation:
     training: dict[str, Any] | None = None  # the learning options the model card records
     report: dict[str, Path] = field(default_factory=dict)  # what write_report wrote, when asked to
     zero_shot_note: str = ""  # which images and scoring the zero-shot figures come from, in words
+    calibration: list[GroupCalibration] = field(default_factory=list)  # ECE raw / at the card's temperatures
 
 
 def choose_split(manifest: Manifest, split: str | None) -> tuple[list[Sample], str, str, bool]:
@@ -217,6 +219,8 @@ def evaluate(
 ) -> Evaluation:
     """Per-group metrics on one split, and with ``classes`` the zero-shot figures.
 
+    Every figure is computed on the probabilities at the card's temperatures (what tagging
+    writes); ``result.calibration`` also has each group's ECE with the raw probabilities.
     Zero-shot figures are computed on the test split with the calibration chosen on val
     (every row, uncalibrated, when the manifest has no split column), scored as tagging scores
     them (:func:`attrtag.zeroshot.scoring.class_scoring`: label priors, and the model's stored
@@ -247,11 +251,15 @@ def evaluate(
     # One pass over every image either report needs.
     every = predict(predictor, [s for s in manifest.samples if id(s) in wanted], batch_size=batch_size,
                     workers=workers, progress=progress)
-    preds = every.take(samples) if zs_samples else every
-    recorded = predictor.card.training
-    metrics = compute_metrics(predictor.schema, preds, predictor.card.decision_thresholds)
-    result = Evaluation(metrics, preds, split, note=note,
-                        includes_training=includes_training, training=None if recorded is None else dict(recorded))
+    card = predictor.card
+    raw, calibrated = raw_and_calibrated(every.probs, card.schema, predictor.temperatures, card.group_temperatures)
+    raw_every, every = replace(every, probs=raw), replace(every, probs=calibrated)
+    preds, raw_preds = (every.take(samples), raw_every.take(samples)) if zs_samples else (every, raw_every)
+    metrics = compute_metrics(predictor.schema, preds, card.decision_thresholds)
+    result = Evaluation(metrics, preds, split, note=note, includes_training=includes_training,
+                        training=None if card.training is None else dict(card.training),
+                        calibration=calibration_report(card.schema, raw_preds.probs, preds.probs, preds.targets,
+                                                       card.group_temperatures))
     if classes is not None:
         result.zero_shot = _zero_shot(every.take(zs_samples), manifest, classes, class_column, unseen)
         where = "test split, gamma chosen on val" if manifest.has_splits else "all rows, no calibration"
@@ -324,18 +332,20 @@ def _zero_shot_samples(manifest: Manifest, column: str, unseen: Sequence[str] | 
 
 
 def write_report(
-    out_dir: str | Path, schema: Schema, metrics: list[Any], *, extra: dict[str, Any] | None = None
+    out_dir: str | Path, schema: Schema, metrics: list[Any], *, extra: dict[str, Any] | None = None,
+    calibration: Sequence[GroupCalibration] = (),
 ) -> dict[str, Path]:
-    """Write ``metrics.json`` and one figure per labelled group into ``out_dir``: a confusion
-    matrix of an exclusive group, per-value AP and F1 of a multi-label group.
+    """Write ``metrics.json`` and figures per labelled group into ``out_dir``: a confusion matrix
+    of an exclusive group, per-value AP and F1 of a multi-label group, and with ``calibration``
+    (:attr:`Evaluation.calibration`) a reliability diagram, raw and at the group's temperature.
 
     Returns:
-        ``{"json": path, <group>: png_path, ...}``; without matplotlib (the ``train`` extra)
-        only the JSON, and a warning says so.
+        ``{"json": path, <group>: png_path, "reliability/<group>": png_path, ...}``; without
+        matplotlib (the ``train`` extra) only the JSON, and a warning says so.
     """
     try:
-        from .plots import plot_confusion, plot_values  # matplotlib only when a report is written
-        plots: Any = (plot_confusion, plot_values)
+        from .plots import plot_confusion, plot_reliability, plot_values  # matplotlib only when a report is written
+        plots: Any = (plot_confusion, plot_values, plot_reliability)
     except ImportError:
         _logger.warning("figures not drawn: matplotlib is not installed (pip install 'attrtag[train]')")
         plots = None
@@ -343,13 +353,19 @@ def write_report(
     out_dir.mkdir(parents=True, exist_ok=True)
     written: dict[str, Path] = {}
     groups = []
+    by_group = {c.group: c for c in calibration}
     for m in metrics:
         d = m.to_dict(schema[m.group].values)
+        cal = by_group.get(m.group)
+        d.update(cal.to_dict() if cal is not None else {})
         if m.labelled == 0:
             d["note"] = "no labels for this group in the evaluated images"
         elif plots is not None:
             written[m.group] = _figure(plots, m, schema, out_dir)
             d["figure_png" if isinstance(m, MultiLabelMetrics) else "confusion_png"] = written[m.group].name
+            if cal is not None and cal.labelled:
+                written[f"reliability/{m.group}"] = plots[2](cal, out_dir / f"reliability_{m.group}.png")
+                d["reliability_png"] = written[f"reliability/{m.group}"].name
         groups.append(d)
     payload = {"groups": groups, **(extra or {})}
     path = out_dir / "metrics.json"
@@ -359,7 +375,7 @@ def write_report(
 
 
 def _figure(plots: Any, m: Any, schema: Schema, out_dir: Path) -> Path:
-    plot_confusion, plot_values = plots
+    plot_confusion, plot_values, _ = plots
     if isinstance(m, MultiLabelMetrics):
         v = m.values
         return plot_values([x.value for x in v], [x.ap for x in v], [x.f1 for x in v], [x.positives for x in v],

@@ -88,3 +88,33 @@ def plot_values(names: Sequence[str], ap: Sequence[float | None], f1: Sequence[f
     ax.set_title(title, fontsize=9)
     _save(fig, path)
     return path
+
+
+def plot_reliability(cal: Any, path: str | Path) -> Path:
+    """A group's reliability diagram (:class:`~attrtag.evaluation.temperature.GroupCalibration`):
+    per confidence bin, accuracy against mean confidence, raw and at the group's temperature,
+    over the diagonal a calibrated model follows; the bars behind show how many images each bin holds."""
+    path = Path(path)
+    fig, ax = plt.subplots(figsize=(4.5, 4.2))
+    edges = cal.raw.edges
+    counts = ax.twinx()  # bin sizes behind the curves, so an empty or tiny bin is seen for what it is
+    width = (edges[1] - edges[0]) * 0.4
+    counts.bar(edges[:-1] + width, cal.raw.counts, width, color="0.85", label="images (raw)")
+    counts.bar(edges[:-1] + 2 * width, cal.calibrated.counts, width, color="0.7", label="images (calibrated)")
+    counts.set_ylabel("images per bin", fontsize=8)
+    counts.legend(fontsize=7, loc="lower right")
+    ax.set_zorder(counts.get_zorder() + 1)
+    ax.patch.set_visible(False)
+    ax.plot([0, 1], [0, 1], ls="--", color="0.4", lw=1)
+    for rel, name, style in ((cal.raw, "raw", "o-"), (cal.calibrated, f"T = {cal.temperature:.3g}", "s-")):
+        seen = rel.counts > 0
+        ece = "n/a" if rel.ece is None else f"{rel.ece:.3f}"
+        ax.plot(rel.confidence[seen], rel.accuracy[seen], style, ms=4, label=f"{name} (ECE {ece})")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("confidence (mean per bin)")
+    ax.set_ylabel("accuracy (multi-label: share present)")
+    ax.legend(fontsize=8, loc="upper left")
+    ax.set_title(f"{cal.group}  (n={cal.labelled}, {len(edges) - 1} bins)", fontsize=9)
+    _save(fig, path)
+    return path

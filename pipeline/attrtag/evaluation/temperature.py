@@ -20,11 +20,12 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from ..runtime.temperature import apply_temperature, probs_to_logits
+from ..runtime.temperature import apply_temperature, apply_temperatures, probs_to_logits
 from ..schema import Schema
 
-__all__ = ["BINS", "Reliability", "apply_temperature", "expected_calibration_error", "fit_temperature",
-           "fit_temperatures", "reliability"]
+__all__ = ["BINS", "GroupCalibration", "Reliability", "apply_temperature", "calibration_report",
+           "expected_calibration_error", "fit_temperature", "fit_temperatures", "group_eces", "raw_and_calibrated",
+           "reliability"]
 
 #: The search range of a temperature: beyond it a model is not mis-calibrated but broken (or perfect).
 MIN_T, MAX_T = 0.05, 20.0
@@ -162,3 +163,55 @@ def group_eces(schema: Schema, probs: Mapping[str, np.ndarray], targets: np.ndar
     """Each group's ECE over its labelled images (None for a group without labels)."""
     per_group = group_targets(schema, targets)
     return {g.name: expected_calibration_error(probs[g.name], per_group[g.name], multi=g.multi) for g in schema.groups}
+
+
+@dataclass(frozen=True)
+class GroupCalibration:
+    """One group's calibration before and after its temperature (what ``attrtag evaluate`` reports).
+
+    Attributes:
+        group: the group.
+        temperature: the card's temperature (1.0: none stored, raw = calibrated).
+        raw: reliability of the raw probabilities.
+        calibrated: reliability at the temperature.
+    """
+
+    group: str
+    temperature: float
+    raw: Reliability
+    calibrated: Reliability
+
+    @property
+    def labelled(self) -> int:
+        """Labelled images (known image-value pairs for a multi-label group) the ECE is over."""
+        return int(self.raw.counts.sum())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"temperature": self.temperature, "ece_raw": self.raw.ece, "ece_calibrated": self.calibrated.ece,
+                "ece_bins": len(self.raw.counts), "ece_over": self.labelled}
+
+
+def raw_and_calibrated(probs: Mapping[str, np.ndarray], schema: Schema, applied: Mapping[str, float],
+                       temperatures: Mapping[str, float]) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """The raw probabilities and those at ``temperatures``, from a predictor's output.
+
+    Args:
+        probs: the predictor's output, at the temperatures it ``applied`` (``predictor.temperatures``).
+        schema: the model's schema.
+        applied: ``{group: T}`` already in ``probs`` (undone with 1 / T: scaling composes).
+        temperatures: ``{group: T}`` to calibrate with (the card's).
+    """
+    raw = apply_temperatures(probs, schema, {g: 1.0 / t for g, t in applied.items()}) if applied else dict(probs)
+    if dict(temperatures) == dict(applied):
+        return raw, dict(probs)
+    return raw, apply_temperatures(raw, schema, temperatures)
+
+
+def calibration_report(schema: Schema, raw: Mapping[str, np.ndarray], calibrated: Mapping[str, np.ndarray],
+                       targets: np.ndarray, temperatures: Mapping[str, float]) -> list[GroupCalibration]:
+    """Each group's :class:`GroupCalibration`, in schema order."""
+    per_group = group_targets(schema, targets)
+    return [GroupCalibration(g.name, float(temperatures.get(g.name, 1.0)),
+                             reliability(raw[g.name], per_group[g.name], multi=g.multi),
+                             reliability(calibrated[g.name], per_group[g.name], multi=g.multi))
+            for g in schema.groups]
