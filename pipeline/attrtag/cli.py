@@ -51,6 +51,7 @@ FLAGS: dict[str, str] = {
     "image_size": "--image-size", "resume": "--resume", "ema=True": "--ema", "sync_bn=True": "--sync-bn",
     "resume=True": "--resume", "crop_mode": "--crop-mode", "epochs": "--epochs", "lr": "--lr",
     "weight_decay": "--weight-decay", "warmup_epochs": "--warmup-epochs", "min_lr_ratio": "--min-lr-ratio",
+    "layer_decay": "--layer-decay", "head_epochs": "--head-epochs",
     "label_smoothing": "--label-smoothing", "group_weights": "--group-weight", "loss": "--loss",
     "drop_rate": "--drop-rate", "seed": "--seed", "val_fraction": "--val-fraction",
     "max_steps_per_epoch": "--max-steps-per-epoch", "ema_decay": "--ema-decay", "logit_adjust": "--logit-adjust",

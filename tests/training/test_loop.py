@@ -68,6 +68,7 @@ RESUME_OPTIONS = {
                                                          group_balance="log", class_weights=True),
     "sigmoid+ema+hard completion+logit adjustment": dict(COMPLETE, complete="hard", loss="sigmoid_bce",
                                                          logit_adjust=0.5),
+    "layer decay+head epochs": dict(layer_decay=0.5, head_epochs=1.0),
 }
 
 

@@ -10,7 +10,7 @@ import logging
 from typing import Any
 
 from ..errors import AttrtagError
-from ..training.config import COMPLETIONS, GROUP_BALANCES, LOSSES, TrainConfig
+from ..training.config import COMPLETIONS, FINETUNE, GROUP_BALANCES, LOSSES, TrainConfig
 
 
 def register(sub: Any) -> None:
@@ -41,6 +41,12 @@ def register(sub: Any) -> None:
     p.add_argument("--warmup-epochs", type=float)
     p.add_argument("--min-lr-ratio", type=float, metavar="R",
                    help=f"the cosine ends at lr * R (default {D.min_lr_ratio})")
+    p.add_argument("--layer-decay", type=float, metavar="D",
+                   help="fine-tuning: each backbone layer learns at lr * D**(depth from the top), the head at lr "
+                        f"(timm's layer-wise decay; default {FINETUNE['layer_decay']:g} with --pretrained, else 1 = off)")
+    p.add_argument("--head-epochs", type=float, metavar="E",
+                   help="fine-tuning: only the head learns for the first E epochs, then the backbone warms up "
+                        f"(default {FINETUNE['head_epochs']:g} with --pretrained, else 0)")
     p.add_argument("--drop-rate", type=float, metavar="P", help=f"dropout before the head (default {D.drop_rate:g})")
     p.add_argument("--val-fraction", type=float, metavar="F",
                    help=f"share of images held out for validation when the manifest has no split column "
@@ -103,7 +109,7 @@ FLAG_TO_FIELD = {
     "sync_bn": "sync_bn", "loss": "loss", "ema": "ema", "ema_decay": "ema_decay", "logit_adjust": "logit_adjust",
     "complete": "complete", "complete_threshold": "complete_threshold", "complete_start": "complete_start",
     "complete_weight": "complete_weight", "group_balance": "group_balance", "min_lr_ratio": "min_lr_ratio",
-    "drop_rate": "drop_rate", "val_fraction": "val_fraction",
+    "drop_rate": "drop_rate", "val_fraction": "val_fraction", "layer_decay": "layer_decay", "head_epochs": "head_epochs",
 }
 
 

@@ -14,6 +14,10 @@ from ..errors import AttrtagError
 LOSSES = ("grouped_softmax", "sigmoid_bce")
 COMPLETIONS = ("none", "hard", "soft")
 GROUP_BALANCES = ("none", "log")
+#: The fine-tuning recipe used with `pretrained` where a run leaves an option unset, chosen by
+#: measurement (scripts/README.md "Fine-tuning recipe": efficientnet_lite0 from ImageNet on the
+#: fashion photos, 3 seeds).
+FINETUNE: dict[str, float] = {"layer_decay": 0.75, "head_epochs": 0.0}
 #: The range of every number a run takes, and how a user reads it; ``None`` (image_size, crop) is
 #: always allowed. One table, so a flag, a YAML key and a Python option are judged alike.
 RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
@@ -25,6 +29,8 @@ RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "weight_decay": (lambda v: v >= 0, "at least 0 (0 = none)"),
     "warmup_epochs": (lambda v: v >= 0, "at least 0 (0 = no warm-up)"),
     "min_lr_ratio": (lambda v: 0 <= v <= 1, "in [0, 1]"),
+    "layer_decay": (lambda v: 0 < v <= 1, "in (0, 1] (1 = one learning rate for every layer; 0.75 is usual)"),
+    "head_epochs": (lambda v: v >= 0, "at least 0 (0 = the backbone learns from the first step)"),
     "label_smoothing": (lambda v: 0 <= v < 1, "in [0, 1) (0 = none, 0.1 is usual)"),
     "drop_rate": (lambda v: 0 <= v < 1, "in [0, 1)"),
     "seed": (lambda v: 0 <= v < 2**32, "between 0 and 4294967295"),
@@ -53,6 +59,10 @@ class TrainConfig:
     weight_decay: float = 0.05
     warmup_epochs: float = 1.0
     min_lr_ratio: float = 0.01  # cosine decays to lr * min_lr_ratio
+    # The fine-tuning recipe (issue 20; scripts/README.md "Fine-tuning recipe" has the measurements).
+    # None = the recipe's choice: FINETUNE's value when `pretrained` is set, off from random init.
+    layer_decay: float | None = None  # timm's layer-wise lr decay: a layer's lr is lr * decay**(depth from the top)
+    head_epochs: float | None = None  # epochs at the start in which only the head learns (the backbone's lr is 0)
     loss: str = "grouped_softmax"  # or "sigmoid_bce": the independent-sigmoid baseline recipe
     label_smoothing: float = 0.0
     class_weights: bool = False  # sqrt-inverse-frequency, from the labelled training images only
@@ -62,7 +72,7 @@ class TrainConfig:
     workers: int = 2
     device: str = "auto"
     amp: bool = True  # CUDA only: float16 autocast + GradScaler
-    channels_last: bool = True  # CUDA only
+    channels_last: bool = True  # NHWC convolutions: faster on CUDA and on the CPU alike
     sync_bn: bool = False  # several CUDA processes: batch norm over the global batch (SyncBatchNorm)
     val_fraction: float = 0.1  # used only when the manifest has no split column
     skip_bad_rows: bool = False
@@ -88,6 +98,15 @@ class TrainConfig:
             raise AttrtagError(f"`complete={self.complete}` needs `ema=True`: the EMA of the weights is the teacher "
                                "that fills missing labels")
 
+    def finetuning(self) -> dict[str, float]:
+        """The fine-tuning recipe this run uses: ``layer_decay`` and ``head_epochs``, unset ones filled in.
+
+        Unset (None) values are :data:`FINETUNE`'s when the run starts from pretrained weights, and
+        off (1.0 and 0) from random initialisation, where no layer holds anything worth keeping.
+        """
+        base = FINETUNE if self.pretrained else {"layer_decay": 1.0, "head_epochs": 0.0}
+        return {k: float(v if (v := getattr(self, k)) is not None else base[k]) for k in ("layer_decay", "head_epochs")}
+
     def learning_options(self) -> dict[str, Any]:
         """The options that change what the weights learn from partial, unbalanced labels.
 
@@ -106,6 +125,7 @@ class TrainConfig:
             out["group_balance"] = self.group_balance
         if self.class_weights:
             out["class_weights"] = True
+        out.update({k: v for k, v in self.finetuning().items() if v != {"layer_decay": 1.0, "head_epochs": 0.0}[k]})
         return out
 
     def to_dict(self) -> dict[str, Any]:

@@ -6,7 +6,7 @@ optimised (loss weighting, schedules) belong here rather than in the loop.
 from __future__ import annotations
 
 import math
-from typing import Mapping, Sequence
+from typing import Iterable, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -70,22 +70,62 @@ def lr_lambda(step: int, *, warmup_steps: int, total_steps: int, min_ratio: floa
 
 
 def make_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
-    """AdamW without weight decay on norms and biases (timm's ``param_groups_weight_decay``)."""
+    """AdamW without weight decay on norms and biases (timm's ``param_groups_weight_decay``).
+
+    With a ``layer_decay`` below 1 (:meth:`TrainConfig.finetuning`), the backbone's parameters are
+    grouped by depth as timm's ``param_groups_layer_decay`` does (the model's ``group_matcher``):
+    the head learns at ``lr``, the backbone's top block at ``lr * decay``, the stem at the smallest
+    rate, so fine-tuning moves the general early features least. Each group says whether it is
+    the backbone's (``"backbone"``), for :func:`make_scheduler`'s head-only epochs.
+    """
+    groups: list[dict] = []
+    backbone = getattr(model, "backbone", None)
+    decay = cfg.finetuning()["layer_decay"]
+    if backbone is not None and decay < 1.0:
+        from timm.optim import param_groups_layer_decay
+
+        # timm gives the backbone's top block scale 1, shared with a classifier that num_classes=0
+        # removed; one more factor makes our head the top layer, alone at lr.
+        for g in param_groups_layer_decay(backbone, weight_decay=cfg.weight_decay, layer_decay=decay):
+            groups.append({"params": g["params"], "weight_decay": g["weight_decay"],
+                           "lr": cfg.lr * decay * g["lr_scale"], "backbone": True})
+    else:
+        groups += _weight_decay_groups(cfg, backbone.parameters() if backbone is not None else [], backbone=True)
+    mine = {id(p) for g in groups for p in g["params"]}
+    groups += _weight_decay_groups(cfg, [p for p in model.parameters() if id(p) not in mine], backbone=False)
+    return torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.lr)
+
+
+def _weight_decay_groups(cfg: TrainConfig, params: Iterable[nn.Parameter], *, backbone: bool) -> list[dict]:
     decay, no_decay = [], []
-    for p in model.parameters():
+    for p in params:
         (no_decay if p.ndim <= 1 else decay).append(p)
-    return torch.optim.AdamW(
-        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr
-    )
+    return [{"params": decay, "weight_decay": cfg.weight_decay, "lr": cfg.lr, "backbone": backbone},
+            {"params": no_decay, "weight_decay": 0.0, "lr": cfg.lr, "backbone": backbone}]
 
 
 def make_scheduler(
     cfg: TrainConfig, optimizer: torch.optim.Optimizer, steps_per_epoch: int
 ) -> torch.optim.lr_scheduler.LambdaLR:
-    """Per-step schedule: ``cfg.warmup_epochs`` of linear warm-up, then cosine to ``lr * min_lr_ratio``."""
+    """Per-step schedule: ``cfg.warmup_epochs`` of linear warm-up, then cosine to ``lr * min_lr_ratio``.
+
+    With ``head_epochs`` (:meth:`TrainConfig.finetuning`) the backbone's groups stay at 0 for
+    those epochs while the head learns on the pretrained features (linear probing, then
+    fine-tuning: Kumar et al. 2022), then warm up and decay over the remaining steps, so a
+    random head's first large gradients never reach the pretrained weights.
+    """
     total_steps = steps_per_epoch * cfg.epochs
     warmup_steps = int(round(cfg.warmup_epochs * steps_per_epoch))
-    return torch.optim.lr_scheduler.LambdaLR(
-        optimizer,
-        lambda s: lr_lambda(s, warmup_steps=warmup_steps, total_steps=total_steps, min_ratio=cfg.min_lr_ratio),
-    )
+    head_steps = min(total_steps, int(round(cfg.finetuning()["head_epochs"] * steps_per_epoch)))
+
+    def head(s: int) -> float:
+        return lr_lambda(s, warmup_steps=warmup_steps, total_steps=total_steps, min_ratio=cfg.min_lr_ratio)
+
+    def backbone(s: int) -> float:
+        if s < head_steps:
+            return 0.0
+        return lr_lambda(s - head_steps, warmup_steps=warmup_steps, total_steps=total_steps - head_steps,
+                         min_ratio=cfg.min_lr_ratio)
+
+    lambdas = [backbone if g.get("backbone") and head_steps else head for g in optimizer.param_groups]
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambdas)

@@ -83,7 +83,7 @@ class TrainingRun:
 
     @property
     def channels_last(self) -> bool:
-        return self.device.type == "cuda" and self.cfg.channels_last
+        return self.cfg.channels_last
 
     @property
     def output(self) -> AttributeModel:
@@ -234,7 +234,7 @@ def _model_and_ema(
     if cfg.sync_bn:
         model = use_sync_batchnorm(model, ctx)
     model.to(ctx.device)
-    if ctx.device.type == "cuda" and cfg.channels_last:
+    if cfg.channels_last:  # the CPU too: 1.08-1.40x per training step on 2 cores (scripts/bench_cpu_finetune.py)
         model.to(memory_format=torch.channels_last)
     ema = make_ema(cfg, model)
     if ckpt is not None:
