@@ -42,7 +42,7 @@ FLAGS: dict[str, str] = {
     "model_file": "--model",
     "class_column": "--class-column", "split": "--split", "manifest": "--manifest", "in_place=True": "--in-place",
     "checkpoint": "--checkpoint", "skip_bad_rows=True": "--skip-bad-rows",
-    "value_thresholds=True": "--thresholds",
+    "value_thresholds=True": "--thresholds", "temperature=True": "--temperature",
     # export
     "opset": "--opset", "fp16=True": "--fp16", "int8=True": "--int8", "calib_manifest": "--calib-manifest",
     "calib_images": "--calib-images", "eval_images": "--eval-images", "batch_check": "--batch-check",

@@ -29,7 +29,7 @@ from .tagger import _log_warning
 if TYPE_CHECKING:
     from attrtag_onnx.export import ExportReport
 
-    from ..evaluation.calibrate import CalibrationResult, ThresholdRefit
+    from ..evaluation.calibrate import CalibrationResult, TemperatureRefit, ThresholdRefit
     from ..evaluation.evaluate import Evaluation
     from ..training.config import TrainConfig
     from ..training.loop import TrainResult
@@ -180,9 +180,10 @@ def calibrate(
     class_column: str = "class", unseen: list[str] | None = None,
     device: str = "auto", batch_size: int = 64, workers: int = 2, skip_bad_rows: bool = False,
     progress: Any = None, warn: Warn | None = None, value_thresholds: bool = False, overwrite: bool = False,
-) -> "CalibrationResult | ThresholdRefit":
-    """Choose the zero-shot calibration of a model and store it, with the rules, in a model file;
-    with ``value_thresholds``, choose its multi-label values' decision thresholds again instead.
+    temperature: bool = False,
+) -> "CalibrationResult | ThresholdRefit | TemperatureRefit":
+    """Choose the zero-shot calibration of a model and store it, with the rules, in a model file, or
+    (``value_thresholds``, ``temperature``) its multi-label thresholds or per-group temperatures.
 
     The model is not modified unless ``in_place``: the calibrated model is written to ``out``
     (atomically either way). Tagging then applies the calibration by default.
@@ -196,27 +197,25 @@ def calibrate(
         priors: divide scores by the model's label priors (when it stores label counts).
         class_column, unseen, device, batch_size, workers, skip_bad_rows, progress, warn: as
             :func:`evaluate`'s.
-        value_thresholds: refit each multi-label value's threshold (best F1 on the val split)
-            instead of the zero-shot calibration; ``rules`` are then not used.
+        value_thresholds, temperature: instead of the zero-shot calibration (``rules`` unused),
+            refit each multi-label value's threshold (best F1 on the val split), or each group's
+            temperature (least NLL; the thresholds move with it, deciding as before).
         overwrite: replace ``out`` when it exists.
 
     Raises:
         AttrtagError: neither or both of ``out`` and ``in_place``, a suffix that differs, no
             rules, or what :func:`~attrtag.evaluation.calibrate.choose_calibration` refuses.
     """
-    from ..evaluation.calibrate import choose_calibration, refit_thresholds
+    from ..evaluation.calibrate import choose_calibration
 
     src = Path(model)
     kind = model_kind(src)  # a missing file, or one that is no model, is named before the options are judged
-    target = _calibration_target(src, manifest, out, in_place, overwrite)
+    target = _calibration_target(src, manifest, out, in_place, overwrite, refits=(value_thresholds, temperature))
     _check_counts(batch_size=batch_size, workers=workers)
     predictor = open_predictor(src, device=device, kind=kind)
-    if value_thresholds:
-        if not isinstance(manifest, Manifest):
-            manifest = read_manifest(manifest, predictor.schema, skip_bad=skip_bad_rows)
-        refit = refit_thresholds(predictor, manifest, batch_size=batch_size, workers=workers, progress=progress)
-        _restamp(src, predictor.card.replace(value_thresholds=refit.value_thresholds), target)
-        return refit
+    if value_thresholds or temperature:
+        return _refit(predictor, manifest, src, target, temperature=temperature, skip_bad_rows=skip_bad_rows,
+                      batch_size=batch_size, workers=workers, progress=progress)
     if rules is None and predictor.rules is None:
         raise AttrtagError(f"{src}: the model embeds no rules; pass the rules to calibrate for (`rules=R`)")
     classes = class_scoring(predictor.card, rules, priors=priors, calibration=False, name=src.name,
@@ -229,6 +228,23 @@ def calibrate(
     card = predictor.card.replace(rules=classes.rules.to_dict(), calibration=result.calibration.to_dict())
     _restamp(src, card, target)
     return result
+
+
+def _refit(predictor: Predictor, manifest: Any, src: Path, target: Path, *, temperature: bool, skip_bad_rows: bool,
+           **run: Any) -> "ThresholdRefit | TemperatureRefit":
+    """Refit the value thresholds or (``temperature``) the temperatures on ``manifest``; restamp the model."""
+    from ..evaluation.calibrate import refit_temperatures, refit_thresholds
+
+    if not isinstance(manifest, Manifest):
+        manifest = read_manifest(manifest, predictor.schema, skip_bad=skip_bad_rows)
+    if temperature:
+        fit: Any = refit_temperatures(predictor, manifest, **run)
+        card = predictor.card.replace(temperatures=fit.temperatures, value_thresholds=fit.value_thresholds)
+    else:
+        fit = refit_thresholds(predictor, manifest, **run)
+        card = predictor.card.replace(value_thresholds=fit.value_thresholds)
+    _restamp(src, card, target)
+    return fit
 
 
 def export(
@@ -297,8 +313,13 @@ def _name(model: Any, *, full: bool = False) -> str:
     return "model"
 
 
-def _calibration_target(src: Path, manifest: Any, out: Any, in_place: bool, overwrite: bool) -> Path:
-    """Where the calibrated model goes, once the options are known to make sense."""
+def _calibration_target(src: Path, manifest: Any, out: Any, in_place: bool, overwrite: bool, *,
+                        refits: tuple[bool, bool] = (False, False)) -> Path:
+    """Where the calibrated model goes, once the options are known to make sense (``refits``:
+    ``value_thresholds`` and ``temperature``, which exclude each other)."""
+    if all(refits):
+        raise AttrtagError("`value_thresholds=True` and `temperature=True` exclude each other: refit the temperatures "
+                           "first, then the thresholds (they are chosen on the calibrated probabilities)")
     if not isinstance(manifest, Manifest) and not Path(manifest).is_file():
         raise AttrtagError(f"{manifest}: manifest not found")
     if (out is None) == (not in_place):

@@ -1,8 +1,16 @@
 """``attrtag calibrate MODEL --manifest M (--out FILE | --in-place)``: calibration that travels.
 
+With ``--temperature``: each group's temperature, fitted again (least NLL of the labelled images)
+on the val split of M (every row without a split column), e.g. on images from where the model will
+be used; the expected calibration error (ECE) of each group is printed raw, at the temperatures
+the model had and at the new ones. Training already fits them on its own val split after every
+epoch; 'attrtag tag', the API and evaluation apply them (tag --no-calibration: raw probabilities).
+A model's multi-label thresholds apply to the calibrated probabilities, so they are moved with
+the temperatures (t' = sigmoid(logit(t) * T_old / T_new)) and decide every value as before.
+
 With ``--thresholds``: each multi-label value's decision threshold, chosen again (best F1) on the
-val split of M (every row without a split column), e.g. on images from where the model will be
-used; printed before and after. Otherwise the zero-shot constant, as follows.
+val split of M, on the calibrated probabilities; printed before and after. To refit both, run
+--temperature first, then --thresholds. Otherwise the zero-shot constant, as follows.
 
 Chooses the calibrated-stacking constant (subtracted from the scores of the classes that had
 training images, so unseen classes are no longer swamped by seen ones) on the val split of a
@@ -19,7 +27,7 @@ from typing import Any
 
 
 def register(sub: Any) -> None:
-    p = sub.add_parser("calibrate", help="choose the zero-shot calibration on labelled images and store it in the model",
+    p = sub.add_parser("calibrate", help="choose the zero-shot calibration (or the thresholds, or the temperatures) on labelled images and store it in the model",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("model", metavar="MODEL", help=".onnx file or training checkpoint (.pt)")
     p.add_argument("--manifest", required=True, metavar="M",
@@ -29,9 +37,13 @@ def register(sub: Any) -> None:
     target.add_argument("--out", metavar="FILE", help="write the calibrated model here (same suffix as MODEL)")
     target.add_argument("--in-place", action="store_true", help="replace MODEL itself (atomically)")
     p.add_argument("--overwrite", action="store_true", help="replace --out when it exists")
-    p.add_argument("--thresholds", action="store_true",
-                   help="choose the multi-label values' decision thresholds again (best F1 on the val split) "
-                   "instead of the zero-shot calibration")
+    refit = p.add_mutually_exclusive_group()
+    refit.add_argument("--thresholds", action="store_true",
+                       help="choose the multi-label values' decision thresholds again (best F1 on the val split) "
+                       "instead of the zero-shot calibration")
+    refit.add_argument("--temperature", action="store_true",
+                       help="fit each group's temperature again (least NLL on the val split) instead of the zero-shot "
+                       "calibration; multi-label thresholds move with it, deciding as before")
     p.add_argument("--rules", metavar="R", help="class rules YAML (default: the rules embedded in MODEL)")
     p.add_argument("--class-column", default="class", metavar="NAME",
                    help="manifest column with each image's class (default: class)")
@@ -56,9 +68,14 @@ def run(args: argparse.Namespace) -> int:
         args.model, args.manifest, out=args.out, in_place=args.in_place, rules=args.rules, priors=not args.no_priors,
         device=args.device, skip_bad_rows=args.skip_bad_rows, warn=warn, class_column=args.class_column, unseen=unseen,
         batch_size=args.batch_size, workers=args.workers, progress=tqdm_progress, value_thresholds=args.thresholds,
-        overwrite=args.overwrite,
+        overwrite=args.overwrite, temperature=args.temperature,
     )
     written = args.model if args.in_place else args.out
+    if args.temperature:
+        print(format_temperatures(result))
+        print(f"stored in {written}{' (replaced)' if args.in_place else ''}; attrtag tag applies them "
+              "(--no-calibration: raw probabilities)")
+        return 0
     if args.thresholds:
         print(format_refit(result))
         print(f"stored in {written}{' (replaced)' if args.in_place else ''}; attrtag tag decides values with them "
@@ -111,6 +128,24 @@ def format_refit(refit: Any) -> str:
     fallback = [f"{g}.{v}" for g, vs in refit.value_thresholds["fallback"].items() for v in vs]
     if fallback:
         lines.append(f"  too few positives, kept at {refit.value_thresholds['default']:g}: {', '.join(fallback)}")
+    return "\n".join(lines)
+
+
+def format_temperatures(fit: Any) -> str:
+    """Each group's temperature and ECE before and after :func:`attrtag.evaluation.calibrate.refit_temperatures`."""
+    def ece(x: float | None) -> str:
+        return "   n/a" if x is None else f"{x:.4f}"
+
+    width = max([5, *(len(c.group) for c in fit.after)])
+    lines = [f"temperatures fitted on {fit.temperatures['fitted_on']} (least NLL per group; ECE over "
+             f"{fit.after[0].raw.counts.size} confidence bins)",
+             f"  {'group':<{width}}  {'T before':>8}  {'T after':>8}  {'ECE raw':>8}  {'before':>8}  {'after':>8}  "
+             f"{'over':>6}"]
+    for b, a in zip(fit.before, fit.after):
+        lines.append(f"  {a.group:<{width}}  {b.temperature:>8.3f}  {a.temperature:>8.3f}  {ece(a.raw.ece):>8}  "
+                     f"{ece(b.calibrated.ece):>8}  {ece(a.calibrated.ece):>8}  {a.labelled:>6}")
+    if fit.value_thresholds is not None:
+        lines.append("  multi-label thresholds moved to the new temperatures (every value decided as before)")
     return "\n".join(lines)
 
 

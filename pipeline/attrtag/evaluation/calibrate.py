@@ -1,5 +1,6 @@
 """Choosing the calibration that travels with a model (``attrtag calibrate``): the zero-shot
-constant, or (:func:`refit_thresholds`) the multi-label values' decision thresholds.
+constant, the multi-label values' decision thresholds (:func:`refit_thresholds`), or each
+group's temperature (:func:`refit_temperatures`).
 
 The images of a labelled manifest with a class column are run through the model (the same
 decode pipeline tagging uses) and scored against the rules, divided by the model's label priors
@@ -12,6 +13,7 @@ file is the caller's job (:func:`attrtag.api.calibrate`).
 """
 from __future__ import annotations
 
+import math
 import os
 from collections import Counter
 from dataclasses import dataclass, field
@@ -22,6 +24,7 @@ import numpy as np
 from ..data.manifest import Manifest
 from ..errors import AttrtagError
 from ..runtime.api import Predictor
+from ..runtime.temperature import apply_temperatures
 from ..zeroshot.calibration import Calibration, rules_digest
 from ..zeroshot.evaluation import LabelledScores, labelled_scores, seen_and_unseen
 from ..zeroshot.metrics import GzslAccuracy, choose_gamma, evaluate_gzsl, seen_unseen_curve
@@ -29,6 +32,7 @@ from ..zeroshot.rules import Rules
 from ..zeroshot.scoring import ClassScoring
 from .evaluate import Predictions, Progress, check_class_column, class_names, predict
 from .multilabel import MultiLabelMetrics, choose_thresholds, multilabel_metrics
+from .temperature import GroupCalibration, calibration_report, fit_temperatures, raw_and_calibrated
 
 
 @dataclass(frozen=True)
@@ -208,3 +212,72 @@ def refit_thresholds(predictor: Predictor, manifest: Manifest, *, batch_size: in
 
     return ThresholdRefit(chosen, figures(predictor.card.decision_thresholds), figures(new), split or "all",
                           list(preds.failed))
+
+
+@dataclass(frozen=True)
+class TemperatureRefit:
+    """What :func:`refit_temperatures` fitted, and each group's calibration before and after.
+
+    Attributes:
+        temperatures: the card entry (``{"groups": {group: T}, "fitted_on": ...}``).
+        value_thresholds: the model's multi-label thresholds mapped to the new temperatures (the
+            same decisions), or None when it has none.
+        before: per group, the ECE raw and at the temperatures the model had.
+        after: per group, the ECE raw and at the new temperatures (on the same images).
+        split: the images they were fitted on (``val``, or ``all`` without a split column).
+        failed: ``(path, reason)`` of images that could not be decoded.
+    """
+
+    temperatures: Mapping[str, Any]
+    value_thresholds: Mapping[str, Any] | None
+    before: tuple[GroupCalibration, ...]
+    after: tuple[GroupCalibration, ...]
+    split: str
+    failed: Sequence[tuple[str, str]] = ()
+
+
+def refit_temperatures(predictor: Predictor, manifest: Manifest, *, batch_size: int = 64, workers: int = 2,
+                       progress: Progress | None = None) -> TemperatureRefit:
+    """Fit every group's temperature again on ``manifest``'s val split (every row without splits).
+
+    The model's multi-label thresholds apply to calibrated probabilities; they are mapped to the
+    new temperatures (:func:`map_thresholds`) so that every value is decided as before.
+
+    Raises:
+        AttrtagError: the split has no images, or no labelled image in any group.
+    """
+    schema, card = predictor.schema, predictor.card
+    split = "val" if manifest.has_splits else None
+    samples = manifest.split(split)
+    if not samples:
+        raise AttrtagError(f"{manifest.source}: no 'val' rows to fit the temperatures on")
+    preds = predict(predictor, samples, batch_size=batch_size, workers=workers, progress=progress)
+    raw, _ = raw_and_calibrated(preds.probs, schema, predictor.temperatures, {})
+    where = f"{os.path.basename(manifest.source)}, split {split or 'all'}, {len(preds.samples)} images"
+    fitted = fit_temperatures(schema, raw, preds.targets, fitted_on=where)
+    if not fitted["groups"]:
+        raise AttrtagError(f"{manifest.source}: no labelled image in the {split or 'manifest'} rows to fit a "
+                           "temperature on")
+    old, new = card.group_temperatures, {g: float(t) for g, t in fitted["groups"].items()}
+    thresholds = None if card.value_thresholds is None else map_thresholds(card.value_thresholds, old, new)
+
+    def figures(temperatures: Mapping[str, float]) -> tuple[GroupCalibration, ...]:
+        calibrated = apply_temperatures(raw, schema, temperatures)
+        return tuple(calibration_report(schema, raw, calibrated, preds.targets, temperatures))
+
+    return TemperatureRefit(fitted, thresholds, figures(old), figures(new), split or "all", list(preds.failed))
+
+
+def map_thresholds(value_thresholds: Mapping[str, Any], old: Mapping[str, float],
+                   new: Mapping[str, float]) -> dict[str, Any]:
+    """Multi-label thresholds chosen at temperatures ``old`` moved to temperatures ``new``.
+
+    A value is present when ``sigmoid(z / T) >= t``, i.e. ``z >= T logit(t)``; the sigmoid is
+    monotone, so ``t' = sigmoid(logit(t) T_old / T_new)`` decides every value as ``t`` did.
+    """
+    groups = {}
+    for group, per_value in value_thresholds.get("groups", {}).items():
+        ratio = old.get(group, 1.0) / new.get(group, 1.0)
+        groups[group] = {v: t if not 0.0 < t < 1.0 else 1.0 / (1.0 + math.exp(-math.log(t / (1.0 - t)) * ratio))
+                         for v, t in per_value.items()}
+    return {**value_thresholds, "groups": groups}

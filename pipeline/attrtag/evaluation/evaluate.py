@@ -219,8 +219,8 @@ def evaluate(
 ) -> Evaluation:
     """Per-group metrics on one split, and with ``classes`` the zero-shot figures.
 
-    Every figure is computed on the probabilities at the card's temperatures (what tagging
-    writes); ``result.calibration`` also has each group's ECE with the raw probabilities.
+    Figures use the probabilities at the card's temperatures (as tagging writes them);
+    ``result.calibration`` has each group's ECE with them and with the raw probabilities.
     Zero-shot figures are computed on the test split with the calibration chosen on val
     (every row, uncalibrated, when the manifest has no split column), scored as tagging scores
     them (:func:`attrtag.zeroshot.scoring.class_scoring`: label priors, and the model's stored
@@ -251,11 +251,9 @@ def evaluate(
     # One pass over every image either report needs.
     every = predict(predictor, [s for s in manifest.samples if id(s) in wanted], batch_size=batch_size,
                     workers=workers, progress=progress)
-    card = predictor.card
-    raw, calibrated = raw_and_calibrated(every.probs, card.schema, predictor.temperatures, card.group_temperatures)
-    raw_every, every = replace(every, probs=raw), replace(every, probs=calibrated)
+    card, (raw_every, every) = predictor.card, _raw_and_calibrated(predictor, every)
     preds, raw_preds = (every.take(samples), raw_every.take(samples)) if zs_samples else (every, raw_every)
-    metrics = compute_metrics(predictor.schema, preds, card.decision_thresholds)
+    metrics = compute_metrics(card.schema, preds, card.decision_thresholds)
     result = Evaluation(metrics, preds, split, note=note, includes_training=includes_training,
                         training=None if card.training is None else dict(card.training),
                         calibration=calibration_report(card.schema, raw_preds.probs, preds.probs, preds.targets,
@@ -266,6 +264,13 @@ def evaluate(
         result.zero_shot_note = where + ("; scores divided by the training label priors"
                                          if classes.label_counts is not None else "")
     return result
+
+
+def _raw_and_calibrated(predictor: Predictor, preds: Predictions) -> tuple[Predictions, Predictions]:
+    """``preds`` with the raw probabilities, and at the card's temperatures, whatever ``predictor`` applied."""
+    card = predictor.card
+    raw, calibrated = raw_and_calibrated(preds.probs, card.schema, predictor.temperatures, card.group_temperatures)
+    return replace(preds, probs=raw), replace(preds, probs=calibrated)
 
 
 def _zero_shot(zs: Predictions, manifest: Manifest, classes: ClassScoring, column: str,
