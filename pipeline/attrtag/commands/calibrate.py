@@ -37,13 +37,12 @@ def register(sub: Any) -> None:
     target.add_argument("--out", metavar="FILE", help="write the calibrated model here (same suffix as MODEL)")
     target.add_argument("--in-place", action="store_true", help="replace MODEL itself (atomically)")
     p.add_argument("--overwrite", action="store_true", help="replace --out when it exists")
-    refit = p.add_mutually_exclusive_group()
-    refit.add_argument("--thresholds", action="store_true",
-                       help="choose the multi-label values' decision thresholds again (best F1 on the val split) "
-                       "instead of the zero-shot calibration")
-    refit.add_argument("--temperature", action="store_true",
-                       help="fit each group's temperature again (least NLL on the val split) instead of the zero-shot "
-                       "calibration; multi-label thresholds move with it, deciding as before")
+    p.add_argument("--thresholds", action="store_true",
+                   help="choose the multi-label values' decision thresholds again (best F1 on the val split) "
+                   "instead of the zero-shot calibration")
+    p.add_argument("--temperature", action="store_true",
+                   help="fit each group's temperature again (least NLL on the val split) instead of the zero-shot "
+                   "calibration; multi-label thresholds move with it, deciding as before (not with --thresholds)")
     p.add_argument("--rules", metavar="R", help="class rules YAML (default: the rules embedded in MODEL)")
     p.add_argument("--class-column", default="class", metavar="NAME",
                    help="manifest column with each image's class (default: class)")
