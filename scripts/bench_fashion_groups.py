@@ -66,19 +66,18 @@ CONFIGS: dict[str, tuple[str, str, dict[str, Any]]] = {
     "d:c:compute": ("c", "separate_compute", {}),
     "e": ("a", "grouped", {"loss": "sigmoid_bce"}),
     "e+ema+la+bal": ("a", "grouped", {"loss": "sigmoid_bce", **EMA, **LA, **BAL}),
-    # The fine-tuning recipe's parts (issue 20), with --pretrained: each config turns one part off
-    # or on against "a", which runs the recipe's defaults (TrainConfig.finetuning).
+    # The fine-tuning recipe's parts (issue 20), with --pretrained: each config changes one part of
+    # "a", which runs the recipe's defaults (TrainConfig.finetuning; warm-up 0.5 epoch here).
     "ft:none": ("a", "grouped", {"layer_decay": 1.0, "head_epochs": 0.0, "warmup_epochs": 0.0}),
-    "ft:warmup": ("a", "grouped", {"layer_decay": 1.0, "head_epochs": 0.0}),
     "ft:warmup+ld0.75": ("a", "grouped", {"layer_decay": 0.75, "head_epochs": 0.0}),
-    "ft:warmup+ld0.5": ("a", "grouped", {"layer_decay": 0.5, "head_epochs": 0.0}),
-    "ft:warmup+ld0.75+head1": ("a", "grouped", {"layer_decay": 0.75, "head_epochs": 1.0}),
+    "ft:warmup+ld0.9": ("a", "grouped", {"layer_decay": 0.9, "head_epochs": 0.0}),
+    "ft:warmup+head1": ("a", "grouped", {"layer_decay": 1.0, "head_epochs": 1.0}),
     "ft:scratch": ("a", "grouped", {"pretrained": ""}),
 }
 #: What a fine-tuned benchmark (--pretrained) runs unless --only says otherwise: the recipe's
 #: parts, then the earlier benchmark's regimes and options.
-FINETUNED = ["ft:none", "ft:warmup", "ft:warmup+ld0.75", "ft:warmup+ld0.5", "ft:warmup+ld0.75+head1", "ft:scratch",
-             "a", "a+ema", "a+la", "b", "b+ema", "b+complete", "c", "c+complete", "d:c:epochs", "d:a:compute"]
+FINETUNED = ["a", "b", "c", "d:c:epochs", "ft:none", "ft:warmup+ld0.75", "ft:warmup+head1", "ft:scratch",
+             "a+ema", "b+ema", "b+complete", "a+la", "d:a:compute", "c+complete", "ft:warmup+ld0.9"]
 
 
 def training_labels(regime: str, samples: list[Sample], schema: Schema, scarce: str, seed: int) -> list[Sample]:
@@ -97,7 +96,10 @@ def score(checkpoint: Path, test: Manifest, workers: int) -> dict[str, dict[str,
     """Test-split accuracy and macro-F1 per group of a checkpoint."""
     predictor = TorchPredictor.from_checkpoint(checkpoint, device="cpu")
     result = evaluate(predictor, test, split="test", batch_size=128, workers=workers)
-    return {m.group: {"acc": m.accuracy, "f1": m.macro_f1, "n": m.labelled} for m in result.metrics}
+    ece = {c.group: {"ece_raw": c.raw.ece, "ece": c.calibrated.ece, "temperature": c.temperature}
+           for c in result.calibration}
+    return {m.group: {"acc": m.accuracy, "f1": m.macro_f1, "n": m.labelled, **ece.get(m.group, {})}
+            for m in result.metrics}
 
 
 def run_config(name: str, seed: int, base: TrainConfig, schema: Schema, train_samples: list[Sample],
@@ -105,7 +107,7 @@ def run_config(name: str, seed: int, base: TrainConfig, schema: Schema, train_sa
     """Train and score one configuration with one seed; the result row of results.jsonl."""
     regime, kind, options = CONFIGS[name]
     cfg = replace(base, seed=seed, **options)
-    samples = training_labels(regime, train_samples, schema, args.scarce, seed)
+    samples = training_labels(regime, train_samples, schema, args.scarce, seed) + args.val_samples
     out = Path(args.out) / "runs" / f"{name.replace(':', '_')}_s{seed}"
     t0 = time.perf_counter()
     groups: dict[str, Any] = {}
@@ -113,13 +115,13 @@ def run_config(name: str, seed: int, base: TrainConfig, schema: Schema, train_sa
     if kind == "grouped":
         res = train(cfg, schema, Manifest("bench", schema, samples), out, overwrite=True)
         groups = score(res.last, test, args.workers)
-        steps = cfg.epochs * _steps(cfg, len(samples))
+        steps = cfg.epochs * _steps(cfg, len(samples) - len(args.val_samples))
     else:
         # One model per group: all training images, that group's labels only (the others cost
         # their images' time in the grouped model too). Same compute: 1/G of the steps each, over
         # the same epochs and schedule. Regime c: only the scarce group (the others are a's).
         names = [args.scarce] if regime == "c" else list(schema.names)
-        per_epoch = _steps(cfg, len(samples))
+        per_epoch = _steps(cfg, len(samples) - len(args.val_samples))
         if kind == "separate_compute":
             cfg = replace(cfg, max_steps_per_epoch=max(1, round(per_epoch / len(schema))))
             per_epoch = cfg.max_steps_per_epoch
@@ -168,6 +170,28 @@ def print_tables(summary: dict, groups: list[str], header: str) -> None:
             (a, sa, _), (f, sf, _) = per[g]["acc"], per[g]["f1"]
             cells.append(f"{a:.1f} ±{sa:.1f} / {f:.1f} ±{sf:.1f}")
         print(f"| {name} | {seeds} | " + " | ".join(cells) + " |")
+
+
+def print_ece(rows: list[dict[str, Any]], groups: list[str]) -> None:
+    """Test-split ECE (15 bins) with the raw probabilities and at the temperature fitted on val, per config."""
+    print("\ntest split: ECE raw -> at the val-fitted temperature (T), mean over seeds (points)\n")
+    print("| configuration | seeds | " + " | ".join(groups) + " |")
+    print("|---|---|" + "---|" * len(groups))
+    for name in CONFIGS:
+        mine = [r for r in rows if r["config"] == name and all("ece" in v for v in r["groups"].values())]
+        if not mine:
+            continue
+        cells = []
+        for g in groups:
+            got = [r["groups"][g] for r in mine if g in r["groups"]]
+            if not got:
+                cells.append("")
+                continue
+            raw, cal = (statistics.mean(100 * v[k] for v in got) for k in ("ece_raw", "ece"))
+            worst = max(100 * v["ece"] for v in got)
+            temp = statistics.mean(v["temperature"] for v in got)
+            cells.append(f"{raw:.1f} -> {cal:.1f} (worst {worst:.1f}; T {temp:.2f})")
+        print(f"| {name} | {len(mine)} | " + " | ".join(cells) + " |")
 
 
 def print_targets(summary: dict, groups: list[str], scarce: str) -> None:
@@ -230,6 +254,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--train-images", type=int, default=2000, help="the first N training images (0 = all)")
     ap.add_argument("--test-images", type=int, default=0, help="the first N test images (0 = all)")
+    ap.add_argument("--val-images", type=int, default=0,
+                    help="the first N val-split images validate each epoch, which fits each group's temperature "
+                    "(0 = no validation, no temperature); no model selection either way (last.pt is scored)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--only", nargs="+", choices=list(CONFIGS), default=None,
@@ -249,6 +276,7 @@ def main(argv: list[str] | None = None) -> dict:
     full = read_manifest(labels, schema)
     train_samples = full.split("train")[: args.train_images or None]
     test = Manifest(str(labels), schema, full.split("test")[: args.test_images or None])
+    args.val_samples = full.split("val")[: args.val_images] if args.val_images else []
     base = TrainConfig(backbone=args.backbone, image_size=args.image_size, epochs=args.epochs,
                        batch_size=args.batch_size, lr=args.lr, workers=args.workers, warmup_epochs=0.5,
                        pretrained=args.pretrained)
@@ -257,7 +285,8 @@ def main(argv: list[str] | None = None) -> dict:
     results = out / "results.jsonl"
     start = f"fine-tuned from {Path(args.pretrained).name}" if args.pretrained else "from scratch"
     budget = (f"{args.backbone} {start}, {args.image_size} px, {args.epochs} epochs, batch {args.batch_size}, lr {args.lr}, "
-              f"{len(train_samples)} training images (first of the train split), {len(test.samples)} test images, "
+              f"{len(train_samples)} training images (first of the train split), {len(args.val_samples)} val images, "
+              f"{len(test.samples)} test images, "
               f"seeds {args.seeds}")
     rows = [json.loads(line) for line in results.read_text().splitlines()] if results.is_file() else []
     done = {(r["config"], r["seed"]) for r in rows}
@@ -276,6 +305,7 @@ def main(argv: list[str] | None = None) -> dict:
     rows = [r for r in rows if r["config"] in args.only and r["seed"] in args.seeds]
     summary = summarise(rows, args.groups)
     print_tables(summary, args.groups, budget)
+    print_ece(rows, args.groups)
     print_targets(summary, args.groups, args.scarce)
     return {"budget": budget, "summary": summary}
 

