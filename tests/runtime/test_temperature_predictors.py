@@ -94,3 +94,22 @@ def test_a_model_file_with_a_bad_temperature_is_one_line_exit_2(models: dict[str
     code, _, err = run_cli(capsys, "tag", bad, models["dir"] / "imgs", "--out", out, "--device", "cpu", "--no-progress")
     assert code == 2 and err.count("\n") == 1 and "temperatures of 'band': -2.0 is not a temperature" in err, err
     assert not out.exists()
+
+
+def test_a_ray_actors_worker_calibrates_as_the_drivers_layout_says(models: dict[str, Path]) -> None:
+    import json
+
+    from attrtag.tagging.engine import TagWorker
+    from attrtag.tagging.records import RecordLayout
+
+    paths = np.array([str(p) for p in write_images(models["dir"] / "worker", 3)])
+    temps = load_checkpoint(models["ckpt"])["card"].group_temperatures
+    calibrated = TagWorker(str(models["onnx"]), RecordLayout(MULTI_SCHEMA, temperatures=temps), device="cpu", workers=0)
+    raw = TagWorker(str(models["onnx"]), RecordLayout(MULTI_SCHEMA), device="cpu", workers=0)
+    assert calibrated.predictor.temperatures == temps and raw.predictor.temperatures == {}
+    rec_c = [json.loads(r) for r in calibrated({"path": paths})["record"]]
+    rec_r = [json.loads(r) for r in raw({"path": paths})["record"]]
+    values = MULTI_SCHEMA["colour"].values
+    probs = np.array([[r["colour_probs"][v] for v in values] for r in rec_r])
+    expected = apply_temperatures({"colour": probs}, MULTI_SCHEMA, temps)["colour"]
+    assert np.allclose([[r["colour_probs"][v] for v in values] for r in rec_c], expected, atol=2e-5)
