@@ -74,8 +74,17 @@ def test_no_label_means_no_temperature_and_the_search_is_bounded() -> None:
     assert fit_temperature(p, -np.ones_like(y), multi=False) == 1.0
     assert expected_calibration_error(p, -np.ones_like(y), multi=False) is None
     certain = np.eye(5, dtype=np.float32)[y] * 0.9 + 0.02  # always right: sharper is always better
-    assert fit_temperature(certain, y, multi=False) == pytest.approx(MIN_T, rel=1e-3)
+    assert MIN_T <= fit_temperature(certain, y, multi=False) < 0.5
     assert MIN_T <= fit_temperature(np.full((200, 5), 0.2, np.float32), y, multi=False) <= MAX_T
+
+
+def test_a_few_images_all_right_do_not_drive_the_temperature_to_its_bound() -> None:
+    y = np.arange(18) % 3
+    right = np.eye(5, dtype=np.float32)[y] * 0.6 + 0.08  # 18 images, each right at 0.68
+    t = fit_temperature(right, y, multi=False)
+    assert 0.2 < t < 1.0  # sharper, as 18 right answers say, but not to MIN_T (probabilities of 1)
+    many = np.tile(right, (100, 1))
+    assert fit_temperature(many, np.tile(y, 100), multi=False) < t  # more evidence, less prior
 
 
 def test_temperature_one_is_the_identity_and_any_temperature_keeps_the_argmax() -> None:
