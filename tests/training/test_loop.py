@@ -142,6 +142,9 @@ def test_cli_train_then_evaluate_reports_denominators(tiny_data, tmp_path, capsy
                  "--backbone", "test_resnet", "--image-size", "32", "--epochs", "1", "--workers", "0"]) == 0
     printed = capsys.readouterr().out
     assert "label coverage per group" in printed and "colour" in printed
+    card = load_checkpoint(out / "best.pt")["card"]
+    said = next(line for line in printed.splitlines() if line.startswith("temperatures (fitted on the val split"))
+    assert all(f"{g} {t:.2f}" in said for g, t in card.group_temperatures.items()) and card.group_temperatures
     assert main(["evaluate", "--checkpoint", str(out / "best.pt"), "--manifest", str(manifest_path),
                  "--split", "val", "--workers", "0", "--out", str(tmp_path / "ev")]) == 0
     report = json.loads((tmp_path / "ev" / "metrics.json").read_text())

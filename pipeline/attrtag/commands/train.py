@@ -179,10 +179,24 @@ def run(args: argparse.Namespace) -> int:
     else:
         say(f"checkpoints: {result.last} and {result.best}, both the last epoch's weights: no val images, so "
             "nothing was validated (give the manifest a split column with val rows to choose the best epoch)")
-    if main_process and result.best.is_file() and (note := describe_value_thresholds(result.best)):
-        say(note)
+    if main_process and result.best.is_file():
+        for note in (describe_temperatures(result.best), describe_value_thresholds(result.best)):
+            if note:
+                say(note)
     say(f"history: {result.run_dir / 'history.json'}, curves: {result.run_dir / 'curves.png'}")
     return 0
+
+
+def describe_temperatures(checkpoint: Any) -> str | None:
+    """The temperatures a model's probabilities are calibrated with, and on what (None without val)."""
+    from ..runtime import read_card
+
+    card = read_card(checkpoint)
+    if not card.temperatures:
+        return None
+    per = ", ".join(f"{g} {t:.2f}" for g, t in card.group_temperatures.items())
+    return (f"temperatures (fitted on {card.temperatures.get('fitted_on')}; tag and the API apply them, "
+            f"--no-calibration gives raw probabilities): {per}")
 
 
 def describe_value_thresholds(checkpoint: Any) -> str | None:
