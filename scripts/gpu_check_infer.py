@@ -92,11 +92,12 @@ def parity(ctx: Context, ckpt: Path) -> None:
     with torch.inference_mode():
         ref = dict(zip(schema.names, (p.float().cpu().numpy() for p in net(torch.from_numpy(batch).to(device)))))
     runs: dict[str, tuple[Callable[[], object], float]] = {
-        f"onnxruntime {p}": (lambda p=p: OnnxModel(onnx_path(ctx, p), device=device), PARITY_ATOL[p])
+        f"onnxruntime {p}": (lambda p=p: OnnxModel(onnx_path(ctx, p), device=device, calibrated=False), PARITY_ATOL[p])
         for p in PRECISIONS if onnx_path(ctx, p).is_file()
     }
-    # attrtag's PyTorch path: fp16 autocast, channels-last on CUDA
-    runs["torch predictor"] = (lambda: TorchPredictor(model, device=device), PARITY_ATOL["fp16"])
+    # attrtag's PyTorch path: fp16 autocast, channels-last on CUDA. Raw probabilities on both sides
+    # (calibrated=False): the reference is the network's own output, before the card's temperatures.
+    runs["torch predictor"] = (lambda: TorchPredictor(model, device=device, calibrated=False), PARITY_ATOL["fp16"])
     for name, (open_model, atol) in runs.items():
         try:
             predictor = open_model()

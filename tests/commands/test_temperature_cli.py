@@ -125,7 +125,9 @@ def test_calibrate_temperature_refits_on_the_manifest_and_keeps_every_decision(t
     old, new = open_predictor(src, device="cpu"), open_predictor(out, device="cpu")
     assert new.card.temperatures["fitted_on"].startswith(f"refit_{kind}.csv, split val")
     _, raw = val_predictions(src, manifest, calibrated=False)
-    assert new.card.temperatures["groups"] == fit_temperatures(MULTI_SCHEMA, raw.probs, raw.targets)["groups"]
+    # approx: ONNX Runtime's float32 output differs in the last bits with the batch it runs in.
+    assert new.card.temperatures["groups"] == pytest.approx(
+        fit_temperatures(MULTI_SCHEMA, raw.probs, raw.targets)["groups"], rel=1e-4)
     assert new.card.group_temperatures != old.card.group_temperatures
     assert open_predictor(src, device="cpu").card == old.card  # the model itself is unchanged
     # Thresholds moved with the temperatures: every multi-label value is decided as before.

@@ -15,6 +15,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from attrtag.data import synthetic
@@ -42,7 +43,14 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
                if r.split == "train" or (r.split == "val" and r.extra["class"] not in synthetic.UNSEEN)]
     cfg = TrainConfig(backbone="test_resnet", image_size=64, epochs=EPOCHS, batch_size=32, lr=5e-3,
                       warmup_epochs=0.3, workers=0, device="cpu", seed=0)
-    result = train(cfg, schema, Manifest(source=str(manifest_path), schema=schema, samples=records), root / "run")
+    # Two torch threads whatever an earlier test left (torch.set_num_threads is process-wide): the
+    # sum order of a CPU convolution depends on them, and so, in 5 epochs, does which model this is.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        result = train(cfg, schema, Manifest(source=str(manifest_path), schema=schema, samples=records), root / "run")
+    finally:
+        torch.set_num_threads(threads)
     return {"root": root, "manifest": manifest_path, "checkpoint": result.best, "rules": root / "data" / "rules.yaml"}
 
 
