@@ -67,7 +67,7 @@ CONFIGS: dict[str, tuple[str, str, dict[str, Any]]] = {
     "e": ("a", "grouped", {"loss": "sigmoid_bce"}),
     "e+ema+la+bal": ("a", "grouped", {"loss": "sigmoid_bce", **EMA, **LA, **BAL}),
     # The fine-tuning recipe's parts (issue 20), with --pretrained: each config changes one part of
-    # "a", which runs the recipe's defaults (TrainConfig.finetuning; warm-up 0.5 epoch here).
+    # "a", which runs attrtag's defaults (one lr for every layer; warm-up 0.5 epoch here).
     "ft:none": ("a", "grouped", {"layer_decay": 1.0, "head_epochs": 0.0, "warmup_epochs": 0.0}),
     "ft:warmup+ld0.75": ("a", "grouped", {"layer_decay": 0.75, "head_epochs": 0.0}),
     "ft:warmup+ld0.9": ("a", "grouped", {"layer_decay": 0.9, "head_epochs": 0.0}),

@@ -4,7 +4,7 @@ import torch
 
 from attrtag.model.model import build_model
 from attrtag.schema import Group, Schema
-from attrtag.training.config import FINETUNE, TrainConfig
+from attrtag.training.config import TrainConfig
 from attrtag.training.recipe import make_optimizer, make_scheduler
 
 SCHEMA = Schema((Group("colour", ("red", "green", "blue")), Group("shape", ("round", "square", "long", "flat", "odd"))))
@@ -37,15 +37,13 @@ def test_layer_decay_gives_the_head_lr_and_the_stem_the_least():
     assert all(g["weight_decay"] == 0.0 for g in opt.param_groups if all(p.ndim <= 1 for p in g["params"]))
 
 
-def test_from_scratch_every_layer_learns_at_lr_and_pretrained_gets_the_recipe():
-    scratch, tuned = TrainConfig(backbone="test_resnet"), TrainConfig(backbone="test_resnet", pretrained="w.pth")
-    assert scratch.finetuning() == {"layer_decay": 1.0, "head_epochs": 0.0}
-    assert tuned.finetuning() == FINETUNE
-    assert {g["lr"] for g in make_optimizer(scratch, _model()).param_groups} == {scratch.lr}
-    # What the card records: the recipe a fine-tuned run used, nothing for a run from scratch.
-    assert "layer_decay" not in scratch.learning_options()
-    assert all(tuned.learning_options().get(k, v) == v for k, v in FINETUNE.items())
-    assert TrainConfig(backbone="test_resnet", pretrained="w.pth", layer_decay=1.0).finetuning()["layer_decay"] == 1.0
+def test_by_default_every_layer_learns_at_lr_and_the_card_records_only_what_differs():
+    plain = TrainConfig(backbone="test_resnet", pretrained="w.pth")  # fine-tuning: still one lr (measured best)
+    assert {g["lr"] for g in make_optimizer(plain, _model()).param_groups} == {plain.lr}
+    assert "layer_decay" not in plain.learning_options() and "head_epochs" not in plain.learning_options()
+    tuned = TrainConfig(backbone="test_resnet", pretrained="w.pth", layer_decay=0.6, head_epochs=0.5)
+    assert tuned.learning_options()["layer_decay"] == 0.6 and tuned.learning_options()["head_epochs"] == 0.5
+    assert TrainConfig.from_dict(tuned.to_dict()) == tuned  # a checkpoint's config gives the same run back
 
 
 def test_head_epochs_hold_the_backbone_then_warm_it_up():

@@ -10,7 +10,7 @@ import logging
 from typing import Any
 
 from ..errors import AttrtagError
-from ..training.config import COMPLETIONS, FINETUNE, GROUP_BALANCES, LOSSES, TrainConfig
+from ..training.config import COMPLETIONS, GROUP_BALANCES, LOSSES, TrainConfig
 
 
 def register(sub: Any) -> None:
@@ -43,11 +43,11 @@ def register(sub: Any) -> None:
                    help=f"the cosine ends at lr * R (default {D.min_lr_ratio})")
     p.add_argument("--layer-decay", type=float, metavar="D",
                    help="fine-tuning: each backbone layer learns at lr * D**(depth from the top), the head at lr "
-                        f"(timm's layer-wise decay, e.g. 0.75 for long runs; default {FINETUNE['layer_decay']:g} = off; "
+                        f"(timm's layer-wise decay, e.g. 0.75 for long runs; default {D.layer_decay:g} = off; "
                         "it lost up to 7 points in a 93-step fine-tune, scripts/README.md)")
     p.add_argument("--head-epochs", type=float, metavar="E",
                    help="fine-tuning: only the head learns for the first E epochs, then the backbone warms up "
-                        f"(default {FINETUNE['head_epochs']:g}; one head-only epoch lost up to 4 points in a 93-step "
+                        f"(default {D.head_epochs:g}; one head-only epoch lost up to 4 points in a 93-step "
                         "fine-tune)")
     p.add_argument("--drop-rate", type=float, metavar="P", help=f"dropout before the head (default {D.drop_rate:g})")
     p.add_argument("--val-fraction", type=float, metavar="F",

@@ -14,11 +14,6 @@ from ..errors import AttrtagError
 LOSSES = ("grouped_softmax", "sigmoid_bce")
 COMPLETIONS = ("none", "hard", "soft")
 GROUP_BALANCES = ("none", "log")
-#: The fine-tuning recipe used with `pretrained` where a run leaves an option unset, chosen by
-#: measurement (scripts/README.md "Fine-tuning from ImageNet weights": efficientnet_lite0 on the
-#: fashion photos, 93 steps, 3 seeds): layer decay 0.75 lost 0.6-6.9 points per group and one
-#: head-only epoch 0.0-3.8 against one learning rate for every layer, so both are off.
-FINETUNE: dict[str, float] = {"layer_decay": 1.0, "head_epochs": 0.0}
 #: The range of every number a run takes, and how a user reads it; ``None`` (image_size, crop) is
 #: always allowed. One table, so a flag, a YAML key and a Python option are judged alike.
 RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
@@ -60,10 +55,12 @@ class TrainConfig:
     weight_decay: float = 0.05
     warmup_epochs: float = 1.0
     min_lr_ratio: float = 0.01  # cosine decays to lr * min_lr_ratio
-    # The fine-tuning recipe (issue 20; scripts/README.md "Fine-tuning recipe" has the measurements).
-    # None = the recipe's choice: FINETUNE's value when `pretrained` is set, off from random init.
-    layer_decay: float | None = None  # timm's layer-wise lr decay: a layer's lr is lr * decay**(depth from the top)
-    head_epochs: float | None = None  # epochs at the start in which only the head learns (the backbone's lr is 0)
+    # Fine-tuning options (issue 20), off by default for pretrained runs too: fine-tuning
+    # efficientnet_lite0 from ImageNet (93 steps, 3 seeds; scripts/README.md "Fine-tuning from
+    # ImageNet weights"), layer decay 0.75 lost 0.6-6.9 points per group and one head-only epoch
+    # 0.0-3.8 against one learning rate for every layer after the warm-up.
+    layer_decay: float = 1.0  # timm's layer-wise lr decay: a layer's lr is lr * decay**(depth from the top)
+    head_epochs: float = 0.0  # epochs at the start in which only the head learns (the backbone's lr is 0)
     loss: str = "grouped_softmax"  # or "sigmoid_bce": the independent-sigmoid baseline recipe
     label_smoothing: float = 0.0
     class_weights: bool = False  # sqrt-inverse-frequency, from the labelled training images only
@@ -99,15 +96,6 @@ class TrainConfig:
             raise AttrtagError(f"`complete={self.complete}` needs `ema=True`: the EMA of the weights is the teacher "
                                "that fills missing labels")
 
-    def finetuning(self) -> dict[str, float]:
-        """The fine-tuning recipe this run uses: ``layer_decay`` and ``head_epochs``, unset ones filled in.
-
-        Unset (None) values are :data:`FINETUNE`'s when the run starts from pretrained weights, and
-        off (1.0 and 0) from random initialisation, where no layer holds anything worth keeping.
-        """
-        base = FINETUNE if self.pretrained else {"layer_decay": 1.0, "head_epochs": 0.0}
-        return {k: float(v if (v := getattr(self, k)) is not None else base[k]) for k in ("layer_decay", "head_epochs")}
-
     def learning_options(self) -> dict[str, Any]:
         """The options that change what the weights learn from partial, unbalanced labels.
 
@@ -126,7 +114,10 @@ class TrainConfig:
             out["group_balance"] = self.group_balance
         if self.class_weights:
             out["class_weights"] = True
-        out.update({k: v for k, v in self.finetuning().items() if v != {"layer_decay": 1.0, "head_epochs": 0.0}[k]})
+        if self.layer_decay != 1.0:
+            out["layer_decay"] = self.layer_decay
+        if self.head_epochs:
+            out["head_epochs"] = self.head_epochs
         return out
 
     def to_dict(self) -> dict[str, Any]:

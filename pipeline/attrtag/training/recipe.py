@@ -72,7 +72,7 @@ def lr_lambda(step: int, *, warmup_steps: int, total_steps: int, min_ratio: floa
 def make_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
     """AdamW without weight decay on norms and biases (timm's ``param_groups_weight_decay``).
 
-    With a ``layer_decay`` below 1 (:meth:`TrainConfig.finetuning`), the backbone's parameters are
+    With a ``layer_decay`` below 1, the backbone's parameters are
     grouped by depth as timm's ``param_groups_layer_decay`` does (the model's ``group_matcher``):
     the head learns at ``lr``, the backbone's top block at ``lr * decay``, the stem at the smallest
     rate, so fine-tuning moves the general early features least. Each group says whether it is
@@ -80,7 +80,7 @@ def make_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
     """
     groups: list[dict] = []
     backbone = getattr(model, "backbone", None)
-    decay = cfg.finetuning()["layer_decay"]
+    decay = cfg.layer_decay
     if backbone is not None and decay < 1.0:
         from timm.optim import param_groups_layer_decay
 
@@ -109,14 +109,14 @@ def make_scheduler(
 ) -> torch.optim.lr_scheduler.LambdaLR:
     """Per-step schedule: ``cfg.warmup_epochs`` of linear warm-up, then cosine to ``lr * min_lr_ratio``.
 
-    With ``head_epochs`` (:meth:`TrainConfig.finetuning`) the backbone's groups stay at 0 for
+    With ``head_epochs`` the backbone's groups stay at 0 for
     those epochs while the head learns on the pretrained features (linear probing, then
     fine-tuning: Kumar et al. 2022), then warm up and decay over the remaining steps, so a
     random head's first large gradients never reach the pretrained weights.
     """
     total_steps = steps_per_epoch * cfg.epochs
     warmup_steps = int(round(cfg.warmup_epochs * steps_per_epoch))
-    head_steps = min(total_steps, int(round(cfg.finetuning()["head_epochs"] * steps_per_epoch)))
+    head_steps = min(total_steps, int(round(cfg.head_epochs * steps_per_epoch)))
 
     def head(s: int) -> float:
         return lr_lambda(s, warmup_steps=warmup_steps, total_steps=total_steps, min_ratio=cfg.min_lr_ratio)
