@@ -178,7 +178,10 @@ def cuda_usable(model_path: str) -> bool:
     """Whether ONNX Runtime really runs on CUDA here (the provider is listed even without a GPU)."""
     import onnxruntime as ort
 
+    from attrtag.runtime.gpu_libraries import preload_cuda
+
     if "CUDAExecutionProvider" not in ort.get_available_providers():
         return False
+    preload_cuda(ort)  # as OnnxModel does: CUDA from pip packages is found only when loaded first
     session = ort.InferenceSession(model_path, providers=["CUDAExecutionProvider", "CPUExecutionProvider"])
     return session.get_providers()[0] == "CUDAExecutionProvider"

@@ -18,7 +18,8 @@ import pytest
 import torch
 
 from attrtag.runtime import Placement
-from attrtag.runtime.onnx_backend import OnnxModel, _cuda_device_count, _tensorrt_loadable
+from attrtag.runtime.gpu_libraries import cuda_device_count, tensorrt_loadable
+from attrtag.runtime.onnx_backend import OnnxModel
 from attrtag.runtime.torch_backend import TorchPredictor
 from attrtag_onnx.export import export_onnx
 
@@ -35,9 +36,9 @@ def _ort_cuda_listed() -> bool:
 
 
 # Decided before any fixture runs, so a machine without a GPU spends nothing on these tests.
-ORT_GPU = pytest.mark.skipif(not (_cuda_device_count() and _ort_cuda_listed()),
+ORT_GPU = pytest.mark.skipif(not (cuda_device_count() and _ort_cuda_listed()),
                              reason="no GPU for ONNX Runtime (no NVIDIA driver, or onnxruntime without CUDA)")
-TENSORRT = pytest.mark.skipif(not (_cuda_device_count() and _tensorrt_loadable()),
+TENSORRT = pytest.mark.skipif(not (cuda_device_count() and tensorrt_loadable()),
                               reason="no TensorRT libraries (libnvinfer) or no GPU")
 TORCH_GPU = pytest.mark.skipif(not torch.cuda.is_available(), reason="PyTorch sees no CUDA GPU")
 

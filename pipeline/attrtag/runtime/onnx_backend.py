@@ -3,7 +3,8 @@
 :class:`OnnxModel` picks execution providers (TensorRT -> CUDA -> CPU by default), then reads
 back the providers the session really uses: ``onnxruntime-gpu`` lists the GPU providers even on
 a machine without a GPU or CUDA libraries, and a session asked for them silently falls back to
-the CPU. An explicit ``device="cuda"``/``"tensorrt"`` that ends up on the CPU is an error.
+the CPU. An explicit ``device="cuda"``/``"tensorrt"`` that ends up on the CPU is an error. CUDA,
+cuDNN and TensorRT from pip packages are loaded first (see ``gpu_libraries``).
 
 Nothing here may import torch (the tagging path runs on machines without it); a test runs this
 module with torch blocked.
@@ -11,7 +12,6 @@ module with torch blocked.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import logging
 import os
 import sys
@@ -24,6 +24,7 @@ from ..card import ModelCard
 from ..errors import AttrtagError, CheckpointError, DeviceUnavailableError, first_line
 from ..schema import Schema
 from .api import Placement, check_batch, empty_output, parse_device
+from .gpu_libraries import cuda_device_count, missing_cuda_hint, preload_cuda, tensorrt_loadable
 from .ort_cache import CachedGraph, lookup_graph
 from .temperature import apply_temperatures
 from .onnx_file import OnnxFormatError, read_metadata_and_outputs
@@ -102,7 +103,12 @@ class OnnxModel:
         base, device_id = parse_device(device)
         cache_dir = Path(trt_cache_dir or DEFAULT_TRT_CACHE).expanduser()
         requested = self._requested(ort, providers, base, device_id, trt_fp16, cache_dir)
-        cpu_only = [p if isinstance(p, str) else p[0] for p in requested] == [CPU]
+        names = [p if isinstance(p, str) else p[0] for p in requested]
+        cpu_only = names == [CPU]
+        if CUDA in names or TENSORRT in names:
+            preload_cuda(ort)  # CUDA/cuDNN from pip packages: the providers name them by soname only
+        if TENSORRT in names:
+            tensorrt_loadable()  # loads TensorRT from its pip package, where it is one
         cached = lookup_graph(self.path, ort.__version__) if cpu_only else None
         #: Whether the session loaded the optimised graph an earlier run saved (see ort_cache).
         self.graph_from_cache = False
@@ -194,7 +200,7 @@ class OnnxModel:
             return [TENSORRT, CUDA, CPU]
         # auto: only providers that can work here, so a CPU machine gets no error spam from
         # onnxruntime-gpu trying to load CUDA libraries for a GPU that does not exist.
-        if not _cuda_device_count():
+        if not cuda_device_count():
             _logger.debug("no CUDA GPU found by the driver: using %s", CPU)
             return [CPU]
         if self.card.precision == "int8":
@@ -203,7 +209,7 @@ class OnnxModel:
             _logger.info("int8 model: running on the CPU it was quantised for (pass device='cuda' to force the GPU)")
             return [CPU]
         order = [CUDA, CPU]
-        if TENSORRT in available and _tensorrt_loadable():
+        if TENSORRT in available and tensorrt_loadable():
             order.insert(0, TENSORRT)
         return [p for p in order if p in available]
 
@@ -238,13 +244,14 @@ class OnnxModel:
         if base == "cuda" and not self.placement.on_gpu:
             raise DeviceUnavailableError(
                 f"asked for {device} but ONNX Runtime runs on {', '.join(self.providers)} only: no usable GPU / CUDA "
-                "libraries (onnxruntime-gpu needs an NVIDIA driver, CUDA and cuDNN); use `device=cpu`"
+                f"libraries (onnxruntime-gpu needs an NVIDIA driver, CUDA and cuDNN){missing_cuda_hint()}; use `device=cpu`"
             )
         if base == "tensorrt" and self.placement.device != "tensorrt":
             fallback = "`device=cuda`" if CUDA in self.providers else "`device=cpu`"
             raise DeviceUnavailableError(
                 f"asked for {device} but ONNX Runtime runs on {', '.join(self.providers)} only: TensorRT is not usable "
-                f"here (needs a GPU and the TensorRT libraries, libnvinfer); use {fallback}"
+                "here (needs a GPU and TensorRT 10's libnvinfer.so.10: the system's, or NVIDIA's tensorrt-cu13-libs 10.x "
+                f"package){missing_cuda_hint()}; use {fallback}"
             )
 
     # -- inference ----------------------------------------------------------------------------
@@ -300,35 +307,6 @@ def _import_onnxruntime() -> Any:
     except ImportError:
         raise AttrtagError(f"running .onnx models needs ONNX Runtime: {_PIP_HINT}") from None
     return onnxruntime
-
-
-def _cuda_device_count() -> int:
-    """GPUs the NVIDIA driver reports (0 without a driver), via the driver API alone.
-
-    Cheap and torch-free; used only to decide whether trying the GPU providers makes sense.
-    """
-    for name in ("libcuda.so.1", "libcuda.so", "nvcuda.dll"):
-        try:
-            lib = ctypes.CDLL(name)
-        except OSError:
-            continue
-        count = ctypes.c_int(0)
-        if lib.cuInit(0) != 0 or lib.cuDeviceGetCount(ctypes.byref(count)) != 0:
-            return 0
-        return int(count.value)
-    return 0
-
-
-def _tensorrt_loadable() -> bool:
-    """Whether the TensorRT runtime library can be loaded (the TensorRT provider needs it)."""
-    for name in ("libnvinfer.so.10", "libnvinfer.so", "nvinfer_10.dll"):
-        try:
-            ctypes.CDLL(name)
-            return True
-        except OSError:
-            continue
-    _logger.debug("TensorRT libraries (libnvinfer) not found: skipping %s", TENSORRT)
-    return False
 
 
 def check_output_names(schema: Schema, names: Sequence[str], *, source: str) -> None:
