@@ -76,3 +76,22 @@ def test_a_file_that_is_not_a_model_is_described(tmp_path: Path, data: bytes, wh
         model_kind(tmp_path / "absent.onnx")
     with pytest.raises(CheckpointError, match="is a folder"):
         model_kind(tmp_path)
+
+
+def test_a_torch_predictor_runs_with_its_threads_and_gives_the_callers_back(tmp_path: Path) -> None:
+    import numpy as np
+    import torch
+
+    from attrtag.runtime.torch_backend import TorchPredictor
+    from tests.helpers import PREP, make_checkpoint
+
+    before = torch.get_num_threads()
+    own = 1 if before != 1 else 2
+    predictor = TorchPredictor.from_checkpoint(make_checkpoint(tmp_path / "m.pt"), device="cpu", threads=own)
+    assert torch.get_num_threads() == before
+    seen = []
+    predictor._net.register_forward_pre_hook(lambda *_: seen.append(torch.get_num_threads()))
+    h, w = PREP.input_size
+    predictor(np.zeros((2, 3, h, w), np.float32))
+    assert seen == [own]
+    assert torch.get_num_threads() == before  # an API caller's own setting is not changed for good
