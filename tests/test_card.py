@@ -53,15 +53,39 @@ def test_a_card_with_a_multi_label_group_round_trips_with_its_thresholds() -> No
     card = ModelCard(schema, PREP, "x", label_counts={"colour": (3, 4), "tags": (2, 0, 5)},
                      label_totals={"tags": (7, 7, 6)}, value_thresholds=chosen)
     d = card.to_dict()
-    assert d["format_version"] == FORMAT_VERSION == 3 and d["schema"]["tags"] == {"kind": "multi", "values": ["a", "b", "c"]}
+    assert d["format_version"] == 3 < FORMAT_VERSION and d["schema"]["tags"] == {"kind": "multi", "values": ["a", "b", "c"]}
     assert ModelCard.from_dict(d) == card == ModelCard.from_metadata(card.to_metadata())
     assert card.decision_thresholds == {"tags": (0.3, 0.5, 0.7)}
     with pytest.raises(CheckpointError, match="'colour' is not a multi-label group"):
         card.replace(value_thresholds={"groups": {"colour": {"red": 0.4}}})
     with pytest.raises(CheckpointError, match="1.5 is not a value's threshold"):
         card.replace(value_thresholds={"groups": {"tags": {"a": 1.5}}})
-    with pytest.raises(CheckpointError, match="newer than this attrtag"):
-        ModelCard.from_dict({**d, "format_version": 4})
+    with pytest.raises(CheckpointError, match="format version 3 is newer than this attrtag understands \\(2\\)"):
+        _read_as_attrtag_of_format(2, d)
+
+
+def _read_as_attrtag_of_format(version: int, d: dict) -> ModelCard:
+    """``d`` read as an attrtag that understands formats up to ``version`` reads it."""
+    import attrtag.card as card_module
+
+    saved = card_module.FORMAT_VERSION
+    card_module.FORMAT_VERSION = version
+    try:
+        return ModelCard.from_dict(d)
+    finally:
+        card_module.FORMAT_VERSION = saved
+
+
+def test_a_card_with_temperatures_is_format_4_which_attrtag_before_them_refuses() -> None:
+    card = ModelCard(SCHEMA, PREP, "x", temperatures={"groups": {"colour": 1.7}, "fitted_on": 40})
+    d = card.to_dict()
+    assert d["format_version"] == FORMAT_VERSION == 4
+    assert ModelCard.from_dict(d) == card == ModelCard.from_metadata(card.to_metadata())
+    # attrtag before temperatures would drop the entry and give raw probabilities: it refuses instead
+    with pytest.raises(CheckpointError, match="format version 4 is newer than this attrtag understands \\(3\\); "
+                                              "upgrade attrtag"):
+        _read_as_attrtag_of_format(3, d)
+    assert d["format_version"] != card.replace(temperatures=None).to_dict()["format_version"]
 
 
 def test_the_card_travels_through_checkpoint_and_onnx_unchanged(card: ModelCard, model, tmp_path: Path) -> None:

@@ -41,7 +41,10 @@ from .schema import Schema
 #: 2: ``crop_mode`` replaced ``resize_mode``; optional ``label_counts``, ``calibration``, ``training``.
 #: 3: multi-label groups (written only by models that have one: attrtag versions before them
 #: refuse such a model with "upgrade attrtag" instead of misreading its schema).
-FORMAT_VERSION = 3
+#: 4: per-group ``temperatures`` (written only by models that have them: attrtag versions before
+#: them would ignore the entry and give raw probabilities, against multi-label thresholds chosen
+#: on calibrated ones; they refuse with "upgrade attrtag" instead).
+FORMAT_VERSION = 4
 PRECISIONS = ("fp32", "fp16", "int8")
 #: The backbone a new model gets unless told otherwise (timm name).
 DEFAULT_BACKBONE = "resnetv2_50"
@@ -147,7 +150,8 @@ class ModelCard:
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly form; optional entries only when set."""
         d: dict[str, Any] = {
-            "format_version": FORMAT_VERSION if self.schema.multi else 2,
+            # The oldest format that holds everything set: older attrtag versions still read the rest.
+            "format_version": 4 if self.temperatures else 3 if self.schema.multi else 2,
             "schema": self.schema.to_dict(),
             "preprocessing": self.preprocessing.to_dict(),
             "backbone": self.backbone,
