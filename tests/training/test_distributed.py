@@ -223,6 +223,36 @@ def test_plain_train_starts_no_process_group(monkeypatch):
     assert not ctx.active and not torch.distributed.is_initialized()
 
 
+@pytest.mark.parametrize("name", ["forward_sync_buffers", "broadcast_buffers"])
+def test_ddp_keeps_buffers_per_process_under_either_name_of_the_switch(monkeypatch, name):
+    # PyTorch renamed broadcast_buffers to forward_sync_buffers; 2.11 (the lent GPU machine's)
+    # knows only the old name and refused the new one, so torchrun training failed there.
+    from attrtag.training.distributed import wrap_ddp
+
+    seen = {}
+
+    def init(self, module, device_ids=None, **switch):  # DDP's signature, with one of the two names
+        seen.update(switch)
+
+    fake = type("DistributedDataParallel", (), {})
+    fake.__init__ = _with_keyword(init, name)
+    monkeypatch.setattr(torch.nn.parallel, "DistributedDataParallel", fake)
+    wrapped = wrap_ddp(torch.nn.Linear(2, 2), DistContext(torch.device("cpu"), world_size=2))
+    assert isinstance(wrapped, fake) and seen == {name: False}
+
+
+def _with_keyword(init, name):
+    """``init`` with a signature whose only switch is ``name`` (what the real DDP's inspection sees)."""
+    import inspect
+
+    def wrapper(self, module, device_ids=None, **switch):
+        return init(self, module, device_ids, **switch)
+
+    params = list(inspect.signature(init).parameters.values())[:3]
+    wrapper.__signature__ = inspect.Signature(params + [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY)])
+    return wrapper
+
+
 def test_resuming_on_another_number_of_processes_continues_the_same_run(data, one_process, tmp_path):
     final, epoch1 = one_process
     logs = torchrun(["train", "--schema", str(data[0]), "--manifest", str(data[1]), "--out", str(tmp_path / "run"),

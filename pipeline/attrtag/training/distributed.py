@@ -209,17 +209,22 @@ def wrap_ddp(model: nn.Module, ctx: DistContext) -> nn.Module:
     """The module the training step calls: DDP around ``model`` with several processes, else ``model``.
 
     No ``find_unused_parameters``: the masked loss keeps every group in the graph even when a
-    process has no label for it. ``forward_sync_buffers=False`` (what ``broadcast_buffers``
-    was): batch-norm running statistics stay per process and are averaged by
-    :func:`reduce_batchnorm_stats`; otherwise rank 0's would overwrite every other process's at
-    each forward. They are still copied from rank 0 once, when DDP wraps the model.
+    process has no label for it. ``forward_sync_buffers=False`` (``broadcast_buffers`` in the
+    PyTorch versions before that name, 2.11 among them: they get the old one): batch-norm running statistics stay
+    per process and are averaged by :func:`reduce_batchnorm_stats`; otherwise rank 0's would
+    overwrite every other process's at each forward. They are still copied from rank 0 once,
+    when DDP wraps the model.
     """
     if not ctx.active:
         return model
+    import inspect
+
     from torch.nn.parallel import DistributedDataParallel
 
     ids = [ctx.device.index] if ctx.device.type == "cuda" else None
-    return DistributedDataParallel(model, device_ids=ids, forward_sync_buffers=False)
+    known = inspect.signature(DistributedDataParallel.__init__).parameters
+    no_sync = "forward_sync_buffers" if "forward_sync_buffers" in known else "broadcast_buffers"
+    return DistributedDataParallel(model, device_ids=ids, **{no_sync: False})
 
 
 def reduce_batchnorm_stats(model: nn.Module, ctx: DistContext) -> None:
