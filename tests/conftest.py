@@ -1,6 +1,7 @@
 """Shared fixtures (helpers in :mod:`tests.helpers`)."""
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
 
@@ -26,3 +27,12 @@ def _ort_graph_cache_in_tmp(tmp_path_factory: pytest.TempPathFactory) -> object:
     yield
     patch.undo()
 
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Parquet is an extra (pyarrow): without it, tests that need it skip instead of failing."""
+    if importlib.util.find_spec("pyarrow") is not None:
+        return
+    skip = pytest.mark.skip(reason="Parquet needs pyarrow: pip install 'attrtag[parquet]'")
+    for item in items:
+        if "parquet" in item.name or item.get_closest_marker("parquet") is not None:
+            item.add_marker(skip)

@@ -33,6 +33,7 @@ def decided(record: dict, cuts: dict[str, float]) -> list[str]:
     return [v for v in MARKS if record["marks_probs"][v] >= cuts[v]]
 
 
+@pytest.mark.parquet
 def test_tag_writes_the_marks_at_the_cards_thresholds_in_every_format(
     capsys: pytest.CaptureFixture[str], trained: dict[str, Path]
 ) -> None:
@@ -89,6 +90,7 @@ def test_a_bad_value_threshold_is_one_line_and_writes_nothing(
     assert not out.exists() and not (trained["dir"] / "bad.jsonl.meta.json").exists()
 
 
+@pytest.mark.parquet
 def test_classify_on_a_multi_label_tag_file_reproduces_tag(
     capsys: pytest.CaptureFixture[str], trained: dict[str, Path]
 ) -> None:

@@ -78,6 +78,7 @@ def clean_run(models: dict[str, Path], images: Path, tmp_path_factory: pytest.Te
 # --- formats and options -----------------------------------------------------------------------
 
 
+@pytest.mark.parquet
 def test_all_formats_hold_the_same_records(
     capsys: pytest.CaptureFixture[str], tmp_path: Path, models: dict[str, Path], images: Path
 ) -> None:

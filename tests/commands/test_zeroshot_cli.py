@@ -94,6 +94,7 @@ def test_embedded_rules_are_used_unless_no_rules_or_rules(
     assert exc.value.code == 2 and "not allowed with argument" in capsys.readouterr().err
 
 
+@pytest.mark.parquet
 def test_class_fields_in_every_format(
     capsys: pytest.CaptureFixture[str], tmp_path: Path, world: dict[str, Path]
 ) -> None:
