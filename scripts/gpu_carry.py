@@ -121,6 +121,7 @@ def plan(parts: Sequence[Path], check_args: str) -> str:
         "",
         f"Parts: {len(parts)} ({sum(p.stat().st_size for p in parts) / 2**20:.0f} MiB). Each `run` call names one in",
         "`carry`; the machine keeps it while held. Start each call as soon as the previous returns.",
+        "First `status` (free): `can_start_another` must be true, with 12 minutes or more of budget left.",
         "",
     ]
     stash = f"mkdir -p {STASH} && cp {{part}} {STASH}/ && ls -l {STASH}"
