@@ -153,3 +153,21 @@ class _nothing:
 
     def __exit__(self, *exc: object) -> bool:
         return False
+
+
+def test_auto_falling_back_to_the_cpu_beside_a_gpu_says_so(onnx_model: Path, monkeypatch, caplog) -> None:
+    if gpu_libraries.cuda_device_count():
+        pytest.skip("a GPU is usable here")
+    # The driver reports a GPU, but the CUDA provider cannot load (here: no libcuda.so.1).
+    monkeypatch.setattr("attrtag.runtime.onnx_backend.cuda_device_count", lambda: 1)
+    monkeypatch.setattr(gpu_libraries, "_missing_cuda", ["libcudnn.so.9"])
+    with caplog.at_level("WARNING", logger="attrtag.runtime.onnx_backend"):
+        model = OnnxModel(onnx_model, device="auto")
+    assert model.providers == ["CPUExecutionProvider"]
+    assert [r.getMessage() for r in caplog.records if r.levelname == "WARNING"] == [
+        "a GPU is here but ONNX Runtime runs on the CPU: the CUDA provider did not load (CUDA libraries not found: "
+        'libcudnn.so.9; pip install "attrtag[cuda]" installs them); `device=cuda` makes this an error']
+    caplog.clear()
+    monkeypatch.setattr("attrtag.runtime.onnx_backend.cuda_device_count", lambda: 0)
+    OnnxModel(onnx_model, device="auto")  # no GPU: the CPU is the choice, nothing to warn about
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]

@@ -241,6 +241,10 @@ class OnnxModel:
         return provider
 
     def _check_device(self, base: str, device: str) -> None:
+        if base == "auto" and not self.placement.on_gpu and self.card.precision != "int8" and cuda_device_count():
+            # auto may fall back, but not silently where a GPU is there to use
+            _logger.warning("a GPU is here but ONNX Runtime runs on the CPU: the CUDA provider did not load%s; "
+                            "`device=cuda` makes this an error", missing_cuda_hint())
         if base == "cuda" and not self.placement.on_gpu:
             raise DeviceUnavailableError(
                 f"asked for {device} but ONNX Runtime runs on {', '.join(self.providers)} only: no usable GPU / CUDA "
