@@ -101,8 +101,11 @@ def test_tag_to_is_the_file_job_attrtag_tag_runs(files: dict[str, Path], tmp_pat
         assert (summary.tagged, summary.failed, summary.skipped, summary.inputs) == (6, 1, 0, 7)
         assert summary.counts == {"ok": 6, "not_image": 1} and summary.rate > 0
         assert seen[-1] == (7, 7, 1) and [s[0] for s in seen] == [3, 6, 7]
+        # The first batch (start-up included) apart: the pace of the 4 images after it.
+        assert summary.first_batch[0] == 3 and 0 < summary.first_batch[1] < summary.seconds
+        assert summary.steady_rate == pytest.approx(4 / (summary.seconds - summary.first_batch[1]))
         again = tagger.tag_to(by_api, files["images"])  # resumes: nothing left to do
-        assert (again.skipped, sum(again.counts.values())) == (7, 0)
+        assert (again.skipped, sum(again.counts.values())) == (7, 0) and again.steady_rate is None
     cli_meta, cli_records = read_output(by_cli)
     api_meta, api_records = read_output(by_api)
     assert api_records == cli_records and api_meta == cli_meta

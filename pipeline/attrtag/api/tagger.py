@@ -76,6 +76,7 @@ class TagSummary:
         skipped: images the output already held (a resumed run).
         retried: error records removed to be tagged again (``retry_failed``).
         seconds: the tagging loop's time (model loading excluded).
+        first_batch: (images, seconds) of the loop's first batch, start-up included.
     """
 
     out: str
@@ -84,6 +85,7 @@ class TagSummary:
     skipped: int = 0
     retried: int = 0
     seconds: float = 0.0
+    first_batch: tuple[int, float] = (0, 0.0)
 
     @property
     def tagged(self) -> int:
@@ -97,6 +99,12 @@ class TagSummary:
     def rate(self) -> float:
         """Images per second of the tagging loop."""
         return sum(self.counts.values()) / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def steady_rate(self) -> float | None:
+        """Images per second after the first batch (None with one batch): the pace a longer run keeps."""
+        images, seconds = sum(self.counts.values()) - self.first_batch[0], self.seconds - self.first_batch[1]
+        return images / seconds if images > 0 and seconds > 0 else None
 
 
 class Tagger:
@@ -224,7 +232,8 @@ class Tagger:
         job = run_job(paths, out, self.engine, batch_size=self.batch_size, max_pixels=self.max_pixels,
                       progress=progress, layout=self.layout, model_path=self.model, fmt=fmt, overwrite=overwrite,
                       retry_failed=retry_failed, model_sha256=sha256)
-        return TagSummary(os.fspath(out), len(paths), dict(job.counts), job.skipped, job.retried, job.seconds)
+        return TagSummary(os.fspath(out), len(paths), dict(job.counts), job.skipped, job.retried, job.seconds,
+                          job.first_batch)
 
     def close(self) -> None:
         """Release the engine (a Ray instance this tagger started stops)."""

@@ -178,6 +178,8 @@ def run(args: argparse.Namespace) -> int:
         f"tagged {summary.tagged}, failed {summary.failed}" + (f" ({reasons})" if reasons else "")
         + (f", {summary.retried} retried" if summary.retried else "")
         + (f", {summary.skipped} already in {args.out}" if summary.skipped else "")
-        + f"; {summary.rate:.1f} images/s -> {args.out}"
+        + f"; {summary.rate:.1f} images/s"
+        + (f" ({summary.steady_rate:.1f} after the first batch)" if summary.steady_rate is not None else "")
+        + f" -> {args.out}"
     )
     return 0

@@ -77,6 +77,9 @@ class TagJob:
         self.skipped = len(paths) - len(self.todo)
         self.counts: Counter[str] = Counter()
         self.seconds = 0.0
+        #: (images, seconds) of the first batch: it carries the start-up (a GPU's kernel choice,
+        #: the decode pipeline filling), which a short run's rate would otherwise hide.
+        self.first_batch: tuple[int, float] = (0, 0.0)
         if self.retried:
             _logger.info("retrying %d images that failed before", self.retried)
         if self.skipped:
@@ -117,6 +120,8 @@ class TagJob:
             for records in batches:
                 self.writer.write(records)
                 self.counts.update(r.get("error") or "ok" for r in records)
+                if not self.first_batch[0]:
+                    self.first_batch = (len(records), time.perf_counter() - start)
                 yield records
         finally:
             self.seconds = time.perf_counter() - start
