@@ -150,3 +150,17 @@ def test_evaluate_takes_an_onnx_file_and_agrees_with_its_checkpoint(tiny_data: t
            [(m.group, m.labelled, m.accuracy) for m in by_pt.metrics]
     groups = {"colour", "shape", "band"}
     assert by_onnx.report["json"].is_file() and set(by_onnx.report) == {"json", *groups, *(f"reliability/{g}" for g in groups)}
+
+
+@pytest.mark.parametrize("options, error", [
+    ({"rules": {"classes": {"x": {"no_such_group": "v"}}}}, "no_such_group"),
+    ({"class_top_k": 0}, "class_top_k must be an integer >= 1, got 0"),
+    ({"overrides": {"colour": "purple"}}, "purple"),
+])
+def test_bad_rules_and_class_options_fail_before_an_onnx_session_opens(files, monkeypatch, options, error) -> None:
+    # An .onnx model's card is its metadata: a TensorRT engine build (minutes) is not spent first.
+    opened = []
+    monkeypatch.setattr("attrtag.api.tagger.open_with_thread_plan", lambda *a, **k: opened.append(a))
+    with pytest.raises(AttrtagError, match=error):
+        attrtag.load(files["onnx"], device="cpu", **{"rules": files["rules"], **options})
+    assert opened == []

@@ -13,10 +13,10 @@ the engine (this process, or a Ray cluster) only runs it.
 """
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, Sequence, Union
 
 import numpy as np
@@ -33,7 +33,7 @@ from ..schema import Schema
 from ..tagging.engine import DEFAULT_BATCH_SIZE, LocalEngine, predict_records
 from ..tagging.header import model_fingerprint
 from ..tagging.inputs import ImagePaths, expand_inputs
-from ..tagging.job import run_job
+from ..tagging.job import TagSummary, run_job
 from ..tagging.records import RecordLayout, TagRecord
 from ..tagging.thresholds import Thresholds, split_thresholds
 from ..zeroshot.classifier import ZeroShotResult
@@ -63,48 +63,6 @@ def _log_warning(message: str) -> None:
 Images = Union[str, os.PathLike, Image.Image, np.ndarray, Sequence[Union[str, os.PathLike, Image.Image, np.ndarray]]]
 #: Called after every batch :meth:`Tagger.tag_to` writes: ``progress(done, total, failed)``.
 Progress = Callable[[int, int, int], Any]
-
-
-@dataclass(frozen=True)
-class TagSummary:
-    """What :meth:`Tagger.tag_to` did.
-
-    Attributes:
-        out: the output file.
-        inputs: image paths the inputs expanded to.
-        counts: ``ok`` and each error code, over the records this run wrote.
-        skipped: images the output already held (a resumed run).
-        retried: error records removed to be tagged again (``retry_failed``).
-        seconds: the tagging loop's time (model loading excluded).
-        first_batch: (images, seconds) of the loop's first batch, start-up included.
-    """
-
-    out: str
-    inputs: int
-    counts: Mapping[str, int] = field(default_factory=dict)
-    skipped: int = 0
-    retried: int = 0
-    seconds: float = 0.0
-    first_batch: tuple[int, float] = (0, 0.0)
-
-    @property
-    def tagged(self) -> int:
-        return self.counts.get("ok", 0)
-
-    @property
-    def failed(self) -> int:
-        return sum(self.counts.values()) - self.tagged
-
-    @property
-    def rate(self) -> float:
-        """Images per second of the tagging loop."""
-        return sum(self.counts.values()) / self.seconds if self.seconds > 0 else 0.0
-
-    @property
-    def steady_rate(self) -> float | None:
-        """Images per second after the first batch (None with one batch): the pace a longer run keeps."""
-        images, seconds = sum(self.counts.values()) - self.first_batch[0], self.seconds - self.first_batch[1]
-        return images / seconds if images > 0 and seconds > 0 else None
 
 
 class Tagger:
@@ -232,8 +190,7 @@ class Tagger:
         job = run_job(paths, out, self.engine, batch_size=self.batch_size, max_pixels=self.max_pixels,
                       progress=progress, layout=self.layout, model_path=self.model, fmt=fmt, overwrite=overwrite,
                       retry_failed=retry_failed, model_sha256=sha256)
-        return TagSummary(os.fspath(out), len(paths), dict(job.counts), job.skipped, job.retried, job.seconds,
-                          job.first_batch)
+        return job.summary(len(paths))
 
     def close(self) -> None:
         """Release the engine (a Ray instance this tagger started stops)."""
@@ -292,9 +249,8 @@ def load(
             present (overriding the model's): :mod:`attrtag.tagging.thresholds`.
         class_top_k, unknown_threshold, overrides: classes listed per record (default 5);
             ``unknown`` below this normalised probability; score as if a group had a value.
-        batch_size: images per model call.
-        workers, worker_kind, threads: decode workers (``thread`` or ``process``) and model
-            threads (default: :func:`attrtag.runtime.threads.plan_threads`).
+        batch_size, workers, worker_kind, threads: images per model call; decode workers (``thread``
+            or ``process``) and model threads (default: :func:`attrtag.runtime.threads.plan_threads`).
         max_pixels, trt_cache_dir: the decompression-bomb limit; the TensorRT engine cache folder.
         engine: ``local`` (this process), ``ray`` or :class:`~attrtag.tagging.ray_engine.Ray`.
         warn: called with each warning about the rules and options (default: logged).
@@ -302,20 +258,35 @@ def load(
     options = _checked(batch_size=batch_size, workers=workers, worker_kind=worker_kind, engine=engine, threads=threads,
                        max_pixels=max_pixels, top_k=top_k, trt_cache_dir=trt_cache_dir)
     kind, sha256 = model_kind(model), _hash_in_background(model)  # a file that is no model fails here, saying so
+
+    layout_of = functools.partial(_layout, model=model, rules=rules, thresholds=thresholds, top_k=top_k, warn=warn,
+                                  calibration=calibration, scoring={"priors": priors, "top_k": class_top_k,
+                                  "unknown_threshold": unknown_threshold, "overrides": overrides})
+    card = read_card(model, kind=kind) if options is not None or kind != CHECKPOINT else None  # .onnx: metadata
+    layout = card and layout_of(card)
     local = None if options is not None else _open_local(
         model, kind, device=device, workers=workers, worker_kind=worker_kind, threads=threads,
         batch_size=batch_size, trt_cache_dir=trt_cache_dir, calibrated=calibration)
-    card = local.predictor.card if local is not None else read_card(model, kind=kind)
-    classes = class_scoring(card, rules, priors=priors, calibration=calibration, top_k=class_top_k,
-                            unknown_threshold=unknown_threshold, overrides=overrides,
-                            name=os.path.basename(model), warn=warn or _log_warning)
-    uncertain, decide = split_thresholds(thresholds, card.schema, card.decision_thresholds)
-    layout = RecordLayout(card.schema, top_k=top_k, thresholds=uncertain, classes=classes, value_thresholds=decide,
-                          temperatures=card.group_temperatures if calibration else {})  # as the predictor applies
+    card = card or local.predictor.card
+    layout = layout or layout_of(card)
     runner = local or _ray_engine(model, options, backend="torch" if kind == CHECKPOINT else "onnx", device=device,
                                   workers=workers, threads=threads)
     return Tagger(model, card, layout, runner, batch_size=batch_size, max_pixels=max_pixels or DEFAULT_MAX_PIXELS,
                   scoring={"priors": priors, "calibration": calibration}, sha256=sha256)
+
+
+def _layout(card: "ModelCard", *, model: Any, rules: Any, thresholds: Any, top_k: int | None, warn: Any,
+            calibration: bool, scoring: Mapping[str, Any]) -> RecordLayout:
+    """How records of ``card``'s model are made: class scoring (``scoring``: priors, top_k, ...), thresholds.
+
+    Built from an .onnx file's metadata (1-10 ms) before its session, so that bad rules or
+    options fail before a TensorRT engine build (minutes); a checkpoint's card costs a full load.
+    """
+    classes = class_scoring(card, rules, calibration=calibration, name=os.path.basename(model),
+                            warn=warn or _log_warning, **scoring)
+    uncertain, decide = split_thresholds(thresholds, card.schema, card.decision_thresholds)
+    return RecordLayout(card.schema, top_k=top_k, thresholds=uncertain, classes=classes, value_thresholds=decide,
+                        temperatures=card.group_temperatures if calibration else {})  # as the predictor applies
 
 
 def _hash_in_background(model: str | os.PathLike) -> Future[str]:

@@ -12,8 +12,9 @@ import logging
 import os
 import time
 from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 from ..data.images import display_path
 from .engine import Engine
@@ -25,6 +26,48 @@ from .records import RecordLayout, TagRecord
 from .retry import drop_failed
 
 _logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TagSummary:
+    """What :meth:`Tagger.tag_to` did.
+
+    Attributes:
+        out: the output file.
+        inputs: image paths the inputs expanded to.
+        counts: ``ok`` and each error code, over the records this run wrote.
+        skipped: images the output already held (a resumed run).
+        retried: error records removed to be tagged again (``retry_failed``).
+        seconds: the tagging loop's time (model loading excluded).
+        first_batch: (images, seconds) of the loop's first batch, start-up included.
+    """
+
+    out: str
+    inputs: int
+    counts: Mapping[str, int] = field(default_factory=dict)
+    skipped: int = 0
+    retried: int = 0
+    seconds: float = 0.0
+    first_batch: tuple[int, float] = (0, 0.0)
+
+    @property
+    def tagged(self) -> int:
+        return self.counts.get("ok", 0)
+
+    @property
+    def failed(self) -> int:
+        return sum(self.counts.values()) - self.tagged
+
+    @property
+    def rate(self) -> float:
+        """Images per second of the tagging loop."""
+        return sum(self.counts.values()) / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def steady_rate(self) -> float | None:
+        """Images per second after the first batch (None with one batch): the pace a longer run keeps."""
+        images, seconds = sum(self.counts.values()) - self.first_batch[0], self.seconds - self.first_batch[1]
+        return images / seconds if images > 0 and seconds > 0 else None
 
 
 class TagJob:
@@ -134,10 +177,10 @@ class TagJob:
     def failed(self) -> int:
         return sum(self.counts.values()) - self.counts["ok"]
 
-    @property
-    def rate(self) -> float:
-        """Images per second of this job's tagging loop (model loading excluded)."""
-        return sum(self.counts.values()) / self.seconds if self.seconds > 0 else 0.0
+    def summary(self, inputs: int) -> TagSummary:
+        """What this job did, ``inputs`` being the images its inputs expanded to."""
+        return TagSummary(os.fspath(self.out), inputs, dict(self.counts), self.skipped, self.retried, self.seconds,
+                          self.first_batch)
 
     def close(self, *, complete: bool = True) -> None:
         """Release the output and its lock; ``complete=False`` after an error (Parquet keeps its sidecar)."""
