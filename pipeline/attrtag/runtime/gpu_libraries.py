@@ -68,7 +68,7 @@ def preload_cuda(ort: Any) -> list[str]:
                 with contextlib.redirect_stdout(printed):
                     ort.preload_dlls()
             except Exception as err:  # noqa: BLE001 - a failed preload leaves ONNX Runtime's own search
-                printed.write(f"Failed to load CUDA libraries: {err}\n")
+                _logger.debug("onnxruntime.preload_dlls failed: %s", err)
             names = [Path(m).name for m in _FAILED.findall(printed.getvalue())]
             _missing_cuda = list(dict.fromkeys(names))
             if _missing_cuda:
