@@ -7,6 +7,7 @@ import subprocess
 import sys
 import sysconfig
 import textwrap
+from contextlib import nullcontext
 from pathlib import Path
 
 import pytest
@@ -120,7 +121,7 @@ def test_a_cpu_session_preloads_nothing(onnx_model: Path, fresh, monkeypatch) ->
     monkeypatch.setattr("attrtag.runtime.onnx_backend.preload_cuda", lambda ort: called.append(ort) or [])
     OnnxModel(onnx_model, device="cpu")
     assert called == []
-    with pytest.raises(DeviceUnavailableError) if not gpu_libraries.cuda_device_count() else _nothing():
+    with pytest.raises(DeviceUnavailableError) if not gpu_libraries.cuda_device_count() else nullcontext():
         OnnxModel(onnx_model, device="cuda")
     assert len(called) == 1
 
@@ -145,14 +146,6 @@ def test_without_tensorrt_anywhere_it_is_not_loadable(monkeypatch) -> None:
     monkeypatch.setattr(gpu_libraries, "_tensorrt_pip_folder", lambda: None)
     monkeypatch.setattr(gpu_libraries.ctypes, "CDLL", missing)
     assert not gpu_libraries.tensorrt_loadable()
-
-
-class _nothing:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> bool:
-        return False
 
 
 def test_auto_falling_back_to_the_cpu_beside_a_gpu_says_so(onnx_model: Path, monkeypatch, caplog) -> None:
