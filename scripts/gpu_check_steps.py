@@ -137,10 +137,11 @@ def step_env(ctx: Context) -> None:
     smi = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version,memory.total", "--format=csv,noheader"],
                          capture_output=True, text=True) if _which("nvidia-smi") else None
     gpu = smi.stdout.strip() if smi is not None and smi.returncode == 0 else "none"
+    missing = preload_cuda(ort)  # before torch loads its own copies (which would skip the preload)
     torch_cuda = _torch_cuda()
     fields = {"gpu": gpu, "cpus": os.cpu_count(), "python": sys.version.split()[0], "versions": versions,
               "ort_providers_listed": ort.get_available_providers(), "driver_gpus": cuda_device_count(),
-              "cuda_libs_missing": preload_cuda(ort), "tensorrt_libs": tensorrt_loadable(), "torch_cuda": torch_cuda}
+              "cuda_libs_missing": missing, "tensorrt_libs": tensorrt_loadable(), "torch_cuda": torch_cuda}
     usable = bool(fields["driver_gpus"]) and torch_cuda and versions["onnxruntime-gpu"]
     status = "ok" if usable or ctx.dry else "fail"
     why = "" if status == "ok" else "a GPU run needs the NVIDIA driver, PyTorch with CUDA and onnxruntime-gpu"
