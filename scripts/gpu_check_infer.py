@@ -1,10 +1,10 @@
 """The inference checks of ``scripts/gpu_check.py``: decode ceiling, export and parity, tagging.
 
 Tagging is timed as users run it, ``attrtag tag`` in its own process; its images/s is the
-tagging loop's own rate (model loading and TensorRT's engine build excluded), and the rate after
-the first batch (which carries the GPU's kernel choice and the decode pipeline filling: on a
-run of 1,024 images at GPU speed it would otherwise dominate). The summary divides the latter
-by the decode ceiling measured here with the same number of decode workers.
+tagging loop's own rate (model loading and TensorRT's engine build excluded), and its pace over
+the run's second half (past the GPU's kernel search and the decode pipeline filling, which on a
+run of 1,024 images at GPU speed would otherwise dominate). The summary divides the latter by
+the decode ceiling measured here with the same number of decode workers.
 """
 from __future__ import annotations
 
@@ -116,7 +116,7 @@ def parity(ctx: Context, ckpt: Path) -> None:
 
 # -- tagging --------------------------------------------------------------------------------------
 RATE = re.compile(r"tagged (\d+), failed (\d+)(?: \([^)]*\))?; ([\d.]+) images/s")
-STEADY = re.compile(r"images/s \(([\d.]+) after the first batch\)")
+STEADY = re.compile(r"images/s \(([\d.]+) in its second half\)")
 RUNS_ON = re.compile(r"runs \S+ on (\w+ExecutionProvider)|PyTorch runs the model on (\S+)")
 
 

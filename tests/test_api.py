@@ -101,9 +101,7 @@ def test_tag_to_is_the_file_job_attrtag_tag_runs(files: dict[str, Path], tmp_pat
         assert (summary.tagged, summary.failed, summary.skipped, summary.inputs) == (6, 1, 0, 7)
         assert summary.counts == {"ok": 6, "not_image": 1} and summary.rate > 0
         assert seen[-1] == (7, 7, 1) and [s[0] for s in seen] == [3, 6, 7]
-        # The first batch (start-up included) apart: the pace of the 4 images after it.
-        assert summary.first_batch[0] == 3 and 0 < summary.first_batch[1] < summary.seconds
-        assert summary.steady_rate == pytest.approx(4 / (summary.seconds - summary.first_batch[1]))
+        assert summary.second_half == (0, 0.0) and summary.steady_rate is None  # 3 batches: too few for a pace
         again = tagger.tag_to(by_api, files["images"])  # resumes: nothing left to do
         assert (again.skipped, sum(again.counts.values())) == (7, 0) and again.steady_rate is None
     cli_meta, cli_records = read_output(by_cli)
@@ -164,3 +162,13 @@ def test_bad_rules_and_class_options_fail_before_an_onnx_session_opens(files, mo
     with pytest.raises(AttrtagError, match=error):
         attrtag.load(files["onnx"], device="cpu", **{"rules": files["rules"], **options})
     assert opened == []
+
+
+def test_the_pace_is_the_second_half_of_a_run_of_six_batches_or_more() -> None:
+    from attrtag.tagging.job import second_half
+
+    # a slow first batch (start-up), then 2 prefetched batches consumed fast, then the steady pace
+    marks = [(10, 5.0), (20, 5.1), (30, 5.2), (40, 6.2), (50, 7.2), (60, 8.2), (70, 9.2), (80, 10.2)]
+    assert second_half(marks) == (40, pytest.approx(4.0))  # batches 5-8: 10 images/s, the steady pace
+    assert second_half(marks[:5]) == (0, 0.0)  # 5 batches: the prefetched ones would still count
+    assert second_half([(3, 1.0), (6, 1.5), (9, 2.0), (12, 2.5), (15, 3.0), (16, 3.1)]) == (7, pytest.approx(1.1))  # from 9 of 16

@@ -80,7 +80,7 @@ def test_the_summary_has_the_tagging_table_beside_the_decode_ceiling(dry_run) ->
     rate = results["tag photos cpu fp32"]["images_per_s"]
     row = next(x for x in summary.splitlines() if x.startswith("| photos | cpu | fp32 |"))
     assert f"| {100 * rate / ceiling:.0f}% |" in row and "(2 workers)" in row  # one batch: the whole rate
-    # 32 small images in batches of 16: the share is of the pace after the first batch
+    # 32 small images in 8 batches of 4: the share is of the second half's pace (1 batch of photos: the whole)
     small, ceiling = results["tag small cpu fp32"], results["decode small x2"]["images_per_s"]
     assert small["steady_images_per_s"] > 0 and results["tag photos cpu fp32"]["steady_images_per_s"] is None
     row = next(x for x in summary.splitlines() if x.startswith("| small | cpu | fp32 |"))

@@ -179,7 +179,7 @@ def run(args: argparse.Namespace) -> int:
         + (f", {summary.retried} retried" if summary.retried else "")
         + (f", {summary.skipped} already in {args.out}" if summary.skipped else "")
         + f"; {summary.rate:.1f} images/s"
-        + (f" ({summary.steady_rate:.1f} after the first batch)" if summary.steady_rate is not None else "")
+        + (f" ({summary.steady_rate:.1f} in its second half)" if summary.steady_rate is not None else "")
         + f" -> {args.out}"
     )
     return 0

@@ -28,6 +28,29 @@ from .retry import drop_failed
 _logger = logging.getLogger(__name__)
 
 
+#: Batches a run needs before its second half shows the steady pace. The start-up (a GPU's kernel
+#: search, the first decodes) slows the first batch while the decode workers fill their prefetch
+#: of 2 batches; those are consumed faster than decoding keeps up, so a pace measured from the
+#: first batch's end overstated it (129% of the decode ceiling in a 2-batch CPU run).
+MIN_PACE_BATCHES = 6
+
+
+def second_half(marks: Sequence[tuple[int, float]]) -> tuple[int, float]:
+    """(images, seconds) from the batch that completes half the images to the end.
+
+    Args:
+        marks: (images done, seconds since the start) after each batch.
+
+    Returns:
+        ``(0, 0.0)`` for fewer than :data:`MIN_PACE_BATCHES` batches.
+    """
+    if len(marks) < MIN_PACE_BATCHES:
+        return (0, 0.0)
+    total, end = marks[-1]
+    done, at = next(m for m in marks if 2 * m[0] >= total)
+    return (total - done, end - at)
+
+
 @dataclass(frozen=True)
 class TagSummary:
     """What :meth:`Tagger.tag_to` did.
@@ -39,7 +62,8 @@ class TagSummary:
         skipped: images the output already held (a resumed run).
         retried: error records removed to be tagged again (``retry_failed``).
         seconds: the tagging loop's time (model loading excluded).
-        first_batch: (images, seconds) of the loop's first batch, start-up included.
+        second_half: (images, seconds) of the loop's second half, from the batch that completes
+            half the images to the end; (0, 0.0) in runs too short for it (:data:`MIN_PACE_BATCHES`).
     """
 
     out: str
@@ -48,7 +72,7 @@ class TagSummary:
     skipped: int = 0
     retried: int = 0
     seconds: float = 0.0
-    first_batch: tuple[int, float] = (0, 0.0)
+    second_half: tuple[int, float] = (0, 0.0)
 
     @property
     def tagged(self) -> int:
@@ -65,8 +89,8 @@ class TagSummary:
 
     @property
     def steady_rate(self) -> float | None:
-        """Images per second after the first batch (None with one batch): the pace a longer run keeps."""
-        images, seconds = sum(self.counts.values()) - self.first_batch[0], self.seconds - self.first_batch[1]
+        """Images per second over the loop's second half (None: too short): the pace a longer run keeps."""
+        images, seconds = self.second_half
         return images / seconds if images > 0 and seconds > 0 else None
 
 
@@ -120,9 +144,8 @@ class TagJob:
         self.skipped = len(paths) - len(self.todo)
         self.counts: Counter[str] = Counter()
         self.seconds = 0.0
-        #: (images, seconds) of the first batch: it carries the start-up (a GPU's kernel choice,
-        #: the decode pipeline filling), which a short run's rate would otherwise hide.
-        self.first_batch: tuple[int, float] = (0, 0.0)
+        #: (images, seconds) of the loop's second half (see :func:`second_half`).
+        self.second_half: tuple[int, float] = (0, 0.0)
         if self.retried:
             _logger.info("retrying %d images that failed before", self.retried)
         if self.skipped:
@@ -158,16 +181,16 @@ class TagJob:
 
     def record(self, batches: Iterable[list[TagRecord]]) -> Iterator[list[TagRecord]]:
         """Write each batch of records (of :attr:`todo`, in order) durably, then yield it."""
-        start = time.perf_counter()
+        start, marks = time.perf_counter(), []
         try:
             for records in batches:
                 self.writer.write(records)
                 self.counts.update(r.get("error") or "ok" for r in records)
-                if not self.first_batch[0]:
-                    self.first_batch = (len(records), time.perf_counter() - start)
+                marks.append((sum(self.counts.values()), time.perf_counter() - start))
                 yield records
         finally:
             self.seconds = time.perf_counter() - start
+            self.second_half = second_half(marks)
 
     @property
     def tagged(self) -> int:
@@ -180,7 +203,7 @@ class TagJob:
     def summary(self, inputs: int) -> TagSummary:
         """What this job did, ``inputs`` being the images its inputs expanded to."""
         return TagSummary(os.fspath(self.out), inputs, dict(self.counts), self.skipped, self.retried, self.seconds,
-                          self.first_batch)
+                          self.second_half)
 
     def close(self, *, complete: bool = True) -> None:
         """Release the output and its lock; ``complete=False`` after an error (Parquet keeps its sidecar)."""
