@@ -43,7 +43,9 @@ class Sizes:
 
 # 1600 creature + 400 logo images give 1600 training images: 50 steps of the default batch of
 # 32 per epoch, so 5 epochs are 250 steps.
-GPU = Sizes("cuda", "resnetv2_50", 224, 1600, 400, 256, 1024, (1, 4, 8, 15), 64, 32, 5, 50)
+# 512 photos are 8 tagging batches of 64, enough for the pace of a run's second half (tag says
+# it from 6 batches on); making them took 213 CPU-seconds per 256 here, so about 30 s on 16 cores.
+GPU = Sizes("cuda", "resnetv2_50", 224, 1600, 400, 512, 1024, (1, 4, 8, 15), 64, 32, 5, 50)
 DRY = Sizes("cpu", "test_resnet", 64, 48, 16, 4, 32, (1, 2), 4, 16, 2, 3)  # tag batches of 4: 8 of small
 
 
