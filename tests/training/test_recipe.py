@@ -64,3 +64,25 @@ def test_head_epochs_hold_the_backbone_then_warm_it_up():
     after = dict(model.backbone.named_parameters())
     assert all(torch.equal(before[k], after[k]) for k in before)  # weight decay at lr 0 moves nothing either
     assert 0 < lrs[-1][True] < cfg.lr  # step 10: the backbone's warm-up has begun
+
+
+def test_head_only_steps_compute_no_backbone_gradients_and_later_ones_do():
+    from attrtag.training.recipe import hold_idle_backbone
+
+    model = _model()
+    cfg = TrainConfig(backbone="test_resnet", lr=1e-2, head_epochs=1, warmup_epochs=0, epochs=2, layer_decay=1.0)
+    opt = make_optimizer(cfg, model)
+    sched = make_scheduler(cfg, opt, steps_per_epoch=2)
+    hold_idle_backbone(opt, distributed=True)  # step 0, backbone at lr 0: DDP wants every gradient all the same
+    assert all(p.requires_grad for p in model.parameters())
+    x, seen = torch.randn(4, 3, 32, 32), []
+    for _ in range(4):
+        hold_idle_backbone(opt, distributed=False)
+        opt.zero_grad(set_to_none=True)
+        sum(v.logsumexp(1).sum() for v in model(x).values()).backward()
+        seen.append((all(p.grad is None for p in model.backbone.parameters()),
+                     all(p.grad is not None for p in model.head.parameters())))
+        opt.step()
+        sched.step()
+    assert seen == [(True, True), (True, True), (False, True), (False, True)]  # backward stopped at the head
+    assert all(p.requires_grad for p in model.parameters())  # the backbone learns again after its epoch

@@ -48,6 +48,7 @@ from .distributed import gather_predictions, init_distributed, reduce_batchnorm_
 from .ema import teacher_logits
 from .history import write_history
 from .loss import Filled
+from .recipe import hold_idle_backbone
 from .run import TrainingRun, checkpoint_state, prepare_run, split_samples
 
 __all__ = ["TrainResult", "TrainingRun", "prepare_run", "split_samples", "train", "train_batch", "train_one_epoch",
@@ -175,6 +176,8 @@ def train_batch(run: TrainingRun, batch: Batch) -> tuple[float, int] | None:
     if counts[-1] > 0:
         return None
     run.filled_labels += counts[g:2 * g].cpu()
+    if run.cfg.head_epochs:
+        hold_idle_backbone(run.optimizer, distributed=ctx.active)
     out = train_step(run.net, run.criterion, x, y, amp=run.amp, denominators=counts[:g], filled=filled)
     run.optimizer.zero_grad(set_to_none=True)
     # out["loss"] is this process's share of the global batch's loss (its sums over the global

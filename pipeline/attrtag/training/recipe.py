@@ -129,3 +129,20 @@ def make_scheduler(
 
     lambdas = [backbone if g.get("backbone") and head_steps else head for g in optimizer.param_groups]
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambdas)
+
+
+def hold_idle_backbone(optimizer: torch.optim.Optimizer, *, distributed: bool) -> None:
+    """Backbone groups at lr 0 this step (``head_epochs``) compute no gradients: backward stops at
+    the head instead of running through a backbone that will not move.
+
+    Not under DDP, whose reducer expects a gradient for every parameter it wraps at every step.
+    Called before each step: the groups' lr is what the scheduler set for it.
+    """
+    if distributed:
+        return
+    for group in optimizer.param_groups:
+        if group.get("backbone"):
+            learns = group["lr"] > 0
+            for p in group["params"]:
+                if p.requires_grad != learns:
+                    p.requires_grad_(learns)
