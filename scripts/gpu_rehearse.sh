@@ -23,6 +23,6 @@ if [ ! -x "$venv/bin/python" ]; then
 fi
 python3 scripts/gpu_carry.py prepare > /dev/null
 stash=$(mktemp -d)
-cp .carry/carry.tar.part-* "$stash"/
+cp .carry/carry.tar.xz.part-* "$stash"/
 PATH="$venv/bin:$PATH" bash scripts/gpu_check.sh "$out" --wheels "$stash" --cpu-dry-run
 rm -rf "$stash"

@@ -2,9 +2,13 @@
 device call each, put back together there and checked; and gpu_check.sh --wheels that uses them."""
 from __future__ import annotations
 
+import io
 import json
+import random
 import subprocess
 import sys
+import tarfile
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -17,21 +21,31 @@ import gpu_carry  # noqa: E402
 
 @pytest.fixture
 def wheels(tmp_path: Path) -> list[Path]:
+    """Three small wheels (deflated zips, as pip downloads them)."""
     folder = tmp_path / "wheels"
     folder.mkdir()
     made = []
-    for i, size in enumerate((5000, 1200, 7)):
+    for i, size in enumerate((50_000, 12_000, 7)):
         w = folder / f"pkg{i}-1.0-py3-none-any.whl"
-        w.write_bytes(bytes((i * 31 + k) % 251 for k in range(size)))
+        with zipfile.ZipFile(w, "w", zipfile.ZIP_DEFLATED) as z:
+            z.writestr(f"pkg{i}/__init__.py", "x = 1\n" * (size // 6))
+            z.writestr(f"pkg{i}/data.bin", random.Random(i).randbytes(size // 2))
+            z.writestr(f"pkg{i}-1.0.dist-info/RECORD", f"pkg{i}/__init__.py,,\n")
         made.append(w)
     return made
+
+
+def members(wheel: Path) -> list[tuple[str, bytes]]:
+    with zipfile.ZipFile(wheel) as z:
+        return [(i.filename, z.read(i)) for i in z.infolist()]
 
 
 def test_parts_fit_the_size_and_join_back_into_the_same_wheels(wheels, tmp_path) -> None:
     out = tmp_path / "carry"
     out.mkdir()
     parts = gpu_carry.pack(wheels, out, part_bytes=4096)
-    assert [p.name for p in parts] == [f"carry.tar.part-{k:02d}-of-{len(parts):02d}" for k in range(1, len(parts) + 1)]
+    assert [p.name for p in parts] == [f"carry.tar.xz.part-{k:02d}-of-{len(parts):02d}"
+                                       for k in range(1, len(parts) + 1)]
     assert len(parts) >= 3 and all(p.stat().st_size <= 4096 for p in parts)
     # parts may sit in several folders (the machine's stash, and .carry/ for the last call's own)
     elsewhere = tmp_path / "stash"
@@ -39,7 +53,10 @@ def test_parts_fit_the_size_and_join_back_into_the_same_wheels(wheels, tmp_path)
     parts[0].rename(elsewhere / parts[0].name)
     joined = gpu_carry.join([elsewhere, out], tmp_path / "joined")
     assert [j.name for j in joined] == [w.name for w in wheels]
-    assert [j.read_bytes() for j in joined] == [w.read_bytes() for w in wheels]
+    # the same members in the same order, stored rather than deflated: a wheel pip installs as it is
+    assert [members(j) for j in joined] == [members(w) for w in wheels]
+    with zipfile.ZipFile(joined[0]) as z:
+        assert {i.compress_type for i in z.infolist()} == {zipfile.ZIP_STORED} and z.testzip() is None
 
 
 def test_a_missing_part_is_named(wheels, tmp_path) -> None:
@@ -49,13 +66,28 @@ def test_a_missing_part_is_named(wheels, tmp_path) -> None:
         gpu_carry.join([tmp_path], tmp_path / "joined")
 
 
-def test_a_damaged_wheel_is_named(wheels, tmp_path) -> None:
+def test_a_damaged_part_is_refused(wheels, tmp_path) -> None:
     parts = gpu_carry.pack(wheels, tmp_path, part_bytes=4096)
-    blob = bytearray(b"".join(p.read_bytes() for p in parts))
-    blob[blob.index(wheels[0].read_bytes()) + 100] ^= 0xFF  # in pkg0's bytes: the tar reads, the digest differs
-    for k, part in enumerate(parts):
-        part.write_bytes(bytes(blob[k * 4096 : (k + 1) * 4096]))
-    with pytest.raises(SystemExit, match="damaged in transit: pkg0-1.0-py3-none-any.whl$"):
+    blob = bytearray(parts[1].read_bytes())
+    blob[100] ^= 0xFF  # xz's checksums catch it before any wheel is written
+    parts[1].write_bytes(bytes(blob))
+    with pytest.raises(SystemExit, match="the joined parts are not a whole archive"):
+        gpu_carry.join([tmp_path], tmp_path / "joined")
+
+
+def test_a_wheel_that_differs_from_its_manifest_entry_is_named(wheels, tmp_path) -> None:
+    # an archive that arrived whole (xz's checksums pass) but whose wheel is not the one packed
+    stored = {w.name: gpu_carry._stored(w) for w in wheels}
+    manifest = {n: gpu_carry.hashlib.sha256(d).hexdigest() for n, d in stored.items()}
+    manifest[wheels[1].name] = "0" * 64
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for name, data in [("MANIFEST.json", json.dumps(manifest).encode()), *stored.items()]:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    (tmp_path / "carry.tar.xz.part-01-of-01").write_bytes(gpu_carry._xz(buffer.getvalue()))
+    with pytest.raises(SystemExit, match=f"damaged in transit: {wheels[1].name}$"):
         gpu_carry.join([tmp_path], tmp_path / "joined")
 
 
