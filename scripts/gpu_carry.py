@@ -10,9 +10,9 @@ idle), and the last call joins them and runs the check:
     python scripts/gpu_carry.py join DIR... --out W    # there (gpu_check.sh --wheels does it)
 
 ``prepare`` writes ``.carry/carry.tar.xz.part-KK-of-NN`` (an xz-compressed tar of the wheels
-and a MANIFEST.json of their sha256) and ``.carry/plan.md``, the exact sequence of device calls. ``join`` puts the
-parts found in the given folders back together, checks every wheel against the manifest and
-says in one line what is missing or damaged (exit 1).
+and a MANIFEST.json of their sha256) and ``.carry/plan.md``, the exact sequence of device
+calls. ``join`` puts the parts found in the given folders back together, checks every wheel
+against the manifest and says in one line what is missing or damaged (exit 1).
 """
 from __future__ import annotations
 
@@ -51,7 +51,8 @@ def download(folder: Path, python: str) -> list[Path]:
            python, "--implementation", "cp", "-d", str(folder)]
     for platform in PLATFORMS:
         cmd += ["--platform", platform]
-    subprocess.run(cmd + list(WHEELS), check=True)
+    if subprocess.run(cmd + list(WHEELS)).returncode != 0:
+        raise SystemExit("gpu_carry: pip download failed (above); prepare needs the package registry")
     wanted = {re.sub(r"[-_.]+", "_", w.split("==")[0]).lower() for w in WHEELS}
     wheels = sorted(p for p in folder.glob("*.whl") if p.name.split("-")[0].lower() in wanted)
     if len(wheels) != len(WHEELS):
@@ -118,8 +119,9 @@ def join(folders: Sequence[Path], out: Path) -> list[Path]:
                 totals.add(int(m.group(2)))
     if len(totals) != 1:
         where = ", ".join(map(str, folders))
-        raise SystemExit(f"gpu_carry: no parts in {where}" if not totals else f"gpu_carry: parts of {sorted(totals)} "
-                         "different packings found; prepare again and carry all of one")
+        raise SystemExit(f"gpu_carry: no parts in {where}" if not totals else "gpu_carry: parts of "
+                         f"{len(totals)} packings in {where} (of {' and '.join(map(str, sorted(totals)))} parts); "
+                         "prepare again and carry all parts of one")
     total = totals.pop()
     missing = [k for k in range(1, total + 1) if k not in found]
     if missing:

@@ -66,6 +66,18 @@ def test_a_missing_part_is_named(wheels, tmp_path) -> None:
         gpu_carry.join([tmp_path], tmp_path / "joined")
 
 
+def test_parts_of_two_packings_are_refused(wheels, tmp_path) -> None:
+    gpu_carry.pack(wheels, tmp_path, part_bytes=4096)
+    other = tmp_path / "other"
+    other.mkdir()
+    gpu_carry.pack(wheels[1:], other, part_bytes=4096)
+    n, m = len(list(tmp_path.glob("carry.*"))), len(list(other.glob("carry.*")))
+    assert n != m
+    with pytest.raises(SystemExit, match=rf"parts of 2 packings in .* \(of {min(n, m)} and {max(n, m)} parts\); "
+                                         "prepare again and carry all parts of one"):
+        gpu_carry.join([tmp_path, other], tmp_path / "joined")
+
+
 def test_a_damaged_part_is_refused(wheels, tmp_path) -> None:
     parts = gpu_carry.pack(wheels, tmp_path, part_bytes=4096)
     blob = bytearray(parts[1].read_bytes())
@@ -124,3 +136,10 @@ def test_wheels_needs_a_folder(tmp_path) -> None:
                           capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert done.returncode == 2
     assert done.stderr.strip() == "gpu_check.sh: --wheels needs a folder"
+
+
+def test_prepare_without_the_registry_says_so_in_one_line(tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(gpu_carry.subprocess, "run", lambda cmd, **kw: subprocess.CompletedProcess(cmd, 1))
+    with pytest.raises(SystemExit, match="^gpu_carry: pip download failed \\(above\\); prepare needs the package "
+                                         "registry$"):
+        gpu_carry.download(tmp_path, "3.12")
