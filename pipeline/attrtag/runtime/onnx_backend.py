@@ -248,14 +248,15 @@ class OnnxModel:
         if base == "cuda" and not self.placement.on_gpu:
             raise DeviceUnavailableError(
                 f"asked for {device} but ONNX Runtime runs on {', '.join(self.providers)} only: no usable GPU / CUDA "
-                f"libraries (onnxruntime-gpu needs an NVIDIA driver, CUDA and cuDNN){missing_cuda_hint()}; use `device=cpu`"
+                f"libraries (onnxruntime-gpu needs an NVIDIA driver, CUDA and cuDNN){missing_cuda_hint()}; "
+                "use `device=cpu`"
             )
         if base == "tensorrt" and self.placement.device != "tensorrt":
             fallback = "`device=cuda`" if CUDA in self.providers else "`device=cpu`"
             raise DeviceUnavailableError(
                 f"asked for {device} but ONNX Runtime runs on {', '.join(self.providers)} only: TensorRT is not usable "
-                "here (needs a GPU and TensorRT 10's libnvinfer.so.10: the system's, or NVIDIA's tensorrt-cu13-libs 10.x "
-                f"package){missing_cuda_hint()}; use {fallback}"
+                "here (needs a GPU and TensorRT 10's libnvinfer.so.10: the system's, or NVIDIA's tensorrt-cu13-libs "
+                f"10.x package){missing_cuda_hint()}; use {fallback}"
             )
 
     # -- inference ----------------------------------------------------------------------------
