@@ -63,6 +63,26 @@ def test_in_memory_images_match_their_files(files: dict[str, Path]) -> None:
         tagger.predict(str(files["images"] / "broken.png"))
 
 
+def test_a_pil_photo_is_turned_upright_as_its_file_is(files: dict[str, Path], tmp_path: Path) -> None:
+    # A phone photo stored sideways (EXIF orientation 6): the file path and the same file opened
+    # with PIL must give the same probabilities, and the caller's image must stay as it was.
+    pixels = np.zeros((48, 96, 3), np.uint8)
+    pixels[:, :48] = (200, 30, 30)
+    pixels[:24, 48:] = (30, 30, 200)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    path = tmp_path / "sideways.jpg"
+    Image.fromarray(pixels).save(path, quality=95, exif=exif)
+    tagger = attrtag.load(files["onnx"], device="cpu")
+    opened = Image.open(path)
+    from_file, from_pil = tagger.predict(str(path)), tagger.predict(opened)
+    as_stored = tagger.predict(np.asarray(Image.open(path).convert("RGB")))  # the pixels, not turned
+    for g in from_file:
+        np.testing.assert_allclose(from_pil[g], from_file[g], atol=1e-6)
+    assert any(np.abs(as_stored[g] - from_file[g]).max() > 1e-3 for g in from_file)  # turning it matters here
+    assert opened.size == (96, 48) and opened.getexif()[0x0112] == 6
+
+
 def test_classify_scores_rules_with_the_compiled_scorer(files: dict[str, Path]) -> None:
     tagger = attrtag.load(files["onnx"], device="cpu", rules=files["rules"])
     probs = tagger.predict(str(files["images"] / "img0000.png"))

@@ -24,7 +24,7 @@ from PIL import Image
 
 from .._files import check_output
 from ..data.batches import Decoded, decode_batches, stack_inputs
-from ..data.images import DEFAULT_MAX_PIXELS, to_rgb
+from ..data.images import DEFAULT_MAX_PIXELS, orient, to_rgb
 from ..errors import AttrtagError, spell
 from ..runtime import Placement, Predictor, model_kind, read_card
 from ..runtime.model_file import CHECKPOINT
@@ -119,7 +119,8 @@ class Tagger:
     def tag(self, images: Images) -> list[TagRecord]:
         """One record per image, exactly as ``attrtag tag`` writes them.
 
-        In-memory images are named ``image0``, ``image1``, ... in their records' ``path``.
+        In-memory images are named ``image0``, ``image1``, ... in their records' ``path``; a PIL
+        image is turned upright by its EXIF orientation first, as a file is.
         """
         items = _items(images)
         if all(isinstance(i, (str, os.PathLike)) for i in items):
@@ -354,7 +355,9 @@ def _paths(inputs: str | os.PathLike | Sequence[str | os.PathLike]) -> list[str]
 def _as_image(img: Image.Image | np.ndarray) -> Image.Image:
     """An RGB PIL image from a PIL image of any mode or an RGB / grey ``uint8`` array."""
     if isinstance(img, Image.Image):
-        return to_rgb(img)
+        # A photo opened with PIL still holds its EXIF orientation, which files get when decoded:
+        # the same photo must get the same tags either way. The caller's image stays as it was.
+        return to_rgb(orient(img, "in-memory image", in_place=False))
     arr = np.asarray(img)
     if arr.dtype != np.uint8 or arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] not in (3, 4)):
         raise AttrtagError(

@@ -206,10 +206,7 @@ def _decode(fh: BinaryIO, path: PathArg, max_pixels: int, min_size: tuple[int, i
         if min_size is not None and image.format in _SCALED_DECODE_FORMATS:
             _draft(image, min_size, path)
         image.load()
-        try:
-            ImageOps.exif_transpose(image, in_place=True)
-        except Exception as err:  # noqa: BLE001 - bad EXIF must not lose a good picture
-            logger.warning("%s: ignoring unreadable EXIF orientation (%s)", display_path(path), err)
+        orient(image, display_path(path))
     except ImageDecodeError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
@@ -229,6 +226,28 @@ def _decode(fh: BinaryIO, path: PathArg, max_pixels: int, min_size: tuple[int, i
         return to_rgb(image)
     except ValueError as err:
         raise _error("decode", path, f"unsupported pixel mode {image.mode!r}: {err}") from None
+
+
+def orient(image: Image.Image, name: str, *, in_place: bool = True) -> Image.Image:
+    """Turn ``image`` upright by its EXIF orientation, as cameras and viewers mean it.
+
+    Args:
+        image: a loaded image (a file just decoded, or one a caller opened with PIL).
+        name: what to call it in the warning an unreadable orientation gets.
+        in_place: turn ``image`` itself; False leaves it as it is and returns an upright copy
+            (or ``image`` itself when it is upright already).
+
+    Returns:
+        The upright image, without the orientation tag (so turning it twice is a no-op).
+    """
+    try:
+        if in_place:
+            ImageOps.exif_transpose(image, in_place=True)
+        elif image.getexif().get(_EXIF_ORIENTATION, 1) != 1:
+            return ImageOps.exif_transpose(image)
+    except Exception as err:  # noqa: BLE001 - bad EXIF must not lose a good picture
+        logger.warning("%s: ignoring unreadable EXIF orientation (%s)", name, err)
+    return image
 
 
 def _draft(image: Image.Image, min_size: tuple[int, int], path: PathArg) -> None:
