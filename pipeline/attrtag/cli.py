@@ -116,6 +116,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
     )
+    # Imported here: parsing arguments (and `--help`) needs neither numpy nor Pillow.
+    from .data.images import quiet_pillow_size_warning
+
+    quiet_pillow_size_warning()  # each image refused for its size gets its own `bomb` record
     try:
         return int(args.func(args) or 0)
     except ModuleNotFoundError as err:

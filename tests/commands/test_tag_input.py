@@ -7,6 +7,7 @@ sees what C++ writes too), and neither ``--out`` nor any file beside it exists a
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import pytest
@@ -138,3 +139,19 @@ def test_a_damaged_onnx_model_is_one_line_without_onnx_runtime_text(
     rc, _, err = run_cli(capfd, "tag", tmp_path / "model.onnx", world["img"], "--out", tmp_path / "t.jsonl")
     assert rc == 2 and err.count("\n") == 1 and "model.onnx: ONNX Runtime cannot load the model" in err, err
     assert not (tmp_path / "t.jsonl").exists()
+
+
+def test_an_image_over_the_size_limit_is_its_record_alone(world: dict[str, Path], tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    # 12000x10000 lies between Pillow's limit and twice it, where Pillow itself warns in two
+    # lines on stderr; the record already says it, so the CLI prints neither.
+    from tests.badfiles import _bomb_png
+
+    (tmp_path / "big.png").write_bytes(_bomb_png(12000, 10000)[:200])
+    out = tmp_path / "tags.jsonl"
+    with warnings.catch_warnings(record=True) as shown:  # what Python would print on stderr
+        warnings.simplefilter("always")  # as a first warning in a fresh process
+        code, _, err = run_cli(capsys, "tag", world["model"], tmp_path / "big.png", "--out", out, "--no-progress")
+    assert code == 0
+    assert [w.category.__name__ for w in shown if "pixels" in str(w.message)] == []
+    assert '"error": "bomb"' in out.read_text()

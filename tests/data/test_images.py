@@ -258,6 +258,20 @@ def test_max_pixels_checked_before_decoding(tmp_path: Path) -> None:
         load_rgb(path, max_pixels=1_000_000)
 
 
+def test_a_limit_above_pillows_own_is_honoured(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # 20000x20000 is over twice Pillow's default limit, where Image.open refuses by itself:
+    # "truncated" proves the header got past Pillow, and our own check still refuses at 1e6.
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", Image.MAX_IMAGE_PIXELS)  # put back after the test
+    path = tmp_path / "panorama.png"
+    path.write_bytes(_bomb_png(20000, 20000)[:200])
+    assert _reason(path) == "bomb"
+    assert _reason(path, max_pixels=10**9) == "truncated"
+    assert Image.MAX_IMAGE_PIXELS == 10**9
+    assert _reason(path, max_pixels=1_000_000) == "bomb"  # raised stays raised; ours still applies
+    with pytest.raises(ImageDecodeError, match="raise the limit: --max-pixels"):
+        load_rgb(path)
+
+
 def test_missing_file_and_directory(tmp_path: Path) -> None:
     assert _reason(tmp_path / "nope.jpg") == "missing"
     assert _reason(tmp_path / "nope" / "deeper.jpg") == "missing"

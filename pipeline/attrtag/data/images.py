@@ -17,14 +17,16 @@ tool can write ``{"error": err.reason, "message": str(err)}`` and carry on with 
 ``bomb``         more pixels than ``max_pixels``; refused before any pixel is decoded
 ``decode``       any other corruption, or a pixel mode that has no RGB meaning
 
-Pillow global state is read, never written: ``ImageFile.LOAD_TRUNCATED_IMAGES`` and
-``Image.MAX_IMAGE_PIXELS`` stay whatever the rest of the program set them to.
+Pillow global state is read, not lowered: ``ImageFile.LOAD_TRUNCATED_IMAGES`` stays whatever
+the rest of the program set it to, and so does ``Image.MAX_IMAGE_PIXELS`` unless a caller allows
+more pixels than it does (Pillow would refuse those images itself, before our own check).
 """
 from __future__ import annotations
 
 import logging
 import os
 import stat
+import warnings
 from typing import BinaryIO, Union
 
 import numpy as np
@@ -155,8 +157,8 @@ def load_rgb(
     Args:
         path: file to read; ``bytes`` and ``os.fsdecode`` strings open non-UTF-8 names.
         max_pixels: refuse images with more than ``width * height`` pixels, checked from the
-            header before decoding. Pillow's ``Image.MAX_IMAGE_PIXELS`` still applies on top
-            (twice it is a hard error inside Pillow, reported here as ``bomb`` too).
+            header before decoding. Pillow's ``Image.MAX_IMAGE_PIXELS`` is raised to it where
+            it is lower (twice that limit is a hard error inside Pillow's ``Image.open``).
         min_size: ``(width, height)`` the picture must still cover once oriented. A JPEG is
             then decoded at the smallest DCT scale (1/2, 1/4 or 1/8: libjpeg's scaled inverse
             DCT, through Pillow's ``Image.draft``) whose width and height are both at least
@@ -187,6 +189,7 @@ def load_rgb(
 
 def _decode(fh: BinaryIO, path: PathArg, max_pixels: int, min_size: tuple[int, int] | None) -> Image.Image:
     """Open, size-check, load and convert; every Pillow failure becomes an ImageDecodeError."""
+    _pillow_allows(max_pixels)
     try:
         try:
             image = Image.open(fh, formats=DECODE_FORMATS)
@@ -201,7 +204,8 @@ def _decode(fh: BinaryIO, path: PathArg, max_pixels: int, min_size: tuple[int, i
         if width * height > max_pixels:
             raise _error(
                 "bomb", path, f"{width}x{height} = {width * height} pixels exceeds the limit of "
-                f"{max_pixels} (possible decompression bomb; raise max_pixels if it is genuine)"
+                f"{max_pixels} (possible decompression bomb; if it is genuine, raise the limit: --max-pixels, "
+                "or max_pixels in Python)"
             )
         if min_size is not None and image.format in _SCALED_DECODE_FORMATS:
             _draft(image, min_size, path)
@@ -226,6 +230,27 @@ def _decode(fh: BinaryIO, path: PathArg, max_pixels: int, min_size: tuple[int, i
         return to_rgb(image)
     except ValueError as err:
         raise _error("decode", path, f"unsupported pixel mode {image.mode!r}: {err}") from None
+
+
+def _pillow_allows(max_pixels: int) -> None:
+    """Raise Pillow's own limit to ``max_pixels`` where it is lower.
+
+    ``Image.open`` refuses images over twice ``Image.MAX_IMAGE_PIXELS`` before we see their
+    size, so a caller's larger ``max_pixels`` would not be honoured. It is only ever raised,
+    never put back: threads decoding at once cannot then undo one another's setting.
+    """
+    if Image.MAX_IMAGE_PIXELS is not None and max_pixels > Image.MAX_IMAGE_PIXELS:
+        Image.MAX_IMAGE_PIXELS = max_pixels
+
+
+def quiet_pillow_size_warning() -> None:
+    """Silence Pillow's DecompressionBombWarning, in processes attrtag owns (its CLI, Ray actors).
+
+    Every image over the limit gets its own ``bomb`` error, in a record or in the one-line
+    error; Pillow's two-line Python warning would only repeat one of them on stderr. Library
+    callers keep Python's default (the warning, once).
+    """
+    warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
 
 def orient(image: Image.Image, name: str, *, in_place: bool = True) -> Image.Image:

@@ -23,7 +23,7 @@ from typing import Callable, Iterable, Iterator, Mapping, Protocol, Sequence
 import numpy as np
 
 from ..data.batches import Decoded, DecodedBatch, decode_batches, decode_one, stack_inputs
-from ..data.images import DEFAULT_MAX_PIXELS
+from ..data.images import DEFAULT_MAX_PIXELS, quiet_pillow_size_warning
 from ..runtime import Predictor
 from ..runtime.threads import open_with_thread_plan
 from .records import RecordLayout, TagRecord
@@ -168,6 +168,7 @@ class TagWorker:
         Raises:
             AttrtagError: the model cannot be opened, or its schema is not ``layout``'s.
         """
+        quiet_pillow_size_warning()  # an actor's process is attrtag's, as the CLI's is
         # Calibrated as the driver's layout says (its header records the temperatures applied).
         self.predictor, split = open_with_thread_plan(
             model_path, device=device, workers=workers, threads=threads, batch_size_hint=batch_size,
