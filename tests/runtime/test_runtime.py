@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -21,6 +22,7 @@ from attrtag.runtime.torch_backend import TorchPredictor
 from attrtag.data.preprocess import Preprocessing
 from attrtag.schema import Schema
 from attrtag_onnx.export import export_onnx
+from attrtag.runtime.held_output import hold_output
 from attrtag.runtime.onnx_backend import OnnxModel
 
 from tests.helpers import cuda_usable
@@ -77,14 +79,40 @@ def test_providers_are_read_back_from_the_session(files) -> None:
         assert auto.providers == ["CPUExecutionProvider"] and auto.placement.device == "cpu"
 
 
-def test_cuda_request_without_gpu_is_refused(files, tmp_path: Path) -> None:
+def test_cuda_request_without_gpu_is_refused(files, tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
     if cuda_usable(str(files[0])):
         pytest.skip("a CUDA GPU is usable here")
+    capfd.readouterr()  # what the probe above let ONNX Runtime print
     refusal = "asked for cuda but ONNX Runtime runs on CPUExecutionProvider only.*use device=cpu"
     with pytest.raises(DeviceUnavailableError, match=refusal):
         OnnxModel(files[0], device="cuda")
     with pytest.raises(DeviceUnavailableError, match="asked for tensorrt"):
         open_predictor(files[0], device="tensorrt", trt_cache_dir=tmp_path / "trt")
+    # The refusal is the whole story: not ONNX Runtime's C++ log lines, nor its "EP Error ...
+    # Falling back to [...] and retrying" block, which says the opposite.
+    assert capfd.readouterr() == ("", "")
+
+
+def test_held_output_is_shown_later_or_logged_instead(capfd: pytest.CaptureFixture[str],
+                                                      caplog: pytest.LogCaptureFixture) -> None:
+    log, said = logging.getLogger("attrtag.test"), "[E:onnxruntime] native line\nEP Error ... Falling back\n"
+
+    def write() -> None:
+        os.write(2, b"[E:onnxruntime] native line\n")  # where C++ logs go
+        print("EP Error ... Falling back")  # the Python wrapper's print()
+
+    with hold_output(log, "ONNX Runtime") as held:
+        write()
+    assert capfd.readouterr() == ("", "")
+    held.release(show=True)
+    assert capfd.readouterr() == ("", said)
+    with caplog.at_level(logging.DEBUG, logger="attrtag.test"):
+        held.release(show=False)
+        with pytest.raises(ZeroDivisionError), hold_output(log, "ONNX Runtime"):
+            write()
+            1 / 0
+    assert caplog.messages == ["ONNX Runtime said:\n" + said.rstrip()] * 2
+    assert capfd.readouterr() == ("", "")
 
 
 @pytest.mark.gpu

@@ -11,10 +11,8 @@ module with torch blocked.
 """
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
@@ -25,6 +23,7 @@ from ..errors import AttrtagError, CheckpointError, DeviceUnavailableError, firs
 from ..schema import Schema
 from .api import Placement, check_batch, empty_output, parse_device
 from .gpu_libraries import cuda_device_count, missing_cuda_hint, preload_cuda, tensorrt_loadable
+from .held_output import hold_output
 from .ort_cache import CachedGraph, lookup_graph
 from .temperature import apply_temperatures
 from .onnx_file import OnnxFormatError, read_metadata_and_outputs
@@ -112,18 +111,17 @@ class OnnxModel:
         cached = lookup_graph(self.path, ort.__version__) if cpu_only else None
         #: Whether the session loaded the optimised graph an earlier run saved (see ort_cache).
         self.graph_from_cache = False
-        # onnxruntime's Python wrapper print()s "EP Error ... Falling back" to stdout when a GPU
-        # provider fails to load; stdout may carry tagging output (JSON lines), so divert it.
-        with contextlib.redirect_stdout(sys.stderr):
+        # A GPU provider that fails to load says why in ONNX Runtime's own lines (C++ logs on
+        # stderr, an "EP Error ... Falling back" block print()ed on stdout, which may carry
+        # tagging output): held back until we know whether our own line replaces them.
+        with hold_output(_logger, "ONNX Runtime") as held:
             self.session = self._create_session(ort, requested, threads, cached)
-
-        # What really runs it, not what was asked for.
-        self.providers: list[str] = list(self.session.get_providers())
-        on = _DEVICE_OF.get(self.providers[0], "cpu")
-        self.placement = Placement("onnxruntime", on, device_id if on != "cpu" else 0)
-        self.input_name: str = self.session.get_inputs()[0].name
-        self.output_names: list[str] = [o.name for o in self.session.get_outputs()]
-        self._check_device(base, device)
+        self._read_back(device_id)
+        warned = True  # a refusal says it in one line, as a warning does
+        try:
+            warned = self._check_device(base, device)
+        finally:
+            held.release(show=not warned)
         self._use_io_binding = self.placement.on_gpu
         _logger.info(
             "ONNX Runtime runs %s on %s (precision %s%s)",
@@ -132,6 +130,14 @@ class OnnxModel:
         )
         if self.placement.device == "tensorrt":
             _logger.info("TensorRT engine cache: %s (the first run builds the engine: minutes)", cache_dir)
+
+    def _read_back(self, device_id: int) -> None:
+        """What really runs it, not what was asked for; the graph's input and output names."""
+        self.providers: list[str] = list(self.session.get_providers())
+        on = _DEVICE_OF.get(self.providers[0], "cpu")
+        self.placement = Placement("onnxruntime", on, device_id if on != "cpu" else 0)
+        self.input_name: str = self.session.get_inputs()[0].name
+        self.output_names: list[str] = [o.name for o in self.session.get_outputs()]
 
     def _create_session(
         self, ort: Any, providers: list[Any], threads: int | None, cached: CachedGraph | None
@@ -240,11 +246,13 @@ class OnnxModel:
             return (TENSORRT, opts)
         return provider
 
-    def _check_device(self, base: str, device: str) -> None:
+    def _check_device(self, base: str, device: str) -> bool:
+        """Refuse a session that is not on the device asked for; True: a fallback was warned of."""
         if base == "auto" and not self.placement.on_gpu and self.card.precision != "int8" and cuda_device_count():
             # auto may fall back, but not silently where a GPU is there to use
             _logger.warning("a GPU is here but ONNX Runtime runs on the CPU: the CUDA provider did not load%s; "
                             "`device=cuda` makes this an error", missing_cuda_hint())
+            return True
         if base == "cuda" and not self.placement.on_gpu:
             raise DeviceUnavailableError(
                 f"asked for {device} but ONNX Runtime runs on {', '.join(self.providers)} only: no usable GPU / CUDA "
@@ -258,6 +266,7 @@ class OnnxModel:
                 "here (needs a GPU and TensorRT 10's libnvinfer.so.10: the system's, or NVIDIA's tensorrt-cu13-libs "
                 f"10.x package){missing_cuda_hint()}; use {fallback}"
             )
+        return False
 
     # -- inference ----------------------------------------------------------------------------
     def __call__(self, batch: np.ndarray) -> dict[str, np.ndarray]:
