@@ -59,6 +59,10 @@ def test_in_memory_images_match_their_files(files: dict[str, Path]) -> None:
     assert tagger.tag(pil[0])[0]["colour"] == from_files[0]["colour"]  # a single image
     with pytest.raises(AttrtagError, match="uint8 arrays"):
         tagger.tag(np.zeros((4, 4, 3), np.float32))
+    for not_paths in (pil[0], pil, arrays[0]):  # tag_to and stream name files in their records
+        with pytest.raises(AttrtagError, match=r"inputs are paths .*got a (PIL.*Image\w*|numpy.ndarray); tag\(\)"):
+            tagger.tag_to(files["dir"] / "never.jsonl", not_paths)
+    assert not (files["dir"] / "never.jsonl").exists()
     with pytest.raises(AttrtagError, match="broken.png"):
         tagger.predict(str(files["images"] / "broken.png"))
 

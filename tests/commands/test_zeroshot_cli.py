@@ -185,7 +185,7 @@ def test_lint_warnings_are_printed_and_the_run_goes_on(
 def test_class_options_need_rules(capsys: pytest.CaptureFixture[str], tmp_path: Path, world: dict[str, Path]) -> None:
     for extra in (["--set", "band=top"], ["--class-top-k", "2"], ["--unknown-threshold", "0.3"]):
         rc, _, err = tag(capsys, world["model"], world["images"], tmp_path / "t.jsonl", *extra)
-        assert rc == 2 and err.count("\n") == 1 and "need class rules" in err and "--rules R" in err
+        assert rc == 2 and err.count("\n") == 1 and "needs class rules" in err and "--rules R" in err
 
 
 # --- evaluate ----------------------------------------------------------------------------------

@@ -96,7 +96,7 @@ def test_resume_refuses_other_model_schema_or_settings(tmp_path: Path) -> None:
     cases = [
         (meta_for(layout, sha="b" * 64), "written by model"),
         (meta_for(RecordLayout(other_schema)), "values of group 'shape' differ"),
-        (meta_for(RecordLayout(SCHEMA, top_k=2)), "written with top_k None"),
+        (meta_for(RecordLayout(SCHEMA, top_k=2)), "written with top_k unset"),
         (meta_for(RecordLayout(SCHEMA, thresholds={"band": 0.5})), "written with thresholds"),
     ]
     for meta, match in cases:

@@ -149,7 +149,7 @@ def test_resume_of_a_pure_jsonl_checks_the_sidecar(tmp_path: Path) -> None:
     layout = _layout(classes=False)
     recs = _records(layout, 6)
     out = _write(tmp_path, "jsonl", layout, recs[:3])
-    with pytest.raises(OutputError, match="written with top_k None, this run uses 2"):
+    with pytest.raises(OutputError, match="written with top_k unset, this run uses 2"):
         open_output(out, _meta(RecordLayout(SCHEMA, top_k=2)))
     with open_output(out, _meta(layout)) as w:
         assert len(w.done) == 3

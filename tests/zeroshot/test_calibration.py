@@ -134,8 +134,8 @@ def test_class_scoring_refuses_class_options_without_rules_and_contradictions() 
         class_scoring(card, None, top_k=3, overrides={"a": "x"}, name="m.onnx")
     with pytest.raises(AttrtagError) as err:
         class_scoring(card, False, unknown_threshold=0.0, name="m.onnx")
-    assert "unknown_threshold need class rules, but rules=False was given" in str(err.value)
-    assert "--unknown-threshold need class rules, but --no-rules was given" in err.value.spelled(FLAGS)
+    assert "unknown_threshold needs class rules, but rules=False was given" in str(err.value)
+    assert "--unknown-threshold needs class rules, but --no-rules was given" in err.value.spelled(FLAGS)
     with pytest.raises(AttrtagError, match="seen names the classes gamma applies to"):
         class_scoring(card, RULES_DICT, seen=["A"])
     with pytest.raises(AttrtagError, match="gamma=G and calibration=False contradict"):

@@ -305,7 +305,8 @@ def _open_local(model: str | os.PathLike, kind: str, *, device: str, workers: in
     predictor, split = open_with_thread_plan(model, device=device, workers=workers, threads=threads, kind=kind,
                                              batch_size_hint=batch_size, trt_cache_dir=trt_cache_dir,
                                              calibrated=calibrated)
-    _logger.info("%d decode threads, %d model threads", split.decode_workers, split.model_threads)
+    n, m = split.decode_workers, split.model_threads
+    _logger.info("%d decode thread%s, %d model thread%s", n, "s" * (n != 1), m, "s" * (m != 1))
     return LocalEngine(predictor, workers=split.decode_workers, worker_kind=worker_kind)
 
 
@@ -349,7 +350,13 @@ def _items(images: Images) -> list[Any]:
 
 
 def _paths(inputs: str | os.PathLike | Sequence[str | os.PathLike]) -> list[str]:
-    return [os.fspath(inputs)] if isinstance(inputs, (str, os.PathLike)) else [os.fspath(i) for i in inputs]
+    one = isinstance(inputs, (str, os.PathLike, np.ndarray)) or not isinstance(inputs, Iterable)
+    items = [inputs] if one else list(inputs)
+    other = next((i for i in items if not isinstance(i, (str, os.PathLike))), None)
+    if other is not None:
+        raise AttrtagError(f"`inputs` are paths (files, folders, globs, @list.txt), got a {type(other).__module__.partition('.')[0]}.{type(other).__name__}; "
+                           "tag() and predict() take in-memory images")
+    return [os.fspath(i) for i in items]
 
 
 def _as_image(img: Image.Image | np.ndarray) -> Image.Image:

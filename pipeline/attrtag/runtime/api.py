@@ -86,7 +86,10 @@ def parse_device(device: str) -> tuple[str, int]:
     base, _, index = str(device).partition(":")
     indexed = base in ("cuda", "tensorrt")
     if base not in DEVICES or (index and not (indexed and index.isdigit())):
-        raise AttrtagError(f"`device={device}`: not a device (use auto, cpu, cuda, cuda:N, tensorrt or tensorrt:N)")
+        # A value with blanks is quoted, so that they show (and the name is still spelled as a flag).
+        given = f"`device={device}`" if str(device).strip() and not any(c.isspace() for c in str(device)) \
+            else f"`device` {str(device)!r}"
+        raise AttrtagError(f"{given}: not a device (use auto, cpu, cuda, cuda:N, tensorrt or tensorrt:N)")
     return base, int(index or 0)
 
 

@@ -130,12 +130,18 @@ class OutputMeta:
             ("temperatures", dict(found.layout.temperatures), dict(self.layout.temperatures)),
         ):
             if old != new:
-                raise OutputMismatchError(f"{source} was written with {what} {old}, this run uses {new}; {fix}")
+                raise OutputMismatchError(
+                    f"{source} was written with {what} {_shown(old)}, this run uses {_shown(new)}; {fix}")
         old_c, new_c = found.layout.classes, self.layout.classes
         if old_c != new_c:
             raise OutputMismatchError(
                 f"{source} was written with {_describe_classes(old_c)}, this run uses {_describe_classes(new_c)}; {fix}"
             )
+
+
+def _shown(value: Any) -> str:
+    """A header setting in a message: an unset one (``top_k`` None, no thresholds) says so."""
+    return "unset" if value is None or (not isinstance(value, str) and value in ({}, (), [])) else str(value)
 
 
 def _describe_classes(classes: ClassScoring | None) -> str:
@@ -182,8 +188,9 @@ def output_format(path: str | os.PathLike[str], fmt: str | None = None) -> str:
                               f"the file {'/'.join(e for e, f in _EXTENSIONS.items() if f == fmt)}")
         return fmt
     if ext not in _EXTENSIONS:
+        why = f"extension {ext!r} names no output format" if ext else "no extension to name its format"
         raise OutputError(
-            f"`out={path}`: {f'extension {ext!r}' if ext else 'no extension'} names no output format; "
+            f"`out={path}`: {why}; "
             f"use {', '.join(_EXTENSIONS)} (or `fmt` jsonl/csv/parquet to choose one for this name)"
         )
     return _EXTENSIONS[ext]

@@ -298,7 +298,8 @@ def _refuse_options_without_rules(rules: Any, name: str, **options: Any) -> None
              if v is not None and not (isinstance(v, (Mapping, list, tuple)) and not v)]
     if given:
         why = "`rules=False` was given" if rules is False else f"{name} embeds no rules"
-        raise AttrtagError(f"{', '.join(given)} need class rules, but {why}; pass `rules=R`")
+        raise AttrtagError(f"{', '.join(given)} {'needs' if len(given) == 1 else 'need'} class rules, but {why}; "
+                           "pass `rules=R`")
 
 
 def _warn_unconstrained(scoring: ClassScoring, warn: Warn | None) -> None:
