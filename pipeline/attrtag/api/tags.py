@@ -110,7 +110,7 @@ def classify(
     layout = RecordLayout(old.schema, thresholds=old.thresholds, classes=classes, temperatures=old.temperatures)
     if carrier.warning:  # said once the run is known to go on: a bad rule is then the only line
         warn(carrier.warning)
-    named = _write_rescored(out, OutputMeta(layout, found.model, found.model_sha256), chunks, old, fmt=fmt)
+    named = _write_rescored(out, OutputMeta(layout, found.model, found.model_sha256, found.relative_to), chunks, old, fmt=fmt)
     failed = named.pop("(failed)", 0)
     return ClassifySummary(out, classes, dict(named.most_common()), failed, carrier.origin)
 

@@ -32,7 +32,7 @@ class TagWriter(ABC):
 
     Attributes:
         path: the output file.
-        meta: this run's header.
+        meta: this run's header (resuming a file: with the file's :attr:`OutputMeta.relative_to`).
         done: display paths already in the output when it was opened (resume skips them).
     """
 
@@ -126,6 +126,7 @@ class _JsonlWriter(TagWriter):
             found, paths = scan_jsonl(path, not inline_header, repair=True, keep=lambda r: r["path"])
             if found is not None:
                 meta.check_resumable(found, source=str(path))
+                self.meta = meta = meta.resumed_from(found)
                 self.done = set(paths)
         if found is None and not inline_header:
             # Before the first record: a reader never meets records without their header. A stale
@@ -168,6 +169,7 @@ class _CsvWriter(TagWriter):
         if path.exists() and path.stat().st_size > 0:
             found = sidecar_meta(path)
             meta.check_resumable(found, source=str(path))
+            self.meta = meta.resumed_from(found)
             self.done = set(scan_csv(path, self.columns, repair=True, keep=lambda row: row["path"]))
         else:
             _write_meta(meta_path(path), meta)
@@ -204,9 +206,12 @@ class _ParquetWriter(TagWriter):
             stale.unlink(missing_ok=True)  # a merge killed half-way; the sidecar still has its rows
         final_paths: list[str] = []
         if path.exists():
-            meta.check_resumable(parquet_meta(path), source=str(path))
+            found = parquet_meta(path)
+            meta.check_resumable(found, source=str(path))
+            meta = meta.resumed_from(found)
             final_paths = pa.parquet.read_table(path, columns=["path"]).column("path").to_pylist()
         self._partial = _JsonlWriter(partial_path(path), meta, inline_header=True)
+        self.meta = self._partial.meta  # the file's own base, where a killed run's journal began it
         self._merge_needed = bool(self._partial.done) or not path.exists()
         self.done = set(final_paths) | self._partial.done
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -33,11 +33,16 @@ class OutputMeta:
         layout: schema, top_k and thresholds.
         model: the model file's name, for messages.
         model_sha256: hex SHA-256 of the model file: the model's identity.
+        relative_to: the folder the records' relative paths are relative to (the working folder
+            of the run that began the file), so that a resume from elsewhere, or with another
+            spelling of the same images, finds them (None: a file from before it was stored).
+            Not compared on resume.
     """
 
     layout: RecordLayout
     model: str
     model_sha256: str
+    relative_to: str | None = None
 
     # What travels with the records, as a model card carries it (:func:`attrtag.zeroshot.scoring.class_scoring`).
     @property
@@ -77,7 +82,12 @@ class OutputMeta:
             **({"value_thresholds": self.layout.value_threshold_items()} if self.layout.schema.multi else {}),
             # Only when applied: a header without them reads as before (raw probabilities).
             **({"temperatures": dict(self.layout.temperatures)} if self.layout.temperatures else {}),
+            **({"paths_relative_to": self.relative_to} if self.relative_to is not None else {}),
         }
+
+    def resumed_from(self, found: "OutputMeta") -> "OutputMeta":
+        """This run's header for a file it resumes: the file's own :attr:`relative_to` kept."""
+        return replace(self, relative_to=found.relative_to)
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any], *, source: str) -> "OutputMeta":
@@ -98,7 +108,8 @@ class OutputMeta:
                 value_thresholds={g: tuple(float(values[g][v]) for v in schema[g].values) for g in values},
                 temperatures={str(g): float(t) for g, t in (d.get("temperatures") or {}).items()},
             )
-            return cls(layout, str(d["model"]), str(d["model_sha256"]))
+            base = d.get("paths_relative_to")
+            return cls(layout, str(d["model"]), str(d["model_sha256"]), None if base is None else str(base))
         except (KeyError, TypeError, ValueError, SchemaError) as err:
             if isinstance(err, OutputError):
                 raise

@@ -22,6 +22,7 @@ from .files import TagWriter, check_out, open_output
 from .header import OutputMeta, model_fingerprint
 from .inputs import ImagePaths
 from .._lock import OutputLock
+from .recorded import as_recorded_here, recorded_as
 from .records import RecordLayout, TagRecord
 from .retry import drop_failed
 
@@ -129,19 +130,26 @@ class TagJob:
     ) -> None:
         self.layout, self.out = layout, Path(out)
         meta = OutputMeta(layout, model=os.path.basename(model_path),
-                          model_sha256=model_sha256 or model_fingerprint(model_path))
+                          model_sha256=model_sha256 or model_fingerprint(model_path),
+                          relative_to=display_path(os.getcwd()))
         check_out(out, fmt)
         self.out.parent.mkdir(parents=True, exist_ok=True)
         # Held for the whole job, across the writer reopened below: no other run slips in between.
         self._lock = OutputLock(out).acquire()
         shown = paths.display if isinstance(paths, ImagePaths) else [display_path(p) for p in paths]
         try:
-            self.writer = self._open(shown, meta, fmt=fmt, overwrite=overwrite, retry_failed=retry_failed)
+            self.writer = self._open(paths, shown, meta, fmt=fmt, overwrite=overwrite, retry_failed=retry_failed)
         except BaseException:
             self._lock.release()
             raise
-        self.todo = [p for p, d in zip(paths, shown) if d not in self.writer.done]
+        base = self.writer.meta.relative_to
+        recorded = recorded_as(paths, shown, self.writer.done, base)
+        self.todo = as_recorded_here([p for p, r in zip(paths, recorded) if r is None], base)
         self.skipped = len(paths) - len(self.todo)
+        respelled = sum(r is not None and r != d for r, d in zip(recorded, shown))
+        if respelled:
+            _logger.info("%d of these images are in %s under another spelling of their path: not tagged again",
+                         respelled, out)
         self.counts: Counter[str] = Counter()
         self.seconds = 0.0
         #: (images, seconds) of the loop's second half (see :func:`second_half`).
@@ -151,17 +159,18 @@ class TagJob:
         if self.skipped:
             _logger.info("resuming %s: %d of %d images already there", out, self.skipped, len(paths))
 
-    def _open(self, shown: Sequence[str], meta: OutputMeta, *, fmt: str | None, overwrite: bool,
-              retry_failed: bool) -> TagWriter:
-        """The output's writer; with ``retry_failed``, after removing the error records of ``shown``."""
+    def _open(self, paths: Sequence[str], shown: Sequence[str], meta: OutputMeta, *, fmt: str | None,
+              overwrite: bool, retry_failed: bool) -> TagWriter:
+        """The output's writer; with ``retry_failed``, after removing the error records of ``paths``."""
         self.retried = 0
         writer = open_output(self.out, meta, fmt=fmt, overwrite=overwrite)
         if not (retry_failed and writer.done):
             return writer
         # The output was accepted (same model and settings, torn tail repaired): rewrite it
         # without this run's failed records, then resume as usual, which tags them again.
+        mine = {r for r in recorded_as(paths, shown, writer.done, writer.meta.relative_to) if r is not None}
         writer.close(complete=False)
-        self.retried = drop_failed(self.out, set(shown), columns=self.layout.columns, fmt=fmt)
+        self.retried = drop_failed(self.out, mine, columns=self.layout.columns, fmt=fmt)
         return open_output(self.out, meta, fmt=fmt)
 
     def run(self, engine: Engine, *, batch_size: int, max_pixels: int,
