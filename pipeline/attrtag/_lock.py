@@ -7,6 +7,9 @@ driver, ``classify``) holds ``fcntl.flock`` on ``FILE.lock`` from before its fir
 ``overwrite`` included) to its end; a second run is refused at once, naming the holder, as git
 and DVC refuse a second writer. The kernel drops a ``flock`` with the last descriptor of its
 holder, so a run killed with ``kill -9`` leaves nothing held: the next run starts as usual.
+A forked child (a data-loading worker, a decode process) would share that descriptor and hold
+the lock after its parent's death until it noticed (5 s for PyTorch's DataLoader workers, which
+refused a resume straight after ``kill -9``), so each child closes its copy as it starts.
 
 The lock file is deleted on release. A run that opened it just before (and then waited for
 nothing: the lock is never waited for) would lock a deleted file, so a lock counts only when
@@ -35,6 +38,17 @@ _logger = logging.getLogger(__name__)
 
 #: ``(lock file, thread id) -> [descriptor, holds]``: the locks this process holds.
 _HELD: dict[tuple[str, int], list[int]] = {}
+_FORK_HOOK: list[bool] = []  # registered (once, on the first lock): os.register_at_fork has no unregister
+
+
+def _close_in_child() -> None:
+    """After a fork, in the child: let go of the parent's locks (its descriptors, not the files)."""
+    for fd, _ in _HELD.values():
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    _HELD.clear()
 
 
 def lock_path(out: str | os.PathLike[str]) -> Path:
@@ -66,6 +80,9 @@ class OutputLock:
         """
         if self._key is not None or fcntl is None:
             return self
+        if not _FORK_HOOK and hasattr(os, "register_at_fork"):
+            os.register_at_fork(after_in_child=_close_in_child)
+            _FORK_HOOK.append(True)
         key = (os.path.realpath(self.path), threading.get_ident())
         held = _HELD.get(key)
         if held is not None:
@@ -78,9 +95,9 @@ class OutputLock:
     def release(self) -> None:
         """Let go of this hold; the last one in the thread unlocks and deletes the lock file."""
         key, self._key = self._key, None
-        if key is None:
+        held = _HELD.get(key) if key is not None else None
+        if held is None:  # not held, or a forked child's copy of its parent's lock
             return
-        held = _HELD[key]
         held[1] -= 1
         if held[1] == 0:
             del _HELD[key]

@@ -105,6 +105,35 @@ def test_a_killed_holder_blocks_nothing(tmp_path: Path, holder: subprocess.Popen
     assert len(read_output(out)[1]) == 2 and not lock_path(out).exists()
 
 
+# A run that forks a worker (as PyTorch's DataLoader does) and is then killed; the worker lives on.
+FORKING = ("import multiprocessing as mp, sys, time\nfrom attrtag._lock import OutputLock\n"
+           "lock = OutputLock(sys.argv[1]).acquire()\n"
+           "worker = mp.get_context('fork').Process(target=time.sleep, args=(600,))\nworker.start()\n"
+           "print(worker.pid, flush=True)\ntime.sleep(600)\n")
+
+
+def test_a_killed_holders_forked_worker_blocks_nothing(tmp_path: Path) -> None:
+    out = tmp_path / "tags.jsonl"
+    run = subprocess.Popen([sys.executable, "-c", FORKING, str(out)], stdout=subprocess.PIPE, text=True)
+    assert run.stdout is not None
+    worker = int(run.stdout.readline())
+    try:
+        with pytest.raises(OutputError, match="being written by another attrtag run"):
+            open_output(out, META)
+        os.kill(run.pid, signal.SIGKILL)
+        run.wait()
+        os.kill(worker, 0)  # the worker is still alive: its copy of the descriptor must not hold the lock
+        with open_output(out, META) as w:
+            w.write(_records(0, 1))
+    finally:
+        for pid in (run.pid, worker):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    assert len(read_output(out)[1]) == 1
+
+
 def test_two_runs_on_one_output_record_every_image_once(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     """The first run is stopped inside its tagging loop; the second (the CLI) is refused meanwhile."""
     import attrtag
