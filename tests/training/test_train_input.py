@@ -248,6 +248,25 @@ def test_resume_with_a_changed_option_is_refused_and_the_run_is_left_alone(tiny_
     assert rc == 0 and [h["epoch"] for h in load_checkpoint(out / "last.pt")["history"]] == [1, 2, 3]
 
 
+def test_resume_on_other_labels_is_refused_and_the_same_data_elsewhere_resumes(tiny_data, run_a, tmp_path, capsys):
+    out = copy_run(run_a, tmp_path)
+    before = (out / "last.pt").read_bytes()
+    n = sum(1 for _ in open(tiny_data[1])) - 1
+
+    def relabel(rows: list[dict]) -> None:
+        rows[0]["colour"] = next(c for c in ("red", "green", "blue") if c != rows[0]["colour"])
+
+    edited = write_manifest(tiny_data, tmp_path / "edited.csv", relabel, n=n)
+    rc, _, err = run_cli(capsys, *train_args(tiny_data, out, "--resume", "--epochs", "3", manifest=edited))
+    line = one_error_line(rc, err)
+    assert f"the run in {out / 'last.pt'} was trained on other images or labels" in line
+    assert f"--pretrained {out / 'last.pt'}" in line and (out / "last.pt").read_bytes() == before
+    # The same rows, written elsewhere with absolute paths: the same images and labels, so it resumes.
+    same = write_manifest(tiny_data, tmp_path / "same.csv", lambda rows: None, n=n)
+    rc, _, err = run_cli(capsys, *train_args(tiny_data, out, "--resume", "--epochs", "3", manifest=same))
+    assert rc == 0, err
+
+
 def test_resume_from_best_pt_is_refused_it_holds_no_optimizer_state(tiny_data, run_a, tmp_path, capsys):
     best, last = load_checkpoint(run_a["out"] / "best.pt"), load_checkpoint(run_a["out"] / "last.pt")
     assert {"optimizer", "scheduler"} <= last.keys() and not {"optimizer", "scheduler", "scaler"} & best.keys()

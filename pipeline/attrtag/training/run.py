@@ -7,7 +7,9 @@ uninterrupted run (see :mod:`.loop`).
 """
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -76,6 +78,7 @@ class TrainingRun:
     predictor: Any = None  # validation's TorchPredictor, built once (it wraps the live weights)
     failed: dict[str, str] = field(default_factory=dict)
     filled_labels: torch.Tensor = field(default_factory=lambda: torch.zeros(0))  # this epoch's, per group
+    data: dict[str, Any] = field(default_factory=dict)  # what it trains on (:func:`training_data`)
 
     @property
     def device(self) -> torch.device:
@@ -115,6 +118,9 @@ def prepare_run(
     device = ctx.device
     train_samples, val_samples = split_samples(manifest, cfg.val_fraction)
     _check_samples(cfg, manifest, train_samples, ctx)
+    data = training_data(train_samples, val_samples)
+    if ckpt is not None:
+        _check_same_data(ckpt.get("data"), data, resume)
 
     model, ema = _model_and_ema(cfg, schema, train_samples, ctx, ckpt)
     if not val_samples:  # the card says so wherever the weights go (evaluate prints it)
@@ -136,7 +142,7 @@ def prepare_run(
         cfg=cfg, schema=schema, run_dir=run_dir, dist=ctx, model=model, net=wrap_ddp(model, ctx), criterion=criterion,
         optimizer=optimizer, scheduler=scheduler, scaler=scaler, train_set=train_set, train_samples=train_samples,
         val_samples=val_samples, steps_per_epoch=steps_per_epoch, amp=amp, ema=ema,
-        filled_labels=torch.zeros(len(schema)),
+        filled_labels=torch.zeros(len(schema)), data=data,
     )
     if ckpt is not None:
         _restore_progress(run, ckpt, resume)
@@ -180,6 +186,35 @@ def _resumed_config(
         _logger.info("the run in %s has done all its %d epochs: nothing to train (resume with more epochs to "
                      "extend it)", resume, done)
     return resumed
+
+
+def training_data(train: list[Sample], val: list[Sample]) -> dict[str, Any]:
+    """What a run trains and validates on, as its checkpoints record it: the image counts and a
+    SHA-256 over each image (its path below the folder all of them share, so that the images
+    may move, or be named by absolute or relative paths), its split, and its labels."""
+    places = [os.path.abspath(s.path) for s in (*train, *val)]
+    try:
+        root = os.path.commonpath(places) if len(places) > 1 else os.path.dirname(places[0]) if places else ""
+    except ValueError:  # Windows: images on two drives share no folder
+        root = ""
+    h, at = hashlib.sha256(), iter(places)
+    for split, samples in (("train", train), ("val", val)):
+        for s in samples:
+            where = os.path.relpath(next(at), root) if root else next(at)
+            h.update(f"{split}\t{where}\t{s.labels}\t{sorted(s.multi.items())}\n".encode("utf-8", "surrogateescape"))
+    return {"sha256": h.hexdigest(), "train": len(train), "val": len(val)}
+
+
+def _check_same_data(stored: dict[str, Any] | None, data: dict[str, Any], resume: str | Path | None) -> None:
+    """Refuse to resume on other images or labels: the result would be neither run's (a
+    checkpoint from before they were recorded is not checked)."""
+    if stored is None or stored.get("sha256") == data["sha256"]:
+        return
+    raise AttrtagError(
+        f"`resume`: the run in {resume} was trained on other images or labels ({stored.get('train')} train and "
+        f"{stored.get('val')} val images then, {data['train']} and {data['val']} in `manifest` now); resume with "
+        f"the manifest it began with, or start a new run from its weights with `pretrained={resume}`"
+    )
 
 
 def _shown(value: Any) -> str:
@@ -273,6 +308,7 @@ def checkpoint_state(run: TrainingRun, epoch: int, *, resumable: bool = True) ->
         "history": run.history,
         "best_score": run.best_score,
         "world_size": run.dist.world_size,
+        "data": run.data,
     }
     if not resumable:
         return state
