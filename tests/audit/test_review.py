@@ -108,6 +108,8 @@ def test_the_review_export_comes_back_as_the_manifest_with_the_corrections_in_pl
     assert len(after) == len(before)
     for i, (a, b) in enumerate(zip(before, after)):
         expected = {**a, "colour": audit_file["truth"][i]} if i in audit_file["truth"] else a
+        # the same image, named from the corrected manifest's own folder
+        assert (out.parent / b.pop("path")).resolve() == (audit_file["manifest"].parent / expected.pop("path")).resolve()
         assert b == expected
 
 

@@ -160,7 +160,7 @@ def apply_corrections(manifest: str | os.PathLike[str], schema: Schema, correcti
     if manifest.suffix.lower() != ".csv":
         raise AttrtagError(f"`manifest={manifest}`: corrections are applied to a CSV manifest")
     read_manifest(manifest, schema, check_files=False)  # a bad manifest is refused before anything is written
-    base = manifest.resolve().parent
+    base, there = manifest.resolve().parent, Path(out).resolve().parent
     fixes = {c.path: c.labels for c in corrections}
     with open(manifest, newline="", encoding="utf-8-sig") as f:
         reader = csv.DictReader(f)
@@ -170,17 +170,25 @@ def apply_corrections(manifest: str | os.PathLike[str], schema: Schema, correcti
         full = os.path.abspath(base / row["path"].strip())
         shown = (reviewed or {}).get(full)
         cells = {g: v for g, v in fixes.get(full, {}).items() if v.strip() and g in header
-                 and (shown is None or g in shown)}
+                 and (shown is None or g in shown) and not _same_cell(row[g], v)}
         seen.add(full)
-        if any(row[g] != v for g, v in cells.items()):
-            changed += 1
+        changed += bool(cells)
         row.update(cells)
+        if there != base and not os.path.isabs(row["path"].strip()):
+            row["path"] = os.path.relpath(full, there)  # still the same image, read from `out`'s folder
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=header, lineterminator="\n")
     w.writeheader()
     w.writerows(rows)
     write_text(out, buf.getvalue())
     return changed, sum(p not in seen for p in fixes)
+
+
+def _same_cell(given: str, corrected: str) -> bool:
+    """Whether two manifest cells say the same: a multi-label cell's values in another order do."""
+    def parts(cell: str) -> list[str]:
+        return sorted(p.strip() for p in cell.strip().split("|"))
+    return given.strip() == corrected.strip() or ("|" in given + corrected and parts(given) == parts(corrected))
 
 
 def suspects_report_data(audit: AuditFile, thumbnails: Sequence[str | None]) -> dict[str, Any]:
