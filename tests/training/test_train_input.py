@@ -4,6 +4,7 @@ images, a checkpoint to start from, a resumed run that keeps its options)."""
 from __future__ import annotations
 
 import csv
+import re
 import logging
 import shutil
 import warnings
@@ -265,6 +266,23 @@ def test_resume_on_other_labels_is_refused_and_the_same_data_elsewhere_resumes(t
     same = write_manifest(tiny_data, tmp_path / "same.csv", lambda rows: None, n=n)
     rc, _, err = run_cli(capsys, *train_args(tiny_data, out, "--resume", "--epochs", "3", manifest=same))
     assert rc == 0, err
+
+
+def test_a_group_labelled_only_outside_the_train_split_is_said(tiny_data, tmp_path, capsys, caplog):
+    def band_only_in_val(rows: list[dict]) -> None:
+        for i, r in enumerate(rows):
+            r["split"] = "train" if i < 30 else "val"
+            if i < 30:
+                r["band"] = ""
+
+    manifest = write_manifest(tiny_data, tmp_path / "m.csv", band_only_in_val)
+    rc, out, err = run_cli(capsys, *train_args(tiny_data, tmp_path / "r", "--epochs", "1", manifest=manifest))
+    assert rc == 0, err
+    assert "40 images in" in out and "30 in its train split; label coverage per group there:" in out
+    assert re.search(r"band +0/30 ", out)  # the train split's coverage, not the manifest's
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING
+              and "no training image has a label in group 'band'" in r.getMessage()]
+    assert len(warned) == 1 and "its head learns nothing" in warned[0]
 
 
 def test_resume_from_best_pt_is_refused_it_holds_no_optimizer_state(tiny_data, run_a, tmp_path, capsys):

@@ -159,8 +159,14 @@ def run(args: argparse.Namespace) -> int:
             say(f"merged {manifest.merged} manifest row(s) that repeat an earlier row's image")
         if manifest.skipped:
             say(f"skipped {len(manifest.skipped)} bad manifest row(s); first: {manifest.skipped[0]}")
-        say(f"{len(manifest)} images in {args.manifest}; label coverage per group:")
-        say(format_coverage(coverage(manifest.schema, manifest.samples)))
+        if manifest.has_splits:  # what the model learns from: the train split's labels
+            train = manifest.split("train")
+            say(f"{len(manifest)} images in {args.manifest}, {len(train)} in its train split; label coverage per "
+                "group there:")
+        else:
+            train = manifest.samples
+            say(f"{len(manifest)} images in {args.manifest}; label coverage per group:")
+        say(format_coverage(coverage(manifest.schema, train)))
 
     def on_epoch(row: dict[str, Any], metrics: list[Any]) -> None:
         val = f", val loss {row['val_loss']:.3f}" if row.get("val_loss") is not None else ""

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from ..data.loader import ImageDataset
-from ..data.manifest import Manifest, Sample, label_counts, value_totals
+from ..data.manifest import Manifest, Sample, coverage, label_counts, value_totals
 from ..errors import AttrtagError
 from ..model import AttributeModel, build_model, check_input_size, load_checkpoint
 from ..model.checkpoint import load_if_checkpoint
@@ -239,6 +239,12 @@ def _check_samples(cfg: TrainConfig, manifest: Manifest, train_samples: list[Sam
     if not any(s.multi or any(i >= 0 for i in s.labels) for s in train_samples):
         raise AttrtagError(f"{manifest.source}: none of its {len(train_samples)} training images has a label in any "
                            f"group ({', '.join(manifest.schema.names)}); nothing to learn from")
+    unlabelled = [c.group for c in coverage(manifest.schema, train_samples) if c.labelled == 0]
+    if unlabelled and ctx.is_main:
+        _logger.warning("%s: no training image has a label in group %s: %s head learns nothing, and its validation "
+                        "figures measure an untrained head; label some training images, or drop %s from the schema",
+                        manifest.source, ", ".join(repr(g) for g in unlabelled),
+                        "its" if len(unlabelled) == 1 else "their", "it" if len(unlabelled) == 1 else "them")
     if min(cfg.batch_size, len(train_samples)) < ctx.world_size:
         raise AttrtagError(
             f"`batch_size={cfg.batch_size}` is the global batch, split over {ctx.world_size} processes "
