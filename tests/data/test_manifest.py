@@ -34,6 +34,9 @@ def test_jsonl(folder):
     (folder / "m.jsonl").write_text("\n".join(json.dumps(x) for x in lines) + "\n")
     m = read_manifest(folder / "m.jsonl", SCHEMA)
     assert [r.labels for r in m.samples] == [(1, -1), (-1, 0)]
+    # Saved by an editor that starts UTF-8 with a byte order mark (as a CSV may): read the same.
+    (folder / "bom.jsonl").write_bytes("\ufeff".encode() + (folder / "m.jsonl").read_bytes())
+    assert [r.labels for r in read_manifest(folder / "bom.jsonl", SCHEMA).samples] == [(1, -1), (-1, 0)]
 
 
 @pytest.mark.parametrize(

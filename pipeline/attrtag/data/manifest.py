@@ -151,7 +151,7 @@ def _csv_rows(path: Path, schema: Schema) -> Iterable[tuple[int, dict[str, Any],
 
 
 def _jsonl_rows(path: Path) -> Iterable[tuple[int, dict[str, Any], dict[str, str]]]:
-    with open(path, encoding="utf-8") as f:
+    with open(path, encoding="utf-8-sig") as f:  # a BOM (Notepad writes one) is read as the CSV reader does
         for line, text in enumerate(f, start=1):
             if not text.strip():
                 continue
