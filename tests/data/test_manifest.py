@@ -148,6 +148,16 @@ def test_a_contradicting_repeat_names_both_lines_or_is_skipped_with_the_image(fo
     assert [r.path for r in m.samples] == [str(folder / "b.png")] and m.skipped == [str(err.value)]
 
 
+def test_an_image_reached_through_a_linked_folder_is_the_same_image(folder):
+    (folder / "linked").symlink_to(folder, target_is_directory=True)
+    (folder / "m.csv").write_text("path,colour,shape,split\na.png,red,,train\nlinked/a.png,,,val\n")
+    with pytest.raises(ManifestError, match=r"m\.csv:2 and line 3: .* leaks into validation"):
+        read_manifest(folder / "m.csv", SCHEMA)
+    (folder / "m.csv").write_text("path,colour,shape\na.png,red,\nlinked/a.png,,s1\nb.png,green,\n")
+    m = read_manifest(folder / "m.csv", SCHEMA)
+    assert [r.labels for r in m.samples] == [(0, 1), (1, -1)] and m.merged == 1
+
+
 def test_multi_label_repeats_merge_values_and_refuse_present_against_absent(folder):
     (folder / "m.csv").write_text("path,colour,tags\na.png,red,+p\na.png,,-q\n")
     assert dict(read_manifest(folder / "m.csv", MULTI).samples[0].multi) == {"tags": (1, 0, -1, -1)}

@@ -31,3 +31,14 @@ def test_a_manifest_written_elsewhere_names_the_same_images_and_counts_real_chan
     before = [s.path for s in read_manifest(data / "m.csv", SCHEMA, check_files=False).samples]
     after = [s.path for s in read_manifest(out, SCHEMA, check_files=False).samples]
     assert [str(Path(p).resolve()) for p in after] == [str(Path(p).resolve()) for p in before]
+
+
+def test_corrections_reach_the_manifests_images_through_a_linked_folder(tmp_path: Path) -> None:
+    (tmp_path / "data" / "img").mkdir(parents=True)
+    (tmp_path / "data" / "img" / "a.png").write_bytes(b"x")
+    (tmp_path / "link").symlink_to(tmp_path / "data", target_is_directory=True)
+    (tmp_path / "data" / "m.csv").write_text("path,tone,marks\n../link/img/a.png,light,\n")  # through the link
+    fixes = [Correction(str(tmp_path / "data/img/a.png"), {"tone": "dark"}, "e:1")]  # the export: the real folder
+    changed, unknown = apply_corrections(tmp_path / "data" / "m.csv", SCHEMA, fixes, tmp_path / "fixed.csv")
+    assert (changed, unknown) == (1, 0)
+    assert [r["tone"] for r in csv.DictReader(open(tmp_path / "fixed.csv"))] == ["dark"]

@@ -217,6 +217,16 @@ def read_manifest(
     return Manifest(source=str(path), schema=schema, samples=samples, skipped=skipped, merged=merged)
 
 
+def file_identity(path: str) -> Any:
+    """What makes two paths one image: the file itself (device and inode: a symbolic link, a
+    linked folder or a hard link is the file it leads to), else its normalised absolute path."""
+    try:
+        st = os.stat(path)
+    except OSError:  # not there (check_files=False): its spelling is all there is
+        return os.path.normcase(os.path.abspath(path))
+    return st.st_dev, st.st_ino
+
+
 def merge_repeats(
     schema: Schema, samples: list[Sample], source: Path, skipped: list[str] | None = None
 ) -> tuple[list[Sample], int]:
@@ -231,11 +241,11 @@ def merge_repeats(
     Returns:
         The samples, in first-row order, and how many repeats were merged.
     """
-    first: dict[str, int] = {}
+    first: dict[Any, int] = {}
     out: list[Sample | None] = []
     repeats: list[tuple[int, int]] = []  # (line, the line it repeats)
     for s in samples:
-        key = os.path.normcase(os.path.normpath(s.path))
+        key = file_identity(s.path)
         if key not in first:
             first[key] = len(out)
             out.append(s)

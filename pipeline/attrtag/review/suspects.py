@@ -24,7 +24,7 @@ from typing import Any, Mapping, Sequence
 
 from .._files import atomic_dir, write_text
 from ..auditing.output import AuditFile
-from ..data.manifest import Sample, read_manifest
+from ..data.manifest import Sample, file_identity, read_manifest
 from ..data.multilabel import PRESENT
 from ..errors import AttrtagError
 from ..schema import Schema
@@ -161,17 +161,20 @@ def apply_corrections(manifest: str | os.PathLike[str], schema: Schema, correcti
         raise AttrtagError(f"`manifest={manifest}`: corrections are applied to a CSV manifest")
     read_manifest(manifest, schema, check_files=False)  # a bad manifest is refused before anything is written
     base, there = manifest.resolve().parent, Path(out).resolve().parent
-    fixes = {c.path: c.labels for c in corrections}
+    # By the file itself: the export may reach an image through another folder (a link) than the manifest does.
+    fixes = {file_identity(c.path): c.labels for c in corrections}
+    shown_in = {file_identity(p): groups for p, groups in (reviewed or {}).items()}
     with open(manifest, newline="", encoding="utf-8-sig") as f:
         reader = csv.DictReader(f)
         header, rows = list(reader.fieldnames or ()), list(reader)
     changed, seen = 0, set()
     for row in rows:
         full = os.path.abspath(base / row["path"].strip())
-        shown = (reviewed or {}).get(full)
-        cells = {g: v for g, v in fixes.get(full, {}).items() if v.strip() and g in header
+        image = file_identity(full)
+        shown = shown_in.get(image)
+        cells = {g: v for g, v in fixes.get(image, {}).items() if v.strip() and g in header
                  and (shown is None or g in shown) and not _same_cell(row[g], v)}
-        seen.add(full)
+        seen.add(image)
         changed += bool(cells)
         row.update(cells)
         if there != base and not os.path.isabs(row["path"].strip()):
