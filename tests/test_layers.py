@@ -21,7 +21,7 @@ SOURCES = {"attrtag": ROOT / "pipeline" / "attrtag", "attrtag_onnx": ROOT / "exp
 # Bottom to top. A module may import modules of its own layer or of layers below it, never above.
 # The first matching prefix places a module (most specific prefixes first within the list).
 LAYERS: list[tuple[str, ...]] = [
-    ("attrtag.errors", "attrtag._yaml", "attrtag._files", "attrtag._lock", "attrtag.schema"),
+    ("attrtag.errors", "attrtag._yaml", "attrtag._files", "attrtag._lock", "attrtag._sniff", "attrtag.schema"),
     ("attrtag.data",),  # images, preprocess, manifest, tables, batches, loader, synthetic
     ("attrtag.card", "attrtag.zeroshot", "attrtag.evaluation.metrics"),
     ("attrtag.model",),

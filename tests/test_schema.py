@@ -41,6 +41,9 @@ def test_demo_schema_has_required_groups():
         ("groups:\n  a: [x]\n  c:\n    kind: multy\n    values: [r]\n", "kind 'multy' is not one of exclusive, multi", 4),
         ("groups:\n  c: {kind: multi}\n", "group 'c' has no 'values'", 2),
         ("groups:\n  c: {kind: multi, values: [r, r]}\n", "lists value 'r' twice", 2),
+        ("groups:\n  gender: Men\n", "group 'gender' is the single value 'Men', not a list", 2),
+        ("groups:\n  c: {kind: multi, values: [r, 'a|b']}\n", "value 'a|b', which a manifest cell cannot name", 2),
+        ("groups:\n  c: {kind: multi, values: [r, ' s']}\n", "value ' s', which a manifest cell cannot name", 2),
     ],
 )
 def test_errors_name_file_line_and_entry(tmp_path, text, fragment, line):

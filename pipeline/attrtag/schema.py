@@ -214,12 +214,19 @@ def _parse_groups(groups: Any, locate: Callable[..., str]) -> tuple[Group, ...]:
         if not isinstance(name, str) or name in MISSING_TOKENS:
             raise SchemaError(f"{locate(name)}: invalid group name {name!r}")
         kind, values, at = _kind_and_values(name, spec, locate)
+        if isinstance(values, (str, int, float)) and not isinstance(values, bool):
+            raise SchemaError(f"{locate(*at)}: group '{name}' is the single value {values!r}, not a list; list its "
+                              f"values, e.g. {name}: [{values}, other]")
         if not isinstance(values, (list, tuple)) or not values:
             raise SchemaError(f"{locate(*at)}: group '{name}' is empty; list its values, e.g. {name}: [a, b]")
         seen: set[str] = set()
         for i, v in enumerate(values):
             if not isinstance(v, str) or v in MISSING_TOKENS:
                 raise SchemaError(f"{locate(*at, i)}: group '{name}' has an invalid value {v!r}")
+            if kind == MULTI and ("|" in v or v.strip() != v):
+                # A manifest cell lists a multi-label group's values as `a|b` (each stripped): no cell could name these.
+                raise SchemaError(f"{locate(*at, i)}: group '{name}' has value {v!r}, which a manifest cell cannot "
+                                  "name (it lists values as a|b: no '|' or surrounding blanks in a value)")
             if v in seen:
                 raise SchemaError(f"{locate(*at, i)}: group '{name}' lists value '{v}' twice")
             seen.add(v)

@@ -240,7 +240,7 @@ def test_an_export_without_annotations_writes_nothing(tmp_path: Path, capsys: py
     export = tmp_path / "export.json"
     export.write_text(json.dumps(annotated_export(tasks, [None, None])), encoding="utf-8")
     rc, err, out = run_back(capsys, tmp_path, export)
-    assert rc == 2 and "no annotated task" in err and not out.exists()
+    assert rc == 2 and "export.json: no annotated task" in err and not out.exists()
 
 
 def test_the_corrections_train_as_they_are(tmp_path: Path, tiny_data: tuple[Path, Path]) -> None:

@@ -114,7 +114,16 @@ BAD = {
     "backbone unknown": (["--backbone", "resnet_nope"], "unknown timm backbone 'resnet_nope'"),
     "resume missing": (["--resume", "{tmp}/none.pt"], "--resume: checkpoint {tmp}/none.pt not found"),
     "pretrained missing": (["--pretrained", "{tmp}/none.pt"], "--pretrained {tmp}/none.pt: weights file not found"),
-    "pretrained unreadable": (["--pretrained", "{tmp}/junk.pt"], "--pretrained {tmp}/junk.pt: not a weights file"),
+    "pretrained unreadable": (["--pretrained", "{tmp}/junk.pt"], "--pretrained {tmp}/junk.pt: not a weights file "
+                              "torch or safetensors can read (not a PyTorch file: it is a text file starting with "
+                              "'not weights')"),
+    "pretrained with objects": (["--pretrained", "{tmp}/objects.pt"], "{tmp}/objects.pt: not a weights file torch or "
+                                "safetensors can read (a PyTorch file that holds more than tensors: attrtag reads "
+                                "tensors only, as loading more could run code)"),
+    "resume unreadable": (["--resume", "{tmp}/junk.pt"], "{tmp}/junk.pt: not an attrtag checkpoint or ONNX model "
+                          "(not a PyTorch file: it is a text file starting with 'not weights')"),
+    "resume with objects": (["--resume", "{tmp}/objects.pt"], "{tmp}/objects.pt: not an attrtag checkpoint or ONNX "
+                            "model (a PyTorch file that holds more than tensors"),
     "pretrained fits nothing": (["--pretrained", "{tmp}/other.pt"],
                                 "--pretrained {tmp}/other.pt: no tensor name fits backbone 'test_resnet', and mapped "
                                 "by order tensor 1 differs (the file has 'a.b' [3], the backbone 'conv1.0.weight'"),
@@ -131,6 +140,7 @@ BAD = {
 def test_a_bad_value_is_one_line_exit_2_and_nothing_written(tiny_data, tmp_path, capsys, case):
     (tmp_path / "junk.pt").write_text("not weights")
     torch.save({"a.b": torch.zeros(3)}, tmp_path / "other.pt")
+    torch.save({"a.b": Path("x")}, tmp_path / "objects.pt")  # a pickled object: weights_only refuses it
     (tmp_path / "nan.yaml").write_text("lr: .nan\n")
     (tmp_path / "bool.yaml").write_text("weight_decay: true\n")
     (tmp_path / "crop.yaml").write_text("crop_mode: bogus\n")

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence
 
 from .._files import check_output, fsync_dir, write_text
 from ..data.manifest import read_manifest
-from ..errors import AttrtagError, OutputError
+from ..errors import AttrtagError, ManifestError, OutputError
 from ..schema import Schema
 from ..tagging.files import open_output
 from .._lock import OutputLock
@@ -265,6 +265,9 @@ def from_labelstudio(export: str | os.PathLike, schema: str | os.PathLike | Sche
     _check_out(Path(out), overwrite)
     schema = schema if isinstance(schema, Schema) else Schema.load(schema)
     corrections = read_labelstudio_export(export, schema, root=root)
+    if not corrections:
+        raise ManifestError(f"{export}: no annotated task in the export: nothing to write (annotate and submit tasks "
+                            "in Label Studio, then export again)")
     write_manifest(corrections, schema, out)
     return corrections
 

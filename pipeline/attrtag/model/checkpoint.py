@@ -14,6 +14,7 @@ from typing import Any, Mapping
 import torch
 
 from .._files import atomic_path
+from .._sniff import torch_load_failure
 from ..card import ModelCard
 from ..errors import CheckpointError, first_line
 from .model import AttributeModel, build_model
@@ -57,9 +58,8 @@ def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # torch raises many types for foreign or corrupt files
-        raise CheckpointError(
-            f"{path}: not an attrtag checkpoint or ONNX model (torch cannot read it: {first_line(err, 200)})"
-        ) from None
+        why = torch_load_failure(path, err)
+        raise CheckpointError(f"{path}: not an attrtag checkpoint or ONNX model ({why})") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not an attrtag checkpoint (expected format '{FORMAT}')")
     if int(ckpt.get("version", 0)) > VERSION:

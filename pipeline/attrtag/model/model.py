@@ -15,6 +15,7 @@ import timm
 import torch
 from torch import nn
 
+from .._sniff import torch_load_failure
 from ..card import DEFAULT_BACKBONE, ModelCard
 from ..data.preprocess import Preprocessing
 from ..errors import AttrtagError, first_line
@@ -124,8 +125,8 @@ def _read_weights(path: Path) -> dict[str, torch.Tensor]:
     try:
         state = timm.models.load_state_dict(str(path))
     except Exception as err:  # safetensors, pickle and zip readers raise many types
-        raise AttrtagError(f"`pretrained={path}`: not a weights file torch or safetensors can read "
-                           f"({first_line(err, 160)})") from None
+        why = torch_load_failure(path, err) if path.suffix != ".safetensors" else first_line(err, 160)
+        raise AttrtagError(f"`pretrained={path}`: not a weights file torch or safetensors can read ({why})") from None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise AttrtagError(f"`pretrained={path}`: holds no state dict of tensors")
     return state

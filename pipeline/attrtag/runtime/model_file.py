@@ -9,20 +9,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .._sniff import TORCH_MAGIC, describe
 from ..card import ModelCard
 from ..errors import CheckpointError
 
 ONNX, CHECKPOINT = "onnx", "checkpoint"
 
 _FIX = "pass the .onnx written by 'attrtag export' or the .pt checkpoint written by 'attrtag train'"
-# Magic numbers of files people pass by mistake, to say what the file is.
-_KNOWN = (
-    (b"\xff\xd8\xff", "a JPEG image"),
-    (b"\x89PNG", "a PNG image"),
-    (b"%PDF", "a PDF document"),
-    (b"\x1f\x8b", "a gzip archive"),
-    (b"PAR1", "a Parquet file"),
-)
 
 
 def model_kind(path: str | Path) -> str:
@@ -49,11 +42,11 @@ def model_kind(path: str | Path) -> str:
             head = f.read(64)
     except OSError as err:
         raise CheckpointError(f"{path}: cannot read the model file ({err.strerror or err})") from None
-    if head.startswith(b"PK\x03\x04") or head.startswith(b"\x80"):
+    if head.startswith(TORCH_MAGIC):
         return CHECKPOINT
     if head.startswith(b"\x08"):
         return ONNX
-    raise CheckpointError(f"{path}: not an ONNX model or an attrtag checkpoint: {_describe(head)}; {_FIX}")
+    raise CheckpointError(f"{path}: not an ONNX model or an attrtag checkpoint: {describe(head)}; {_FIX}")
 
 
 def read_card(path: str | Path, *, kind: str | None = None) -> ModelCard:
@@ -71,16 +64,3 @@ def read_card(path: str | Path, *, kind: str | None = None) -> ModelCard:
     from ..model.checkpoint import load_checkpoint
 
     return load_checkpoint(path)["card"]
-
-
-def _describe(head: bytes) -> str:
-    if not head:
-        return "the file is empty"
-    for magic, what in _KNOWN:
-        if head.startswith(magic):
-            return f"it is {what}"
-    text = head.decode("utf-8", "replace").rstrip("\ufffd")  # the read may cut a character in two
-    if "\ufffd" in text or any(c < " " and c not in "\t\r\n" for c in text):
-        return f"it starts with bytes {head[:12]!r}"
-    first = text.strip().splitlines()[0][:40] if text.strip() else ""
-    return f"it is a text file starting with {first!r}"
