@@ -7,12 +7,14 @@ temporary file lives in the target's folder so ``os.replace`` is a rename on one
 """
 from __future__ import annotations
 
+import glob
 import os
+import re
 import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import BinaryIO, Iterable, Iterator
 
 from .errors import AttrtagError
 
@@ -38,6 +40,23 @@ def atomic_path(path: str | os.PathLike[str], *, suffix: str = ".tmp") -> Iterat
         Path(tmp).unlink(missing_ok=True)
         raise
     fsync_dir(path.parent)
+
+
+def remove_stale_temps(folder: str | os.PathLike[str], names: Iterable[str]) -> int:
+    """Delete what :func:`atomic_path` left for ``names`` in ``folder`` when its process was killed
+    mid-write (``.last.pt.k2j4x9_q.tmp``); only call it while holding the folder's lock.
+
+    Returns:
+        How many files were deleted.
+    """
+    gone = 0
+    for name in names:
+        shape = re.compile(rf"\.{re.escape(name)}\.[a-z0-9_]{{8}}\.[a-z0-9]+")  # mkstemp's 8 random characters
+        for p in Path(folder).glob(f".{glob.escape(name)}.*"):
+            if shape.fullmatch(p.name) and p.is_file():
+                p.unlink(missing_ok=True)
+                gone += 1
+    return gone
 
 
 @contextmanager

@@ -254,9 +254,13 @@ def test_resume_with_a_changed_option_is_refused_and_the_run_is_left_alone(tiny_
     line = one_error_line(rc, err)
     assert "trained with --lr 0.001, not --lr 0.5; resume without --lr" in line and f"--pretrained {out}" in line
     assert (out / "last.pt").read_bytes() == before
-    # The same options, a longer run: it continues (epochs, workers and device may change).
+    # The same options, a longer run: it continues (epochs, workers and device may change), and
+    # clears what a kill -9 mid-write left; nothing else of the folder's.
+    for name in (".last.pt.k2j4x9_q.tmp", ".curves.png.a1b2c3d4.png", ".notes.txt"):
+        (out / name).write_text("x")
     rc, _, _ = run_cli(capsys, *train_args(tiny_data, out, "--resume", "--epochs", "3"))
     assert rc == 0 and [h["epoch"] for h in load_checkpoint(out / "last.pt")["history"]] == [1, 2, 3]
+    assert sorted(p.name for p in out.glob(".*")) == [".notes.txt"]
 
 
 def test_resume_on_other_labels_is_refused_and_the_same_data_elsewhere_resumes(tiny_data, run_a, tmp_path, capsys):

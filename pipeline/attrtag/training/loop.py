@@ -29,7 +29,7 @@ from typing import Any, Callable, Collection, Iterable
 import torch
 from torch import nn
 
-from .._files import check_output
+from .._files import check_output, remove_stale_temps
 from .._lock import OutputLock
 from ..data.loader import Batch, epoch_batches, make_loader
 from ..data.manifest import Manifest
@@ -61,6 +61,8 @@ EpochCallback = Callable[[dict[str, Any], list[GroupMetrics]], None]
 
 #: The files that make a folder a run's: another run is not started over them without ``overwrite``.
 RUN_FILES = ("last.pt", "best.pt", "history.json")
+#: Every file a run writes (atomically) into its folder.
+WRITTEN_FILES = (*RUN_FILES, "history.csv", "curves.png")
 
 
 def train_step(
@@ -373,4 +375,6 @@ def _start(run_dir: Path, resume: str | Path | None, overwrite: bool,
         other = "" if resume is None else f" (not the run of `resume={resume}`)"
         return None, (f"`out={run_dir}` already holds a run{other} ({held[0]}): continue it with `resume=True`, "
                       "or start again with `overwrite=True` (its files are replaced as the new run writes its own)")
+    if lock is not None and run_dir.is_dir():  # what a killed run left mid-write (held: no one writes now)
+        remove_stale_temps(run_dir, WRITTEN_FILES)
     return resume, None
