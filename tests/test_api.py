@@ -56,6 +56,15 @@ def test_in_memory_images_match_their_files(files: dict[str, Path]) -> None:
                [{k: v for k, v in r.items() if k != "path"} for r in from_files]
     probs = tagger.predict(pil)
     assert {g: p.shape for g, p in probs.items()} == {"colour": (6, 3), "shape": (6, 7), "band": (6, 2)}
+    # Paths keep the caller's order and repeats too: rows are unnamed (tag() names and sorts its records).
+    backwards = [str(p) for p in paths[::-1]] + [str(paths[0])]
+    by_path = tagger.predict(backwards)
+    for g in probs:
+        np.testing.assert_allclose(by_path[g], np.concatenate([probs[g][::-1], probs[g][:1]]), atol=1e-5)
+    folder_first = tagger.predict([str(paths[0]), str(files["images"] / "img*.png")])  # a glob expands in place
+    assert len(folder_first["colour"]) == 7
+    np.testing.assert_allclose(folder_first["colour"], np.concatenate([probs["colour"][:1], probs["colour"]]),
+                               atol=1e-5)
     assert tagger.tag(pil[0])[0]["colour"] == from_files[0]["colour"]  # a single image
     with pytest.raises(AttrtagError, match="uint8 arrays"):
         tagger.tag(np.zeros((4, 4, 3), np.float32))

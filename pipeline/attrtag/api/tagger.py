@@ -133,13 +133,19 @@ class Tagger:
     def predict(self, images: Images) -> dict[str, np.ndarray]:
         """Per-group probabilities ``{group: (N, n_values)}`` of the images, in order.
 
+        Row ``i`` is ``images[i]``, repeats included; a folder, glob or ``@list.txt`` among them
+        gives its images in its place, in ``tag``'s order.
+
         Raises:
             AttrtagError: an image cannot be decoded (``tag`` records the failure instead).
         """
         items, predictor = _items(images), self.predictor
         paths = [os.fspath(i) for i in items if isinstance(i, (str, os.PathLike))]
-        chunks = (decode_batches(expand_inputs(paths, must_exist=False), predictor.preprocessing,
-                                 batch_size=self.batch_size, workers=self.engine.workers)
+        # Rows are unnamed, so they keep the caller's order and repeats: each argument is expanded
+        # on its own (a folder or glob in place, sorted), not sorted and merged as `tag` does.
+        in_order = [p for arg in paths for p in expand_inputs([arg], must_exist=False)]
+        chunks = (decode_batches(in_order, predictor.preprocessing, batch_size=self.batch_size,
+                                 workers=self.engine.workers)
                   if len(paths) == len(items) else self._in_memory(items))
         parts: list[dict[str, np.ndarray]] = []
         for chunk in chunks:
