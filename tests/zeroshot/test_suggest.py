@@ -101,6 +101,19 @@ def test_cli_writes_a_rules_file_that_loads_and_names_coinciding_classes(
     assert yaml.safe_load(out.read_text())["classes"] == {"otter": {"covering": "fur", "colour": "grey", "tail": "yes"}}
 
 
+def test_the_python_call_writes_what_the_cli_writes(manifest: Path) -> None:
+    # The README's own example: attrtag.suggest_rules(manifest, class_column, out, schema=...).
+    import attrtag
+
+    schema = manifest.parent / "schema.yaml"
+    draft, rows = attrtag.suggest_rules(manifest, "animal", manifest.parent / "api.yaml", schema=schema)
+    assert rows == 19 and [c.name for c in draft.classes] == ["duck", "goose", "koi", "otter"]
+    assert main(["rules", "suggest", "--manifest", str(manifest), "--class-column", "animal", "--out",
+                 str(manifest.parent / "cli.yaml"), "--schema", str(schema)]) == 0
+    cli = (manifest.parent / "cli.yaml").read_text()
+    assert cli.endswith((manifest.parent / "api.yaml").read_text())  # the CLI only adds its header comment
+
+
 def test_cli_takes_groups_from_the_csv_columns_without_a_schema(
     manifest: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

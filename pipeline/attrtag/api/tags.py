@@ -315,7 +315,7 @@ def suggest_rules(
     rows = read_manifest(manifest, schema, check_files=False).samples
     samples = _rows_to_draft(rows, splits, class_column, schema, manifest)
     draft = _suggest(samples, schema, class_column, cover=cover, max_values=max_values, min_images=min_images)
-    text = draft.to_yaml(header(len(samples)) if header else None)
+    text = draft.to_yaml(header(len(samples)) if header else "")
     # Loaded as tagging will load it, with `out:line` in messages, before anything is written:
     # a draft that cannot be used is never left behind. The write itself is atomic.
     class_scoring(schema, Rules.load(out, schema, text=text), warn=warn)
