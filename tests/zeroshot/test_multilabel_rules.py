@@ -251,7 +251,9 @@ def test_class_scoring_takes_the_totals_from_a_card_and_from_a_tag_header() -> N
 def test_classify_rescores_a_tag_file_with_multi_label_rules_and_an_intervention(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    layout = RecordLayout(SCHEMA, classes=ClassScoring(RULES, SCHEMA, label_counts=COUNTS, label_totals=TOTALS))
+    cuts = {"wings": tuple(0.3 + 0.1 * i for i in range(len(SCHEMA["wings"])))}  # the card's, not 0.5
+    layout = RecordLayout(SCHEMA, classes=ClassScoring(RULES, SCHEMA, label_counts=COUNTS, label_totals=TOTALS),
+                          value_thresholds=cuts)
     records = layout.records(["a.png", "b.png"], PROBS)
     assert records[0]["class_explanation"]["wings!=blue"] == round(LN(0.95 / 0.5) / 4, 6)
     tags = tmp_path / "tags.jsonl"
@@ -261,6 +263,8 @@ def test_classify_rescores_a_tag_file_with_multi_label_rules_and_an_intervention
     meta, same = read_output(tmp_path / "same.jsonl")
     assert [r["class"] for r in same] == [r["class"] for r in records]  # the header's priors, totals included
     assert meta.label_totals == TOTALS
+    assert meta.layout.value_thresholds == cuts  # what the copied `wings` lists were decided with
+    assert [r["wings"] for r in same] == [r["wings"] for r in records]
     assert main(["classify", str(tags), "--set", "wings=-red|+blue", "--out", str(tmp_path / "what_if.jsonl")]) == 0
     what_if = read_output(tmp_path / "what_if.jsonl")[1]
     # Blue forced present rules the robin out (its wings!=blue clips to eps); the sparrow lists neither.

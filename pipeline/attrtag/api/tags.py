@@ -17,7 +17,7 @@ import csv
 import os
 from collections import Counter
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence
 
@@ -107,7 +107,9 @@ def classify(
         name=carrier.name, rules_source=(inherit.source if inherit else "") or f"{tags} header", warn=warn,
     )
     assert classes is not None  # rules given, or the header's
-    layout = RecordLayout(old.schema, thresholds=old.thresholds, classes=classes, temperatures=old.temperatures)
+    # Only the class scoring is new: the records keep the thresholds (multi-label values' included)
+    # and temperatures they were decided with, and the header must go on saying so.
+    layout = replace(old, classes=classes)
     if carrier.warning:  # said once the run is known to go on: a bad rule is then the only line
         warn(carrier.warning)
     named = _write_rescored(out, OutputMeta(layout, found.model, found.model_sha256, found.relative_to), chunks, old, fmt=fmt)
