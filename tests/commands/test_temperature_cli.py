@@ -138,6 +138,28 @@ def test_calibrate_temperature_refits_on_the_manifest_and_keeps_every_decision(t
     assert ((before.probs["marks"] >= np.array(t_old)) == (after.probs["marks"] >= np.array(t_new))).all()
 
 
+def test_new_temperatures_drop_a_zero_shot_calibration_chosen_at_the_old_ones(trained, capsys, caplog,
+                                                                              tmp_path) -> None:
+    from attrtag.api.models import _restamp
+    from attrtag.zeroshot.calibration import Calibration
+
+    src = tmp_path / "with_gamma.onnx"
+    card = open_predictor(trained["onnx"], device="cpu").card
+    _restamp(trained["onnx"], card.replace(calibration=Calibration(0.7, ("a",), True, "0" * 64).to_dict()), src)
+    rows = trained["manifest"].read_text().splitlines()
+    manifest = trained["manifest"].parent / "refit_gamma.csv"  # other val rows: other temperatures
+    swapped = [r.replace(",train", ",val") if i % 3 == 0 else r.replace(",val", ",train") for i, r in enumerate(rows[1:])]
+    manifest.write_text("\n".join([rows[0], *swapped]) + "\n")
+    out = tmp_path / "refit.onnx"
+    code, _, err = run(capsys, "calibrate", src, "--manifest", manifest, "--temperature", "--out", out,
+                       "--workers", "0", "--device", "cpu")
+    assert code == 0, err
+    assert open_predictor(src, device="cpu").card.calibration is not None  # the source keeps it
+    assert open_predictor(out, device="cpu").card.calibration is None
+    said = [r.getMessage() for r in caplog.records if "zero-shot calibration (gamma 0.7)" in r.getMessage()]
+    assert len(said) == 1 and "is dropped; choose it again with 'attrtag calibrate'" in said[0]
+
+
 def test_calibrate_temperature_refusals_are_one_line(trained, capsys, tmp_path) -> None:
     with pytest.raises(AttrtagError, match="^value_thresholds=True and temperature=True exclude each other"):
         attrtag.calibrate(trained["onnx"], trained["manifest"], out=tmp_path / "x.onnx", temperature=True,

@@ -240,6 +240,11 @@ def _refit(predictor: Predictor, manifest: Any, src: Path, target: Path, *, temp
     if temperature:
         fit: Any = refit_temperatures(predictor, manifest, **run)
         card = predictor.card.replace(temperatures=fit.temperatures, value_thresholds=fit.value_thresholds)
+        if card.calibration is not None:  # class scores move with the temperatures: its gamma was chosen on the old
+            _log_warning(f"{src}: its zero-shot calibration (gamma {card.calibration.get('gamma', 0):.3g}) was chosen "
+                         "at the old temperatures and is dropped; choose it again with 'attrtag calibrate' on the "
+                         "new model")
+            card = card.replace(calibration=None)
     else:
         fit = refit_thresholds(predictor, manifest, **run)
         card = predictor.card.replace(value_thresholds=fit.value_thresholds)
