@@ -53,7 +53,9 @@ def test_report_of_an_audit_shows_given_vs_suggested_with_thumbnails(audit_file:
     html = out.read_text()
     blob = json.loads(html.split('id="attrtag-data">')[1].split("</script>")[0])
     assert [it[2] for it in blob["items"]] == ["colour", "colour", "marks", "colour"]
-    assert all(it[1].startswith("data:image/jpeg;base64,") for it in blob["items"])
+    assert all(blob["thumbs"][it[1]].startswith("data:image/jpeg;base64,") for it in blob["items"])
+    # One thumbnail per image, however many of its labels are listed (an --all audit: one per group).
+    assert len(blob["thumbs"]) == len({it[0] for it in blob["items"]})
     first = blob["items"][0]
     assert (first[4], first[5], first[6]) == ("red", "blue", 0.95)  # image 17: labelled red, shows blue
     assert [g["group"] for g in blob["groups"]] == ["colour", "band", "marks"] and 'id="f-group"' in html

@@ -194,18 +194,21 @@ def _same_cell(given: str, corrected: str) -> bool:
     return given.strip() == corrected.strip() or ("|" in given + corrected and parts(given) == parts(corrected))
 
 
-def suspects_report_data(audit: AuditFile, thumbnails: Sequence[str | None]) -> dict[str, Any]:
-    """The JSON blob of the suspects page: the summary per group and one item per row, most
-    suspect first: ``[path, thumbnail, group, value, label, suggested, score, p_label,
-    p_suggested, flagged, rank]`` (``thumbnails``: one per row, in row order)."""
+def suspects_report_data(audit: AuditFile, thumbnails: Mapping[str, str | None]) -> dict[str, Any]:
+    """The JSON blob of the suspects page: the summary per group, each image's thumbnail once
+    (``thumbs``: an image has a row per checked label, 10 in the dogfood's audit), and one item
+    per row, most suspect first: ``[path, thumbnail (index into thumbs), group, value, label,
+    suggested, score, p_label, p_suggested, flagged, rank]`` (``thumbnails``: path -> URL)."""
     import datetime
 
-    items = [[r["path"], t, r["group"], r.get("value"), r["label"], r["suggested"], float(r["score"]),
+    index = {p: i for i, p in enumerate(thumbnails)}
+    items = [[r["path"], index[r["path"]], r["group"], r.get("value"), r["label"], r["suggested"], float(r["score"]),
               float(r["p_label"]), float(r["p_suggested"]), bool(r.get("flagged", True)), r.get("rank")]
-             for r, t in zip(audit.rows, thumbnails)]
+             for r in audit.rows]
     return {"source": audit.path.name, "method": audit.meta.get("method"), "groups": audit.meta.get("groups", []),
             "rows": "every checked label" if audit.meta.get("rows") == "all" else "suspects only",
-            "created": datetime.datetime.now().replace(microsecond=0).isoformat(sep=" "), "items": items}
+            "created": datetime.datetime.now().replace(microsecond=0).isoformat(sep=" "),
+            "thumbs": list(thumbnails.values()), "items": items}
 
 
 def write_suspects_report(audit: AuditFile, out: str | os.PathLike[str], *, thumbnails: str = "embed",
@@ -227,7 +230,6 @@ def write_suspects_report(audit: AuditFile, out: str | os.PathLike[str], *, thum
         made = embedded_thumbnails(paths, size=thumb_size, workers=workers, progress=progress)
     else:
         made = [relative_url(p, out.parent) for p in paths]
-    thumb = dict(zip(paths, made))
-    data = suspects_report_data(audit, [thumb[r["path"]] for r in audit.rows])
+    data = suspects_report_data(audit, dict(zip(paths, made)))
     write_text(out, render_report(data, title=f"attrtag audit: {audit.path.name}", template="suspects.html.j2"))
     return len(audit.rows), sum(t is None for t in made)
