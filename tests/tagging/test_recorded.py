@@ -74,3 +74,18 @@ def test_an_output_from_before_the_base_was_stored_resolves_from_here(model: Pat
     again = tagger.tag_to(out, str(tmp_path / "in"))
     assert (again.tagged, again.skipped) == (0, 3)
     assert read_output(out)[0].relative_to is None
+
+
+def test_review_finds_the_images_of_relative_records_from_any_folder(model: Path, tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    from attrtag.review.sources import load_tags
+
+    write_images(tmp_path / "in", 2)
+    out = tmp_path / "tags.jsonl"
+    monkeypatch.chdir(tmp_path)
+    attrtag.load(model, device="cpu").tag_to(out, "in")
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")  # report, convert: run from another folder
+    loaded = load_tags(out)
+    assert loaded.root == tmp_path and all((loaded.root / r["path"]).is_file() for r in loaded.records)
+    assert load_tags(out, root=tmp_path / "in").root == tmp_path / "in"  # --root still decides

@@ -76,8 +76,9 @@ def load_tags(path: str | os.PathLike[str], *, root: str | os.PathLike[str] | No
 
     Args:
         path: the output of ``attrtag tag`` (with its ``.meta.json`` for JSONL/CSV).
-        root: the folder relative record paths are relative to (default: the current folder,
-            where ``attrtag tag`` usually ran).
+        root: the folder relative record paths are relative to (default: the one the file's
+            header records, where ``attrtag tag`` ran, when it is a folder here; else the
+            current folder).
 
     Returns:
         The tag set.
@@ -88,4 +89,7 @@ def load_tags(path: str | os.PathLike[str], *, root: str | os.PathLike[str] | No
     if root is not None and not Path(root).is_dir():  # else every thumbnail is "missing", silently
         raise OutputError(f"`root={root}` is not a folder: it is what relative image paths are relative to")
     meta, records = read_output(path)
-    return TagSet(Path(path), meta, records, Path(root) if root is not None else Path.cwd())
+    if root is None:
+        recorded = Path(meta.relative_to) if meta.relative_to else None
+        root = recorded if recorded is not None and recorded.is_dir() else Path.cwd()
+    return TagSet(Path(path), meta, records, Path(root))
