@@ -128,6 +128,15 @@ def test_cli_takes_groups_from_the_csv_columns_without_a_schema(
     rc = main(["rules", "suggest", "--manifest", str(manifest), "--class-column", "animal", "--out", str(out),
                "--overwrite", "--groups", "size"])
     assert rc == 2 and "no column 'size'" in capsys.readouterr().err
+    # A multi-label column cannot be read as an exclusive group: its kind must come from a schema.
+    rows = manifest.read_text().splitlines()
+    multi = manifest.parent / "multi.csv"
+    multi.write_text("\n".join([rows[0] + ",marks", rows[1] + ",dot|ring", *(r + ",[]" for r in rows[2:])]) + "\n")
+    rc = main(["rules", "suggest", "--manifest", str(multi), "--class-column", "animal", "--out", str(out),
+               "--overwrite"])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1, err
+    assert "multi.csv:2: column 'marks' holds the multi-label cell 'dot|ring'" in err and "pass --schema S" in err
 
 
 def test_a_missing_manifest_is_one_line_with_or_without_a_schema(

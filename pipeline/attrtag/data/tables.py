@@ -35,9 +35,13 @@ def schema_from_table(path: str | Path, groups: Sequence[str]) -> Schema:
         if missing:
             raise ManifestError(f"{path}:1: no column '{missing[0]}' (columns: {', '.join(header)})")
         counts = {g: Counter() for g in groups}
-        for row in reader:
+        for line, row in enumerate(reader, start=2):
             for g in groups:
                 v = (row[g] or "").strip()
+                if v == "[]" or "|" in v:  # read as one exclusive value, it would become a value named 'red|white'
+                    raise ManifestError(
+                        f"{path}:{line}: column '{g}' holds the multi-label cell {v!r}, and groups read from the "
+                        f"columns are exclusive; pass `schema=S` declaring {g}: {{kind: multi, values: [...]}}")
                 if v not in MISSING_TOKENS:
                     counts[g][v] += 1
     return Schema(tuple(Group(g, tuple(v for v, _ in sorted(counts[g].items(), key=lambda kv: (-kv[1], kv[0])))) for g in groups))
