@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 from typing import NoReturn, Sequence
 
@@ -126,14 +127,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         extra = EXTRAS.get((err.name or "").partition(".")[0])
         if extra is None:
             raise
-        print(f"attrtag: error: attrtag {args.command} needs the '{extra}' extra ({err.name} is not installed): "
-              f"pip install 'attrtag[{extra}]'", file=sys.stderr)
+        _said(f"attrtag: error: attrtag {args.command} needs the '{extra}' extra ({err.name} is not installed): "
+              f"pip install 'attrtag[{extra}]'")
         return 2
     except AttrtagError as err:
-        print(f"attrtag: error: {err.spelled(FLAGS)}", file=sys.stderr)
+        _said(f"attrtag: error: {err.spelled(FLAGS)}")
         return 2
     except KeyboardInterrupt:
-        print("attrtag: interrupted", file=sys.stderr)
+        _said("attrtag: interrupted")
         return 130
     except OSError as err:
         # What the checks before the work cannot foresee (a disk that fills, a permission or a
@@ -143,6 +144,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"attrtag: error: {err.filename}: {err.strerror or first_line(err)}", file=sys.stderr)
         return 2
+
+
+def _said(line: str) -> None:
+    """The one line a mistake or Ctrl-C ends with, from torchrun's rank 0 only.
+
+    Every process of a torchrun job checks the same arguments and files, and rank 0 decides for
+    all whether a run may start, so N processes would print the same line N times (once run
+    together on one line). The others keep it in their debug log and exit with the same status.
+    """
+    if os.environ.get("RANK", "0") == "0":
+        print(line, file=sys.stderr, flush=True)
+    else:
+        logging.getLogger(__name__).debug("%s (rank %s; rank 0 says it)", line, os.environ["RANK"])
 
 
 def say(kind: str, message: str) -> None:

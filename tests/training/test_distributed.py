@@ -416,3 +416,15 @@ def test_two_processes_take_the_step_of_the_whole_batch_with_a_multi_label_group
         assert half["filled"] == whole["filled"] and half["loss"] == pytest.approx(whole["loss"], rel=1e-6)
         for k, g in whole["grads"].items():
             torch.testing.assert_close(half["grads"][k], g, rtol=1e-4, atol=1e-7, msg=k)
+
+
+@pytest.mark.parametrize("rank, said", [("0", True), ("1", False)])
+def test_a_mistake_is_said_once_by_rank_0(tmp_path, capsys, monkeypatch, rank, said):
+    # Every torchrun process checks the same options and files: two processes printed the same
+    # refusal twice (once run together on one line). The others exit with the same status.
+    from tests.helpers import run_cli
+
+    monkeypatch.setenv("RANK", rank)
+    code, out, err = run_cli(capsys, "classify", tmp_path / "none.jsonl", "--out", tmp_path / "c.jsonl")
+    assert code == 2 and out == ""
+    assert (err == f"attrtag: error: {tmp_path / 'none.jsonl'}: tag output not found\n") if said else err == ""
