@@ -11,8 +11,10 @@ import csv
 import os
 from typing import Any
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -428,3 +430,38 @@ def test_a_mistake_is_said_once_by_rank_0(tmp_path, capsys, monkeypatch, rank, s
     code, out, err = run_cli(capsys, "classify", tmp_path / "none.jsonl", "--out", tmp_path / "c.jsonl")
     assert code == 2 and out == ""
     assert (err == f"attrtag: error: {tmp_path / 'none.jsonl'}: tag output not found\n") if said else err == ""
+
+
+# A process that starts a worker watching it (as torchrun's workers are watched), then waits to be killed.
+LAUNCHER = ("import subprocess, sys, time\n"
+            "child = subprocess.Popen([sys.executable, '-c', 'import time\\n"
+            "from attrtag.training.distributed import watch_launcher\\n"
+            "watch_launcher(0, every=0.1)\\nprint(\"watching\", flush=True)\\ntime.sleep(120)'], stdout=subprocess.PIPE,"
+            " text=True)\n"
+            "assert child.stdout.readline() == 'watching\\n'\n"
+            "print(child.pid, flush=True)\ntime.sleep(120)\n")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/status").read_text().split("State:")[1].split()[0] != "Z"
+    except (FileNotFoundError, IndexError):
+        return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs /proc")
+def test_workers_stop_when_their_launcher_is_killed():
+    launcher = subprocess.Popen([sys.executable, "-c", LAUNCHER], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True, env={**os.environ, "PYTHONPATH": str(ROOT / "pipeline")})
+    worker = int(launcher.stdout.readline())
+    try:
+        assert _alive(worker)
+        launcher.kill()  # kill -9 of torchrun
+        launcher.wait()
+        deadline = time.monotonic() + 10
+        while _alive(worker) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not _alive(worker), "the worker outlived its launcher"
+    finally:
+        if _alive(worker):
+            os.kill(worker, signal.SIGKILL)

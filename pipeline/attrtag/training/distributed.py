@@ -21,6 +21,9 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -140,7 +143,32 @@ def init_distributed(device: str) -> DistContext:
         dist.init_process_group(backend, store=store, rank=rank, world_size=world,
                                 device_id=dev if dev.type == "cuda" else None)
     _logger.info("process %d of %d on %s (%s)", rank, world, dev, backend)
+    if _RUN_ID in os.environ:
+        watch_launcher(rank)
     return DistContext(dev, rank, world, local, owns_group=True, grouped=True)
+
+
+def watch_launcher(rank: int, *, every: float = 1.0) -> threading.Thread:
+    """Stop this process when the one that launched it (torchrun) is gone.
+
+    torchrun killed with ``kill -9`` cannot stop its workers: they trained on, orphaned, to the
+    last epoch, and held the run folder's lock, so ``--resume`` was refused. A worker whose
+    parent changes (it was reparented: the launcher died) exits at once; its checkpoints are
+    written atomically, so what it leaves is the last one, as after any kill.
+    """
+    launcher = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == launcher:
+            time.sleep(every)
+        if rank == 0:
+            print(f"attrtag: the launcher (pid {launcher}) is gone: stopping its processes; resume the run to go on",
+                  file=sys.stderr, flush=True)
+        os._exit(1)
+
+    thread = threading.Thread(target=watch, name="attrtag-launcher-watch", daemon=True)
+    thread.start()
+    return thread
 
 
 def _launched(world: int) -> bool:
