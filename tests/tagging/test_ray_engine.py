@@ -250,3 +250,15 @@ def test_bad_ray_options_are_one_line_errors(
 def test_ray_options_need_the_ray_engine(capsys: pytest.CaptureFixture[str], tmp_path: Path, model: Path, images: Path) -> None:
     rc = main(["tag", str(model), str(images / "img0001.jpg"), "--out", str(tmp_path / "o.jsonl"), "--actors", "2"])
     assert rc == 2 and "--actors needs --engine ray" in capsys.readouterr().err
+
+
+def test_ctrl_c_while_ray_starts_stops_what_it_started(monkeypatch: pytest.MonkeyPatch) -> None:
+    from attrtag.tagging import ray_engine
+
+    stopped: list[bool] = []
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", lambda **_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    monkeypatch.setattr(ray, "shutdown", lambda: stopped.append(True))
+    with pytest.raises(KeyboardInterrupt):
+        ray_engine.connect(None)
+    assert stopped == [True]

@@ -119,6 +119,9 @@ def connect(address: str | None, *, num_cpus: int | None = None) -> bool:
         except (ConnectionError, RuntimeError, ValueError, TimeoutError) as err:
             where = f"`address={address}`" if address else "a local Ray instance"
             raise AttrtagError(f"{where}: cannot connect ({first_line(err)}); start one with 'ray start --head'") from None
+        except BaseException:  # Ctrl-C while Ray starts: what it started so far must not outlive this run
+            ray.shutdown()
+            raise
         started = True
     # Ray Data logs each run's start and end at INFO, and warns that its progress bars are off
     # (attrtag shows its own): neither belongs in attrtag's output.
