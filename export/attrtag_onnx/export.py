@@ -109,6 +109,7 @@ def export_onnx(
     batch_check: int = 5,
     exporter: str = "auto",
     seed: int = 0,
+    what: str | None = None,
 ) -> ExportReport:
     """Export a checkpoint (or a model) to an attrtag ONNX file and check it.
 
@@ -125,6 +126,7 @@ def export_onnx(
         batch_check: second batch size of the comparison (batch 1 always runs).
         exporter: ``auto`` (dynamo, falling back to TorchScript), ``dynamo`` or ``torchscript``.
         seed: seed of the random comparison inputs.
+        what: what to call the file in the log line (default: its path).
 
     Returns:
         The :class:`ExportReport`.
@@ -152,7 +154,7 @@ def export_onnx(
     report.seconds = time.perf_counter() - t0
     _logger.info(
         "exported %s (%s, %s exporter, opset %d) in %.1fs; max |onnx - torch| %s",
-        out, precision, used, report.opset, report.seconds,
+        what or out, precision, used, report.opset, report.seconds,
         f"{max(report.max_abs_diff.values()):.2g}" if report.max_abs_diff else "not checked",
     )
     return report

@@ -175,7 +175,8 @@ def export_int8(
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix=".attrtag-fp32-", dir=out.parent) as tmp:
         report = export_onnx(
-            source, Path(tmp) / "fp32.onnx", opset=opset or DEFAULT_OPSET, rules=rules, batch_check=batch_check
+            source, Path(tmp) / "fp32.onnx", opset=opset or DEFAULT_OPSET, rules=rules, batch_check=batch_check,
+            what="the float32 graph to quantise",  # a temporary file: not a result to look for
         )
         report.quantization = quantize_int8(
             report.path, out, manifest, calib_images=calib_images, eval_images=eval_images, progress=progress

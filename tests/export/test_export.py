@@ -6,6 +6,7 @@ so a hard-coded group size or order cannot pass.
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -174,12 +175,15 @@ def test_fp16_export_keeps_float32_io(ckpt: Path, tmp_path: Path) -> None:
 
 
 def test_int8_export_reports_accuracy_per_group(
-    ckpt: Path, model: torch.nn.Module, tiny_data: tuple[Path, Path], tmp_path: Path
+    ckpt: Path, model: torch.nn.Module, tiny_data: tuple[Path, Path], tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     schema_path, manifest = tiny_data
     schema = Schema.load(schema_path)
     out = tmp_path / "int8.onnx"
-    report = export_int8(ckpt, out, manifest, calib_images=16, eval_images=40)
+    with caplog.at_level(logging.INFO, logger="attrtag_onnx"):
+        report = export_int8(ckpt, out, manifest, calib_images=16, eval_images=40)
+    said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("exported ")]
+    assert said and said[0].startswith("exported the float32 graph to quantise (fp32")  # not its temporary path
     q = report.quantization
     assert report.precision == "int8" and report.path == out and read_metadata(out).precision == "int8"
     assert all(d < 1e-4 for d in report.max_abs_diff.values())  # the float32 model it came from
