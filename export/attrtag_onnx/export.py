@@ -125,8 +125,7 @@ def export_onnx(
         atol: max allowed abs difference of probabilities (default 1e-4 fp32, 1e-2 fp16).
         batch_check: second batch size of the comparison (batch 1 always runs).
         exporter: ``auto`` (dynamo, falling back to TorchScript), ``dynamo`` or ``torchscript``.
-        seed: seed of the random comparison inputs.
-        what: what to call the file in the log line (default: its path).
+        seed, what: the comparison inputs' seed; what the log line calls the file (default: its path).
 
     Returns:
         The :class:`ExportReport`.
