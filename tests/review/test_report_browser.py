@@ -166,3 +166,40 @@ def test_multi_label_groups_in_a_browser(browser: Any, tmp_path: Path) -> None:
     text = ", ".join(f"{v} {rec['marks_probs'][v]:.2f}" for v in rec["marks"]) or "none"
     assert row.inner_text().split(None, 1) == ["marks", text]
     assert errors == []
+
+
+def test_the_audit_page_shows_each_label_with_its_images_one_thumbnail(browser: Any, tmp_path: Path,
+                                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    from attrtag.auditing.labels import AuditLabel, GroupSummary
+    from attrtag.auditing.output import summary_dict, write_audit
+    from attrtag.schema import Schema
+    from tests.helpers import run_cli
+
+    paths = []
+    for i, colour in enumerate([(200, 30, 30), (30, 30, 200)]):
+        paths.append(tmp_path / f"img{i}.png")
+        Image.new("RGB", (40, 30), colour).save(paths[-1])
+    schema = Schema.from_dict({"colour": ["red", "blue"], "band": ["top", "bottom"]})
+    rows = ((0, "colour", "blue", "red", 0.9, 1), (1, "colour", "red", "blue", 0.8, 2), (0, "band", "top", "bottom", 0.7, 1))
+    labels = [AuditLabel(path=str(paths[i]), line=i + 2, split="train", group=g, value=None, label=given,
+                         suggested=other, score=s, p_label=1 - s, p_suggested=s, flagged=True, rank=r)
+              for i, g, given, other, s, r in rows]
+    audit = tmp_path / "audit.csv"
+    write_audit(audit, labels, {"rows": "all", "manifest": "m.csv", "method": "both", "schema": schema.to_dict(),
+                                "groups": summary_dict([GroupSummary("colour", "exclusive", 2, 2, 1.0),
+                                                        GroupSummary("band", "exclusive", 1, 1, 1.0)])})
+    out = tmp_path / "audit.html"
+    code, _, err = run_cli(capsys, "report", audit, "--out", out, "--workers", "0", "--no-progress")
+    assert code == 0, err
+    page = browser.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(out.as_uri())
+    page.wait_for_selector("#cards .card img")
+    cards = page.locator("#cards .card")
+    assert cards.count() == 3 and page.locator("#cards .card .noimg").count() == 0 and errors == []
+    srcs = [cards.nth(i).locator("img").get_attribute("src") for i in range(3)]
+    shown = [cards.nth(i).locator(".path").inner_text() for i in range(3)]
+    assert all(s.startswith("data:image/jpeg;base64,") for s in srcs)
+    assert len(set(srcs)) == 2 and len(set(shown)) == 2  # image 0's two labels show its one thumbnail
+    page.close()
