@@ -89,3 +89,16 @@ def test_review_finds_the_images_of_relative_records_from_any_folder(model: Path
     loaded = load_tags(out)
     assert loaded.root == tmp_path and all((loaded.root / r["path"]).is_file() for r in loaded.records)
     assert load_tags(out, root=tmp_path / "in").root == tmp_path / "in"  # --root still decides
+
+
+def test_absolute_inputs_tag_from_a_folder_that_was_deleted(model: Path, tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    write_images(tmp_path / "in", 2)
+    (tmp_path / "gone").mkdir()
+    monkeypatch.chdir(tmp_path / "gone")
+    (tmp_path / "gone").rmdir()  # a shell left in a deleted folder: getcwd() fails
+    tagger = attrtag.load(model, device="cpu")
+    out = tmp_path / "tags.jsonl"
+    assert tagger.tag_to(out, str(tmp_path / "in")).tagged == 2
+    assert tagger.tag_to(out, str(tmp_path / "in")).skipped == 2
+    assert read_output(out)[0].relative_to is None

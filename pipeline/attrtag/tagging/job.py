@@ -22,7 +22,7 @@ from .files import TagWriter, check_out, open_output
 from .header import OutputMeta, model_fingerprint
 from .inputs import ImagePaths
 from .._lock import OutputLock
-from .recorded import as_recorded_here, recorded_as
+from .recorded import as_recorded_here, recorded_as, working_folder
 from .records import RecordLayout, TagRecord
 from .retry import drop_failed
 
@@ -131,7 +131,7 @@ class TagJob:
         self.layout, self.out = layout, Path(out)
         meta = OutputMeta(layout, model=os.path.basename(model_path),
                           model_sha256=model_sha256 or model_fingerprint(model_path),
-                          relative_to=display_path(os.getcwd()))
+                          relative_to=working_folder())
         check_out(out, fmt)
         self.out.parent.mkdir(parents=True, exist_ok=True)
         # Held for the whole job, across the writer reopened below: no other run slips in between.

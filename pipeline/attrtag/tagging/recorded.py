@@ -18,6 +18,15 @@ from typing import Collection, Sequence
 from ..data.images import display_path
 
 
+def working_folder() -> str | None:
+    """This process's folder as records would name it, or None where it no longer exists (a
+    folder deleted under a running shell: absolute inputs still tag, and nothing counts from it)."""
+    try:
+        return display_path(os.getcwd())
+    except OSError:
+        return None
+
+
 def recorded_as(paths: Sequence[str], shown: Sequence[str], done: Collection[str],
                 relative_to: str | None) -> list[str | None]:
     """For each input, the path its record has in the output, or None where it has none.
@@ -35,7 +44,9 @@ def recorded_as(paths: Sequence[str], shown: Sequence[str], done: Collection[str
     found: list[str | None] = [d if d in done else None for d in shown]
     if not done or None not in found:
         return found  # nothing to look for: no work for a fresh output or a plain resume
-    base = relative_to or display_path(os.getcwd())
+    base = relative_to or working_folder()
+    if base is None:
+        return found
     by_place: dict[str, str] = {}
     for record in sorted(done):  # sorted: which of two spellings of one place wins does not vary
         by_place.setdefault(os.path.normpath(os.path.join(base, record)), record)
@@ -45,6 +56,6 @@ def recorded_as(paths: Sequence[str], shown: Sequence[str], done: Collection[str
 def as_recorded_here(paths: Sequence[str], relative_to: str | None) -> list[str]:
     """``paths`` as new records should name them: absolute where this run's folder is not the
     one the output's relative paths are relative to (else two runs' relative paths would mix)."""
-    if relative_to is None or os.path.normpath(relative_to) == display_path(os.getcwd()):
+    if relative_to is None or os.path.normpath(relative_to) == working_folder():
         return list(paths)
     return [p if os.path.isabs(p) else os.path.abspath(p) for p in paths]
