@@ -10,15 +10,15 @@ this only shows where torch is not imported: ``attrtag tag model.onnx`` on a GPU
 """
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import importlib.util
-import io
 import logging
 import re
 import sys
 from pathlib import Path
 from typing import Any
+
+from .held_output import hold_output
 
 _logger = logging.getLogger(__name__)
 
@@ -63,13 +63,16 @@ def preload_cuda(ort: Any) -> list[str]:
         if not hasattr(ort, "preload_dlls") or getattr(getattr(torch, "version", None), "cuda", None):
             _missing_cuda = []
         else:
-            printed = io.StringIO()  # preload_dlls print()s its failures; stdout may carry tag output
+            # preload_dlls print()s its failures; stdout may carry tag output. Read, then logged.
+            held = None
             try:
-                with contextlib.redirect_stdout(printed):
+                with hold_output(_logger, "onnxruntime.preload_dlls") as held:
                     ort.preload_dlls()
             except Exception as err:  # noqa: BLE001 - a failed preload leaves ONNX Runtime's own search
                 _logger.debug("onnxruntime.preload_dlls failed: %s", err)
-            names = [Path(m).name for m in _FAILED.findall(printed.getvalue())]
+            else:
+                held.release(show=False)
+            names = [Path(m).name for m in _FAILED.findall(held.text if held is not None else "")]
             _missing_cuda = list(dict.fromkeys(names))
             if _missing_cuda:
                 _logger.debug("CUDA libraries not loaded: %s", ", ".join(_missing_cuda))
